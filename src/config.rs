@@ -1,0 +1,348 @@
+//! Settings: the checked-in `config.toml` defaults < a file given with `--config` <
+//! the environment (`ENGINE__SECTION__KEY` and the customary `DATABASE_URL`, `REDIS_URL`,
+//! `CHROMA_URL`, `OPENAI_API_KEY`) < command-line flags. A wrong, missing or unknown value
+//! is refused at start, naming its key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Map, Source, Value};
+use serde::Deserialize;
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULTS_TOML: &str = include_str!("../config.toml");
+
+/// Environment variables that deployments customarily set, and the key each one sets.
+/// `ENGINE__...` variables win over them.
+const CUSTOMARY_ENV: [(&str, &str); 4] = [
+    ("DATABASE_URL", "database.url"),
+    ("REDIS_URL", "redis.url"),
+    ("CHROMA_URL", "store.url"),
+    ("OPENAI_API_KEY", "embedding.api_key"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_root: PathBuf,
+    pub database: DatabaseSettings,
+    pub embedding: EmbeddingSettings,
+    pub store: StoreSettings,
+    pub chunking: ChunkingSettings,
+    pub quotes: QuotesSettings,
+    pub collections: CollectionSettings,
+    pub ingest: IngestSettings,
+    pub worker: WorkerSettings,
+    pub redis: RedisSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Deterministic feature hashing, no network: see `embed::local`.
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    pub provider: ProviderKind,
+    pub dimension: usize,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub max_batch_inputs: usize,
+    pub max_batch_tokens: usize,
+    pub max_in_flight: usize,
+    pub linger_ms: u64,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One local file, see `store::embedded`.
+    Embedded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkingSettings {
+    pub target_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadRecord {
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotesSettings {
+    pub on_bad_record: OnBadRecord,
+    pub max_record_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSettings {
+    pub name_template: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub window_chunks: usize,
+    pub windows_in_flight: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub soft_time_limit: u64,
+    pub time_limit: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+}
+
+/// A refused configuration; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Where settings come from, besides the compiled-in defaults.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigInputs {
+    /// `--config FILE`: must exist when given.
+    pub file: Option<PathBuf>,
+    /// The environment to read (the process's in `main`, a map of its own in tests).
+    pub env: HashMap<String, String>,
+    /// Flags, as `key = value` pairs with dotted keys; they win over everything.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl ConfigInputs {
+    /// The process environment, after loading `.env` if there is one.
+    pub fn from_process_env() -> Self {
+        let _ = dotenvy::dotenv();
+        Self {
+            env: std::env::vars().collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn with_override(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.overrides.push((key.to_owned(), value.into()));
+        self
+    }
+}
+
+/// The customary variables as a config source, layered below `ENGINE__...`.
+#[derive(Debug, Clone)]
+struct CustomaryEnv(Map<String, Value>);
+
+impl Source for CustomaryEnv {
+    fn clone_into_box(&self) -> Box<dyn Source + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn collect(&self) -> Result<Map<String, Value>, config::ConfigError> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Settings {
+    pub fn load(inputs: &ConfigInputs) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(path) = &inputs.file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path.as_path()).required(true));
+        }
+        let customary: Map<String, Value> = CUSTOMARY_ENV
+            .iter()
+            .filter_map(|(var, key)| {
+                let value = inputs.env.get(*var)?;
+                Some((key.to_string(), Value::from(value.clone())))
+            })
+            .collect();
+        let engine_env: Map<String, String> = inputs
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("ENGINE__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(CustomaryEnv(customary)).add_source(
+            Environment::with_prefix("ENGINE")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(engine_env)),
+        );
+        for (key, value) in &inputs.overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| ConfigError(format!("flag for `{key}`: {e}")))?;
+        }
+        let settings: Settings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges and relations between keys.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &str, why: String| Err(ConfigError(format!("`{key}`: {why}")));
+        let c = &self.chunking;
+        if c.target_tokens < 16 {
+            return refuse(
+                "chunking.target_tokens",
+                format!("{} is below the minimum of 16", c.target_tokens),
+            );
+        }
+        if c.overlap_tokens * 2 >= c.target_tokens {
+            return refuse(
+                "chunking.overlap_tokens",
+                format!(
+                    "{} must be less than half of chunking.target_tokens ({})",
+                    c.overlap_tokens, c.target_tokens
+                ),
+            );
+        }
+        let e = &self.embedding;
+        if !(2..=16384).contains(&e.dimension) {
+            return refuse(
+                "embedding.dimension",
+                format!("{} is outside 2..=16384", e.dimension),
+            );
+        }
+        for (key, value) in [
+            ("embedding.max_batch_inputs", e.max_batch_inputs),
+            ("embedding.max_batch_tokens", e.max_batch_tokens),
+            ("embedding.max_in_flight", e.max_in_flight),
+            ("store.max_in_flight", self.store.max_in_flight),
+            ("ingest.window_chunks", self.ingest.window_chunks),
+            ("ingest.windows_in_flight", self.ingest.windows_in_flight),
+            ("worker.concurrency", self.worker.concurrency),
+            ("quotes.max_record_bytes", self.quotes.max_record_bytes),
+            (
+                "database.max_connections",
+                self.database.max_connections as usize,
+            ),
+        ] {
+            if value == 0 {
+                return refuse(key, "must be at least 1".into());
+            }
+        }
+        if e.max_batch_tokens < c.target_tokens {
+            return refuse(
+                "embedding.max_batch_tokens",
+                format!(
+                    "{} cannot hold one chunk of chunking.target_tokens ({})",
+                    e.max_batch_tokens, c.target_tokens
+                ),
+            );
+        }
+        let w = &self.worker;
+        if w.soft_time_limit == 0 || w.soft_time_limit > w.time_limit {
+            return refuse(
+                "worker.soft_time_limit",
+                format!(
+                    "{} must be between 1 and worker.time_limit ({})",
+                    w.soft_time_limit, w.time_limit
+                ),
+            );
+        }
+        let template = &self.collections.name_template;
+        if !template.contains("{persona}") || !template.contains("{kind}") {
+            return refuse(
+                "collections.name_template",
+                format!("{template:?} must contain both {{persona}} and {{kind}}"),
+            );
+        }
+        let sample = self.collection_name("x", "works");
+        if let Err(why) = check_collection_name(&sample) {
+            return refuse(
+                "collections.name_template",
+                format!("{template:?} gives {sample:?}: {why}"),
+            );
+        }
+        if self.database.url.trim().is_empty() {
+            return refuse("database.url", "is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The collection of one persona and kind, from `collections.name_template`.
+    pub fn collection_name(&self, persona: &str, kind: &str) -> String {
+        self.collections
+            .name_template
+            .replace("{persona}", persona)
+            .replace("{kind}", kind)
+    }
+
+    /// `data_root`, made absolute against the working directory.
+    pub fn data_root(&self) -> PathBuf {
+        absolute(&self.data_root)
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Chroma's rule for collection names, so the embedded store accepts exactly what Chroma does:
+/// 3 to 512 characters of `[a-zA-Z0-9._-]`, starting and ending with a letter or digit.
+pub fn check_collection_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let alnum_ends = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !(3..=512).contains(&name.len())
+        || !name.chars().all(ok_char)
+        || !alnum_ends
+        || name.contains("..")
+    {
+        return Err("a collection name is 3 to 512 characters of a-z, A-Z, 0-9, '.', '_' and '-', starting and ending with a letter or digit".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Layering and refusal of settings.
+
+use super::*;
+
+fn inputs(env: &[(&str, &str)]) -> ConfigInputs {
+    ConfigInputs {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..ConfigInputs::default()
+    }
+}
+
+fn refusal(inputs: &ConfigInputs) -> String {
+    Settings::load(inputs).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_load_and_are_zero_setup() {
+    let s = Settings::load(&ConfigInputs::default()).unwrap();
+    assert_eq!(s.embedding.provider, ProviderKind::Local);
+    assert_eq!(s.store.kind, StoreKind::Embedded);
+    assert!(s.database.url.starts_with("sqlite://"));
+    assert_eq!(s.worker.time_limit, 7200);
+    assert_eq!(s.worker.soft_time_limit, 6900);
+    assert_eq!(s.collection_name("mark-twain", "works"), "mark-twain_works");
+}
+
+#[test]
+fn environment_layers_over_file_and_flags_over_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[chunking]\ntarget_tokens = 300\n[embedding]\ndimension = 64\n",
+    )
+    .unwrap();
+    let mut inputs = inputs(&[
+        ("ENGINE__EMBEDDING__PROVIDER", "local"),
+        ("ENGINE__EMBEDDING__DIMENSION", "128"),
+        ("DATABASE_URL", "postgres://postgres@127.0.0.1/x"),
+        ("ENGINE__DATA_ROOT", "/srv/corpus"),
+    ]);
+    inputs.file = Some(file);
+    let s = Settings::load(&inputs).unwrap();
+    assert_eq!(s.chunking.target_tokens, 300, "file over defaults");
+    assert_eq!(s.embedding.dimension, 128, "environment over file");
+    assert_eq!(s.database.url, "postgres://postgres@127.0.0.1/x");
+    assert_eq!(s.data_root, PathBuf::from("/srv/corpus"));
+
+    let s = Settings::load(&inputs.with_override("embedding.dimension", "32")).unwrap();
+    assert_eq!(s.embedding.dimension, 32, "flags over environment");
+}
+
+#[test]
+fn engine_variables_win_over_customary_ones() {
+    let s = Settings::load(&inputs(&[
+        ("DATABASE_URL", "sqlite://a.db"),
+        ("ENGINE__DATABASE__URL", "sqlite://b.db"),
+    ]))
+    .unwrap();
+    assert_eq!(s.database.url, "sqlite://b.db");
+}
+
+#[test]
+fn wrong_values_are_refused_naming_the_key() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("ENGINE__CHUNKING__TARGET_TOKENS", "many")],
+            "chunking.target_tokens",
+        ),
+        (
+            &[("ENGINE__EMBEDDING__PROVIDER", "telepathy")],
+            "embedding.provider",
+        ),
+        (
+            &[("ENGINE__QUOTES__ON_BAD_RECORD", "ignore")],
+            "quotes.on_bad_record",
+        ),
+        (
+            &[("ENGINE__CHUNKING__OVERLAP_TOKENS", "300")],
+            "chunking.overlap_tokens",
+        ),
+        (
+            &[("ENGINE__EMBEDDING__DIMENSION", "1")],
+            "embedding.dimension",
+        ),
+        (
+            &[("ENGINE__WORKER__CONCURRENCY", "0")],
+            "worker.concurrency",
+        ),
+        (
+            &[("ENGINE__WORKER__SOFT_TIME_LIMIT", "9000")],
+            "worker.soft_time_limit",
+        ),
+        (
+            &[("ENGINE__COLLECTIONS__NAME_TEMPLATE", "{persona}")],
+            "collections.name_template",
+        ),
+        (
+            &[("ENGINE__COLLECTIONS__NAME_TEMPLATE", "{persona}/{kind}")],
+            "collections.name_template",
+        ),
+    ];
+    for (env, key) in cases {
+        let message = refusal(&inputs(env));
+        assert!(message.contains(key), "{env:?}: {message}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let message = refusal(&inputs(&[("ENGINE__CHUNKING__TARGET_TOKEN", "300")]));
+    assert!(message.contains("target_token"), "{message}");
+}
+
+#[test]
+fn a_missing_config_file_is_refused() {
+    let inputs = ConfigInputs {
+        file: Some("/nonexistent/engine.toml".into()),
+        ..ConfigInputs::default()
+    };
+    assert!(refusal(&inputs).contains("/nonexistent/engine.toml"));
+}

@@ -1,0 +1,8 @@
+//! persona-ingest: reads a persona's corpus (works, quotes, profile), chunks it, embeds it,
+//! writes it into one vector collection per persona and kind, and tracks every job in SQL.
+
+pub mod config;
+pub mod persona;
+
+pub use entities::{JobStatus, Kind, PersonaStatus};
+pub use persona::PersonaId;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod persona;
+pub mod sources;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};
 pub use persona::PersonaId;

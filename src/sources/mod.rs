@@ -1,0 +1,192 @@
+//! Sources: where a persona's texts are found and how they are cut into chunks. The works,
+//! quotes and profile sources differ only in that; the one generic ingestor drives them all.
+//!
+//! Sources are blocking code (file I/O and chunking): the ingestor runs them on a blocking
+//! thread and receives their chunks through a bounded channel, the [`ChunkSink`].
+
+mod chunker;
+mod document;
+mod layout;
+mod profile;
+mod quotes;
+mod text;
+mod works;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::{Kind, PersonaId};
+
+pub use chunker::{RawChunk, TextChunker};
+pub use layout::DataRoot;
+pub use profile::ProfileSource;
+pub use quotes::QuotesSource;
+pub use works::WorksSource;
+
+/// A metadata value as vector stores accept it (Chroma takes str, int, float and bool).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetaValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl From<&str> for MetaValue {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+
+impl From<String> for MetaValue {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+
+pub type Metadata = BTreeMap<String, MetaValue>;
+
+/// One piece of text to embed and store, with where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Chunk {
+    /// The file it came from, relative to the data root (`data/mark-twain/works/x.txt`).
+    pub source: String,
+    /// Position within the file: the chunk's number for texts, the line number for quotes.
+    pub chunk_index: u32,
+    pub text: String,
+    /// Character (Unicode scalar) offsets into the file's normalised text: BOM dropped, CRLF
+    /// as LF, control characters other than tab and newline removed.
+    pub char_start: u64,
+    pub char_end: u64,
+    /// What the source knows besides: `title`, `section`, a quote's own fields.
+    pub metadata: Metadata,
+}
+
+/// A file a source will read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceFile {
+    /// The resolved path, checked to lie inside the data root.
+    pub path: PathBuf,
+    /// Relative to the data root, with `/` separators: what errors and metadata show.
+    pub rel: String,
+    pub bytes: u64,
+}
+
+/// What a source found to read, and what it looked for in vain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub files: Vec<SourceFile>,
+    pub missing: Vec<String>,
+}
+
+impl SourcePlan {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// What reading one file wants known besides its chunks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileReport {
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{rel}: {source}")]
+    Io { rel: String, source: std::io::Error },
+    #[error("{rel}:{line}: not valid UTF-8 (byte offset {byte}); texts must be UTF-8")]
+    NotUtf8 { rel: String, line: u64, byte: u64 },
+    #[error("{rel}: resolves outside the data root; refusing to read it")]
+    OutsideRoot { rel: String },
+    #[error("{rel}:{line}: {reason}")]
+    BadRecord {
+        rel: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("data root {path}: {source}")]
+    DataRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stopped before the end of {rel}")]
+    Stopped { rel: String },
+}
+
+/// Where a source puts its chunks. `Break` means stop: the job was cancelled or failed.
+pub trait ChunkSink {
+    /// `bytes_done` is how much of the current file has been consumed so far.
+    fn accept(&mut self, chunk: Chunk, bytes_done: u64) -> ControlFlow<()>;
+}
+
+/// A collecting sink, for tests and small tools.
+impl ChunkSink for Vec<Chunk> {
+    fn accept(&mut self, chunk: Chunk, _bytes_done: u64) -> ControlFlow<()> {
+        self.push(chunk);
+        ControlFlow::Continue(())
+    }
+}
+
+/// One kind of a persona's corpus.
+pub trait Source: Send + Sync {
+    fn kind(&self) -> Kind;
+    /// Lists the files to read (blocking).
+    fn plan(&self) -> Result<SourcePlan, SourceError>;
+    /// Reads one planned file into chunks (blocking).
+    fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError>;
+}
+
+/// Builds the source of a persona's kind; a seam, so tests can put sources of their own.
+pub trait SourceFactory: Send + Sync {
+    fn source(&self, persona: &PersonaId, kind: Kind) -> Result<Arc<dyn Source>, SourceError>;
+    /// Whether anything of this persona exists under the data root.
+    fn persona_exists(&self, persona: &PersonaId) -> bool;
+    /// Where this persona's data is looked for, for error messages.
+    fn describe(&self, persona: &PersonaId) -> String;
+}
+
+/// The sources of the data layout described in DESIGN.md.
+pub struct FileSources {
+    root: Arc<DataRoot>,
+    settings: Arc<Settings>,
+}
+
+impl FileSources {
+    pub fn new(settings: Arc<Settings>) -> Self {
+        Self {
+            root: Arc::new(DataRoot::new(settings.data_root())),
+            settings,
+        }
+    }
+}
+
+impl SourceFactory for FileSources {
+    fn source(&self, persona: &PersonaId, kind: Kind) -> Result<Arc<dyn Source>, SourceError> {
+        let root = self.root.clone();
+        let persona = persona.clone();
+        Ok(match kind {
+            Kind::Works => Arc::new(WorksSource::new(root, persona, self.settings.chunking)),
+            Kind::Quotes => Arc::new(QuotesSource::new(root, persona, self.settings.quotes)),
+            Kind::Profile => Arc::new(ProfileSource::new(root, persona, self.settings.chunking)),
+        })
+    }
+
+    fn persona_exists(&self, persona: &PersonaId) -> bool {
+        self.root.persona_exists(persona)
+    }
+
+    fn describe(&self, persona: &PersonaId) -> String {
+        format!(
+            "data/{p}/ and personas/{p}/ under {root}",
+            p = persona,
+            root = self.root.path().display()
+        )
+    }
+}

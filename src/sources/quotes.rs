@@ -1,0 +1,324 @@
+//! Quotes: `data/{persona}/quotes/all_quotes.jsonl`, one JSON object a line, one record a
+//! quote, never split. `text` is required; other fields become metadata: scalars as they
+//! are, lists of scalars joined with ", ", nulls dropped; anything else is a bad record.
+//! A field whose name the engine uses itself (`source`, `kind`...) is kept as `quote_<name>`.
+//!
+//! Strict mode checks the whole file before handing out a single chunk, so a bad line fails
+//! the job with nothing written; skip mode passes over bad lines and lists them.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{
+    Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, Source, SourceError, SourceFile,
+    SourcePlan,
+};
+use crate::config::{OnBadRecord, QuotesSettings};
+use crate::{Kind, PersonaId};
+
+/// Metadata keys the engine sets on every record; a quote's own field of that name is renamed.
+pub const RESERVED_KEYS: [&str; 10] = [
+    "persona_id",
+    "kind",
+    "source",
+    "chunk_index",
+    "char_start",
+    "char_end",
+    "content_hash",
+    "embedding_model",
+    "title",
+    "section",
+];
+
+/// How many skipped lines a warning lists by number.
+const LISTED_SKIPS: usize = 20;
+
+pub struct QuotesSource {
+    root: Arc<DataRoot>,
+    persona: PersonaId,
+    settings: QuotesSettings,
+}
+
+impl QuotesSource {
+    pub fn new(root: Arc<DataRoot>, persona: PersonaId, settings: QuotesSettings) -> Self {
+        Self {
+            root,
+            persona,
+            settings,
+        }
+    }
+
+    /// Reads every line; `emit` gets each good record, `bad` each bad one (line, reason).
+    fn scan(
+        &self,
+        file: &SourceFile,
+        mut emit: impl FnMut(Chunk, u64) -> ControlFlow<()>,
+        mut bad: impl FnMut(u64, String) -> ControlFlow<SourceError>,
+    ) -> Result<(), SourceError> {
+        let io = |source| SourceError::Io {
+            rel: file.rel.clone(),
+            source,
+        };
+        let mut reader = BufReader::with_capacity(64 * 1024, File::open(&file.path).map_err(io)?);
+        let limit = self.settings.max_record_bytes;
+        let mut line = Vec::new();
+        let (mut number, mut bytes_done) = (0u64, 0u64);
+        loop {
+            line.clear();
+            let read = (&mut reader)
+                .take(limit as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(io)?;
+            if read == 0 {
+                return Ok(());
+            }
+            number += 1;
+            bytes_done += read as u64;
+            let too_long = line.len() > limit && line.last() != Some(&b'\n');
+            let record = if too_long {
+                skip_rest_of_line(&mut reader, &mut bytes_done).map_err(io)?;
+                Err(format!(
+                    "line longer than quotes.max_record_bytes ({limit} bytes)"
+                ))
+            } else {
+                parse_record(&line, number == 1)
+            };
+            match record {
+                Ok(None) => {}
+                Ok(Some((text, metadata))) => {
+                    let chunk = Chunk {
+                        source: file.rel.clone(),
+                        chunk_index: number as u32,
+                        char_end: text.chars().count() as u64,
+                        char_start: 0,
+                        text,
+                        metadata,
+                    };
+                    if emit(chunk, bytes_done).is_break() {
+                        return Err(SourceError::Stopped {
+                            rel: file.rel.clone(),
+                        });
+                    }
+                }
+                Err(reason) => {
+                    if let ControlFlow::Break(e) = bad(number, reason) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Source for QuotesSource {
+    fn kind(&self) -> Kind {
+        Kind::Quotes
+    }
+
+    fn plan(&self) -> Result<SourcePlan, SourceError> {
+        let path = self.root.quotes_file(&self.persona);
+        Ok(match self.root.file(&path)? {
+            Some(file) => SourcePlan {
+                files: vec![file],
+                missing: Vec::new(),
+            },
+            None => SourcePlan {
+                files: Vec::new(),
+                missing: vec![self.root.rel(&path)],
+            },
+        })
+    }
+
+    fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
+        let fail_on = |line, reason| {
+            ControlFlow::Break(SourceError::BadRecord {
+                rel: file.rel.clone(),
+                line,
+                reason,
+            })
+        };
+        match self.settings.on_bad_record {
+            OnBadRecord::Fail => {
+                self.scan(file, |_, _| ControlFlow::Continue(()), fail_on)?;
+                self.scan(file, |chunk, done| sink.accept(chunk, done), fail_on)?;
+                Ok(FileReport::default())
+            }
+            OnBadRecord::Skip => {
+                let mut skipped: Vec<(u64, String)> = Vec::new();
+                self.scan(
+                    file,
+                    |chunk, done| sink.accept(chunk, done),
+                    |line, reason| {
+                        skipped.push((line, reason));
+                        ControlFlow::Continue(())
+                    },
+                )?;
+                Ok(FileReport {
+                    warnings: skip_warning(&file.rel, &skipped).into_iter().collect(),
+                })
+            }
+        }
+    }
+}
+
+fn skip_rest_of_line(reader: &mut impl BufRead, bytes_done: &mut u64) -> std::io::Result<()> {
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (used, found) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        reader.consume(used);
+        *bytes_done += used as u64;
+        if found {
+            return Ok(());
+        }
+    }
+}
+
+fn skip_warning(rel: &str, skipped: &[(u64, String)]) -> Option<String> {
+    if skipped.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = skipped
+        .iter()
+        .take(LISTED_SKIPS)
+        .map(|(line, reason)| format!("{rel}:{line}: {reason}"))
+        .collect();
+    let more = skipped.len().saturating_sub(LISTED_SKIPS);
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "skipped {} bad quote record(s): {}{tail}",
+        skipped.len(),
+        listed.join("; ")
+    ))
+}
+
+/// One line: `Ok(None)` for a blank line, the quote's text and metadata, or why it is bad.
+fn parse_record(line: &[u8], first: bool) -> Result<Option<(String, Metadata)>, String> {
+    let line = if first {
+        line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
+    } else {
+        line
+    };
+    let line = std::str::from_utf8(line)
+        .map_err(|e| format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to()))?;
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    let Value::Object(fields) = value else {
+        return Err("expected a JSON object".into());
+    };
+    let mut text = None;
+    let mut metadata = Metadata::new();
+    for (key, value) in fields {
+        if key == "text" {
+            match value {
+                Value::String(s) if !s.trim().is_empty() => text = Some(s),
+                Value::String(_) => return Err("`text` is empty".into()),
+                _ => return Err("`text` is not a string".into()),
+            }
+            continue;
+        }
+        let name = if RESERVED_KEYS.contains(&key.as_str()) {
+            format!("quote_{key}")
+        } else {
+            key
+        };
+        if let Some(flat) = flatten(&name, value)? {
+            metadata.insert(name, flat);
+        }
+    }
+    let text = text.ok_or("missing required field `text`")?;
+    Ok(Some((text, metadata)))
+}
+
+fn flatten(key: &str, value: Value) -> Result<Option<MetaValue>, String> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => MetaValue::Bool(b),
+        Value::String(s) => MetaValue::Str(s),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => MetaValue::Int(i),
+            None => MetaValue::Float(
+                n.as_f64()
+                    .ok_or_else(|| format!("field `{key}`: number out of range"))?,
+            ),
+        },
+        Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) => parts.push(s),
+                    Value::Number(n) => parts.push(n.to_string()),
+                    Value::Bool(b) => parts.push(b.to_string()),
+                    Value::Null => {}
+                    _ => {
+                        return Err(format!(
+                            "field `{key}`: a list holding a list or an object cannot be flattened"
+                        ))
+                    }
+                }
+            }
+            MetaValue::Str(parts.join(", "))
+        }
+        Value::Object(_) => {
+            return Err(format!(
+                "field `{key}`: an object cannot be flattened into metadata"
+            ))
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_flatten_into_metadata() {
+        let (text, metadata) = parse_record(
+            br#"{"text": "When in doubt, tell the truth.", "author": "Mark Twain", "tags": ["Truth", "Famous Quotes"], "year": 1894, "score": 0.5, "verified": true, "source": "quotable", "note": null}"#,
+            true,
+        )
+        .unwrap()
+        .unwrap();
+        insta::assert_yaml_snapshot!((text, metadata));
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"{\"text\": \"unterminated", "malformed JSON"),
+            (b"[\"text\"]", "expected a JSON object"),
+            (b"{\"author\": \"nobody\"}", "missing required field `text`"),
+            (b"{\"text\": 42}", "`text` is not a string"),
+            (b"{\"text\": \"  \"}", "`text` is empty"),
+            (
+                b"{\"text\": \"x\", \"meta\": {\"a\": 1}}",
+                "field `meta`: an object cannot be flattened",
+            ),
+            (
+                b"{\"text\": \"x\", \"tags\": [[1]]}",
+                "field `tags`: a list holding a list",
+            ),
+            (b"{\"text\": \"caf\xE9\"}", "not valid UTF-8"),
+        ];
+        for (line, why) in cases {
+            let reason = parse_record(line, false).unwrap_err();
+            assert!(reason.contains(why), "{reason}");
+        }
+        assert_eq!(parse_record(b"   \n", false), Ok(None));
+    }
+}

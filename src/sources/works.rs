@@ -1,0 +1,45 @@
+//! Works: `data/{persona}/works/**/*.{txt,md}`, sorted, each read as a document.
+
+use std::sync::Arc;
+
+use super::document::read_document;
+use super::{ChunkSink, DataRoot, FileReport, Source, SourceError, SourceFile, SourcePlan};
+use crate::config::ChunkingSettings;
+use crate::{Kind, PersonaId};
+
+pub struct WorksSource {
+    root: Arc<DataRoot>,
+    persona: PersonaId,
+    chunking: ChunkingSettings,
+}
+
+impl WorksSource {
+    pub fn new(root: Arc<DataRoot>, persona: PersonaId, chunking: ChunkingSettings) -> Self {
+        Self {
+            root,
+            persona,
+            chunking,
+        }
+    }
+}
+
+impl Source for WorksSource {
+    fn kind(&self) -> Kind {
+        Kind::Works
+    }
+
+    fn plan(&self) -> Result<SourcePlan, SourceError> {
+        let dir = self.root.works_dir(&self.persona);
+        let files = self.root.files_under(&dir, &["txt", "md"])?;
+        let missing = if files.is_empty() {
+            vec![format!("{}/**/*.{{txt,md}}", self.root.rel(&dir))]
+        } else {
+            Vec::new()
+        };
+        Ok(SourcePlan { files, missing })
+    }
+
+    fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
+        read_document(file, self.chunking, sink)
+    }
+}

@@ -2,8 +2,11 @@
 //! writes it into one vector collection per persona and kind, and tracks every job in SQL.
 
 pub mod config;
+pub mod db;
+pub mod embed;
 pub mod persona;
 pub mod sources;
+pub mod store;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};
 pub use persona::PersonaId;

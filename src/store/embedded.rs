@@ -1,0 +1,360 @@
+//! The embedded vector store: every collection in one local SQLite file (records with their
+//! documents, metadata as JSON and embeddings as little-endian f32 blobs), queried by
+//! brute-force cosine similarity. Zero setup, durable, and readable by any SQLite tool.
+//! One connection: its writes come from the one ChromaWriter anyway.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    TransactionTrait, Value,
+};
+
+use super::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
+use crate::sources::Metadata;
+
+/// Rows per INSERT statement (5 parameters each, well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 200;
+/// The embedded store has no server limit; this keeps one transaction's memory modest.
+const MAX_BATCH: usize = 4096;
+
+pub struct EmbeddedStore {
+    db: DatabaseConnection,
+    path: String,
+}
+
+fn backend(context: &str) -> impl Fn(DbErr) -> StoreError + '_ {
+    move |e| StoreError::Backend {
+        transient: false,
+        message: format!("embedded store: {context}: {e}"),
+    }
+}
+
+impl EmbeddedStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend {
+                transient: false,
+                message: format!("embedded store {shown}: {e}"),
+            })?;
+        }
+        let mut options = ConnectOptions::new(format!("sqlite://{shown}?mode=rwc"));
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+            });
+        let db = Database::connect(options).await.map_err(backend(&shown))?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, dimension INTEGER NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+            "CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE, id TEXT NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (collection, id))",
+        ] {
+            db.execute_unprepared(ddl).await.map_err(backend(&shown))?;
+        }
+        Ok(Self { db, path: shown })
+    }
+
+    fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+    }
+}
+
+fn to_blob(embedding: &[f32]) -> Vec<u8> {
+    embedding.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_blob(blob: &[u8]) -> Vec<f32> {
+    blob.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+#[async_trait]
+impl VectorStore for EmbeddedStore {
+    fn describe(&self) -> String {
+        format!("embedded store {}", self.path)
+    }
+
+    async fn max_batch_size(&self) -> Result<usize, StoreError> {
+        Ok(MAX_BATCH)
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
+        crate::config::check_collection_name(&spec.name).map_err(|why| StoreError::Backend {
+            transient: false,
+            message: format!("collection name {:?}: {why}", spec.name),
+        })?;
+        self.db
+            .execute(Self::stmt(
+                "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
+                vec![spec.name.clone().into(), spec.embedding_model.clone().into(), (spec.dimension as i64).into()],
+            ))
+            .await
+            .map_err(backend("creating a collection"))?;
+        let info = self
+            .collection(&spec.name)
+            .await?
+            .ok_or_else(|| StoreError::NoCollection(spec.name.clone()))?;
+        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
+            return Err(StoreError::Mismatch {
+                collection: info.name,
+                existing_model: info.embedding_model,
+                existing_dimension: info.dimension,
+                wanted_model: spec.embedding_model.clone(),
+                wanted_dimension: spec.dimension,
+            });
+        }
+        Ok(info)
+    }
+
+    async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
+        let row = self
+            .db
+            .query_one(Self::stmt(
+                "SELECT name, embedding_model, dimension FROM collections WHERE name = ?",
+                vec![name.into()],
+            ))
+            .await
+            .map_err(backend("reading a collection"))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = backend("reading a collection");
+        let name: String = row.try_get("", "name").map_err(&get)?;
+        Ok(Some(CollectionInfo {
+            id: name.clone(),
+            name,
+            embedding_model: row.try_get("", "embedding_model").map_err(&get)?,
+            dimension: row.try_get::<i64>("", "dimension").map_err(&get)? as usize,
+        }))
+    }
+
+    async fn upsert(
+        &self,
+        collection: &CollectionInfo,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        if let Some(bad) = records
+            .iter()
+            .find(|r| r.embedding.len() != collection.dimension)
+        {
+            return Err(StoreError::Backend {
+                transient: false,
+                message: format!(
+                    "record {} has an embedding of dimension {}; collection {} holds dimension {}",
+                    bad.id,
+                    bad.embedding.len(),
+                    collection.name,
+                    collection.dimension
+                ),
+            });
+        }
+        let txn = self.db.begin().await.map_err(backend("upsert"))?;
+        for rows in records.chunks(ROWS_PER_STATEMENT) {
+            let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
+                 ON CONFLICT(collection, id) DO UPDATE SET document = excluded.document, \
+                 metadata = excluded.metadata, embedding = excluded.embedding"
+            );
+            let mut values = Vec::with_capacity(rows.len() * 5);
+            for r in rows {
+                let metadata = serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
+                values.extend([
+                    Value::from(collection.name.clone()),
+                    r.id.clone().into(),
+                    r.document.clone().into(),
+                    metadata.into(),
+                    to_blob(&r.embedding).into(),
+                ]);
+            }
+            txn.execute(Self::stmt(&sql, values))
+                .await
+                .map_err(backend("upsert"))?;
+        }
+        txn.commit().await.map_err(backend("upsert"))
+    }
+
+    async fn ids(&self, collection: &CollectionInfo) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .db
+            .query_all(Self::stmt(
+                "SELECT id FROM records WHERE collection = ? ORDER BY id",
+                vec![collection.name.clone().into()],
+            ))
+            .await
+            .map_err(backend("listing ids"))?;
+        rows.iter()
+            .map(|row| row.try_get("", "id").map_err(backend("listing ids")))
+            .collect()
+    }
+
+    async fn delete(
+        &self,
+        collection: &CollectionInfo,
+        ids: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await.map_err(backend("delete"))?;
+        for group in ids.chunks(500) {
+            let placeholders = vec!["?"; group.len()].join(", ");
+            let mut values = vec![Value::from(collection.name.clone())];
+            values.extend(group.iter().map(|id| Value::from(id.clone())));
+            txn.execute(Self::stmt(
+                &format!("DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"),
+                values,
+            ))
+            .await
+            .map_err(backend("delete"))?;
+        }
+        txn.commit().await.map_err(backend("delete"))
+    }
+
+    async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {
+        let row = self
+            .db
+            .query_one(Self::stmt(
+                "SELECT COUNT(*) AS n FROM records WHERE collection = ?",
+                vec![collection.name.clone().into()],
+            ))
+            .await
+            .map_err(backend("count"))?
+            .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
+        Ok(row.try_get::<i64>("", "n").map_err(backend("count"))? as u64)
+    }
+
+    async fn query(
+        &self,
+        collection: &CollectionInfo,
+        embedding: &[f32],
+        k: usize,
+    ) -> Result<Vec<QueryHit>, StoreError> {
+        let rows = self
+            .db
+            .query_all(Self::stmt(
+                "SELECT id, embedding FROM records WHERE collection = ?",
+                vec![collection.name.clone().into()],
+            ))
+            .await
+            .map_err(backend("query"))?;
+        let mut scored = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("", "id").map_err(backend("query"))?;
+            let blob: Vec<u8> = row.try_get("", "embedding").map_err(backend("query"))?;
+            scored.push((cosine(embedding, &from_blob(&blob)), id));
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        scored.truncate(k);
+        let mut hits = Vec::with_capacity(scored.len());
+        for (score, id) in scored {
+            let row = self
+                .db
+                .query_one(Self::stmt(
+                    "SELECT document, metadata FROM records WHERE collection = ? AND id = ?",
+                    vec![collection.name.clone().into(), id.clone().into()],
+                ))
+                .await
+                .map_err(backend("query"))?
+                .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
+            let metadata: String = row.try_get("", "metadata").map_err(backend("query"))?;
+            hits.push(QueryHit {
+                id,
+                score,
+                document: row.try_get("", "document").map_err(backend("query"))?,
+                metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
+            });
+        }
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::MetaValue;
+
+    fn record(id: &str, embedding: Vec<f32>) -> Record {
+        Record {
+            id: id.into(),
+            document: format!("doc {id}"),
+            metadata: Metadata::from([("kind".to_string(), MetaValue::from("works"))]),
+            embedding,
+        }
+    }
+
+    fn spec(model: &str, dimension: usize) -> CollectionSpec {
+        CollectionSpec {
+            name: "p_works".into(),
+            embedding_model: model.into(),
+            dimension,
+        }
+    }
+
+    #[tokio::test]
+    async fn upserts_replace_by_id_and_queries_rank_by_cosine() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("v.db")).await.unwrap();
+        let c = store.ensure_collection(&spec("m", 2)).await.unwrap();
+        store
+            .upsert(
+                &c,
+                vec![record("a", vec![1.0, 0.0]), record("b", vec![0.0, 1.0])],
+            )
+            .await
+            .unwrap();
+        store
+            .upsert(&c, vec![record("a", vec![0.6, 0.8])])
+            .await
+            .unwrap();
+        assert_eq!(store.count(&c).await.unwrap(), 2);
+        let hits = store.query(&c, &[0.0, 1.0], 5).await.unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        assert!((hits[1].score - 0.8).abs() < 1e-6);
+        assert_eq!(hits[0].metadata["kind"], MetaValue::from("works"));
+        store.delete(&c, vec!["a".into()]).await.unwrap();
+        assert_eq!(store.ids(&c).await.unwrap(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn another_model_or_dimension_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("v.db")).await.unwrap();
+        let c = store.ensure_collection(&spec("m", 2)).await.unwrap();
+        let message = store
+            .ensure_collection(&spec("other", 3))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "collection p_works holds m vectors of dimension 2; refusing to write other vectors of dimension 3 into it"
+        );
+        let wrong = store
+            .upsert(&c, vec![record("x", vec![1.0, 2.0, 3.0])])
+            .await
+            .unwrap_err();
+        assert!(wrong.to_string().contains("dimension 3"), "{wrong}");
+    }
+}

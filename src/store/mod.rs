@@ -1,0 +1,112 @@
+//! The vector store seam: collections of records (id, document, metadata, embedding). The
+//! embedded store in a local file is the zero-setup default; Chroma plugs in behind the same
+//! trait.
+
+mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::{StoreKind, StoreSettings};
+use crate::sources::Metadata;
+
+pub use embedded::EmbeddedStore;
+
+/// What a collection must hold: vectors of one model and dimension.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub embedding_model: String,
+    pub dimension: usize,
+}
+
+/// A collection as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CollectionInfo {
+    pub name: String,
+    /// The store's own id (Chroma's UUID; the name for the embedded store).
+    pub id: String,
+    pub embedding_model: String,
+    pub dimension: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Record {
+    pub id: String,
+    pub document: String,
+    pub metadata: Metadata,
+    pub embedding: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueryHit {
+    pub id: String,
+    /// Cosine similarity, 1 for the same direction.
+    pub score: f32,
+    pub document: String,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("collection {collection} holds {existing_model} vectors of dimension {existing_dimension}; refusing to write {wanted_model} vectors of dimension {wanted_dimension} into it")]
+    Mismatch {
+        collection: String,
+        existing_model: String,
+        existing_dimension: usize,
+        wanted_model: String,
+        wanted_dimension: usize,
+    },
+    #[error("no collection named {0}")]
+    NoCollection(String),
+    #[error("{message}")]
+    Backend { transient: bool, message: String },
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// For messages: where the records go.
+    fn describe(&self) -> String;
+    /// The most records one upsert may carry.
+    async fn max_batch_size(&self) -> Result<usize, StoreError>;
+    /// Gets or creates the collection; refuses one that holds another model or dimension.
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError>;
+    async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError>;
+    /// Inserts or replaces records by id.
+    async fn upsert(
+        &self,
+        collection: &CollectionInfo,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError>;
+    async fn ids(&self, collection: &CollectionInfo) -> Result<Vec<String>, StoreError>;
+    async fn delete(&self, collection: &CollectionInfo, ids: Vec<String>)
+        -> Result<(), StoreError>;
+    async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError>;
+    /// The `k` records nearest to `embedding` by cosine similarity, best first.
+    async fn query(
+        &self,
+        collection: &CollectionInfo,
+        embedding: &[f32],
+        k: usize,
+    ) -> Result<Vec<QueryHit>, StoreError>;
+}
+
+pub async fn from_settings(settings: &StoreSettings) -> Result<Arc<dyn VectorStore>, StoreError> {
+    match settings.kind {
+        StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&settings.path).await?)),
+    }
+}

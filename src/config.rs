@@ -306,16 +306,20 @@ impl Settings {
 
     /// The collection of one persona and kind, from `collections.name_template`.
     pub fn collection_name(&self, persona: &str, kind: &str) -> String {
-        self.collections
-            .name_template
-            .replace("{persona}", persona)
-            .replace("{kind}", kind)
+        collection_name(&self.collections.name_template, persona, kind)
     }
 
     /// `data_root`, made absolute against the working directory.
     pub fn data_root(&self) -> PathBuf {
         absolute(&self.data_root)
     }
+}
+
+/// A collection name from a template holding `{persona}` and `{kind}`.
+pub fn collection_name(template: &str, persona: &str, kind: &str) -> String {
+    template
+        .replace("{persona}", persona)
+        .replace("{kind}", kind)
 }
 
 fn absolute(path: &Path) -> PathBuf {

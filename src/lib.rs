@@ -1,9 +1,11 @@
 //! persona-ingest: reads a persona's corpus (works, quotes, profile), chunks it, embeds it,
 //! writes it into one vector collection per persona and kind, and tracks every job in SQL.
 
+pub mod actors;
 pub mod config;
 pub mod db;
 pub mod embed;
+pub mod jobs;
 pub mod persona;
 pub mod sources;
 pub mod store;

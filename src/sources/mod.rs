@@ -4,7 +4,7 @@
 //! Sources are blocking code (file I/O and chunking): the ingestor runs them on a blocking
 //! thread and receives their chunks through a bounded channel, the [`ChunkSink`].
 
-mod chunker;
+pub mod chunker;
 mod document;
 mod layout;
 mod profile;

@@ -1,0 +1,519 @@
+//! Ingestor: one per job, the same for works, quotes and profile (they differ only in their
+//! [`Source`]). A blocking thread reads and chunks the files into a bounded channel; the actor
+//! takes windows of chunks from it, has the EmbeddingBatcher embed them and the ChromaWriter
+//! store them, with at most `windows_in_flight` windows between reading and writing, so memory
+//! stays bounded whatever the corpus. Progress goes to the StatusRecorder as it advances.
+//!
+//! Stopping: `StopIngest` (soft) asks the reader to stop and fails the job once what is in
+//! flight is done; `AbortIngest` (hard) drops the work at once. Either way, and on a panic in
+//! the reader or the pipeline, the job is recorded as failed with the reason.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::{FutureExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::chroma_writer::{PruneCollection, WriteRecords};
+use super::embedding_batcher::EmbedTexts;
+use super::status_recorder::{RecordStatus, StatusUpdate};
+use super::{panic_message, Observe};
+use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
+use crate::store::{CollectionSpec, Record};
+use crate::{Kind, PersonaId};
+
+/// Everything one job needs to know.
+#[derive(Clone)]
+pub struct IngestJob {
+    pub job_id: Uuid,
+    pub persona: PersonaId,
+    pub kind: Kind,
+    pub collection: CollectionSpec,
+    pub source: Arc<dyn Source>,
+    pub plan: SourcePlan,
+    /// The job row may be in any state: this is an explicit retry.
+    pub restart: bool,
+}
+
+#[derive(Clone)]
+pub struct IngestorPeers {
+    pub embedder: Recipient<EmbedTexts>,
+    pub writer: Recipient<WriteRecords>,
+    pub pruner: Recipient<PruneCollection>,
+    pub recorder: Recipient<RecordStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngestorLimits {
+    pub window_chunks: usize,
+    pub windows_in_flight: usize,
+}
+
+/// What a finished job reports to whoever started it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct IngestFinished {
+    pub job_id: Uuid,
+    pub kind: Kind,
+    pub result: Result<JobStats, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobStats {
+    pub vectors: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub files: usize,
+    pub warning: Option<String>,
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+/// Soft stop: finish what is in flight, then fail the job with `reason`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopIngest {
+    pub reason: String,
+}
+
+/// Hard stop: drop the work now and fail the job with `reason`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbortIngest {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestorCounters {
+    pub chunks_read: u64,
+    pub chunks_written: u64,
+    pub windows_sent: u64,
+    pub bytes_done: u64,
+    pub progress: u8,
+}
+
+/// Shared between the actor, its pipeline future and its reader thread.
+#[derive(Default)]
+struct Shared {
+    stop_reason: Mutex<Option<String>>,
+    stopping: AtomicBool,
+    chunks_read: AtomicU64,
+    chunks_written: AtomicU64,
+    windows_sent: AtomicU64,
+    bytes_done: AtomicU64,
+    progress: AtomicU64,
+}
+
+impl Shared {
+    fn stop(&self, reason: String) {
+        self.stop_reason
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(reason);
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stop_reason(&self) -> Option<String> {
+        self.stop_reason.lock().expect("not poisoned").clone()
+    }
+}
+
+pub struct Ingestor {
+    job: IngestJob,
+    peers: IngestorPeers,
+    limits: IngestorLimits,
+    report_to: Recipient<IngestFinished>,
+    shared: Arc<Shared>,
+    work: Option<SpawnHandle>,
+    finished: bool,
+}
+
+impl Ingestor {
+    pub fn new(
+        job: IngestJob,
+        peers: IngestorPeers,
+        limits: IngestorLimits,
+        report_to: Recipient<IngestFinished>,
+    ) -> Self {
+        Self {
+            job,
+            peers,
+            limits,
+            report_to,
+            shared: Arc::default(),
+            work: None,
+            finished: false,
+        }
+    }
+
+    fn report(&mut self, result: Result<JobStats, String>) {
+        self.finished = true;
+        self.report_to.do_send(IngestFinished {
+            job_id: self.job.job_id,
+            kind: self.job.kind,
+            result,
+        });
+    }
+}
+
+impl Actor for Ingestor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let work = execute(
+            self.job.clone(),
+            self.peers.clone(),
+            self.limits,
+            self.shared.clone(),
+        );
+        self.work = Some(ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+            act.report(result);
+            ctx.stop();
+        })));
+    }
+}
+
+/// Runs the job and records its end; never panics, never leaves the job processing unless the
+/// database itself cannot be written.
+async fn execute(
+    job: IngestJob,
+    peers: IngestorPeers,
+    limits: IngestorLimits,
+    shared: Arc<Shared>,
+) -> Result<JobStats, String> {
+    let recorder = peers.recorder.clone();
+    let job_id = job.job_id;
+    let started = record(
+        &recorder,
+        StatusUpdate::JobStarted {
+            job_id,
+            restart: job.restart,
+        },
+    )
+    .await;
+    if let Err(e) = started {
+        return Err(format!("could not start job {job_id}: {e}"));
+    }
+    let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(format!("ingestor panicked: {}", panic_message(&*panic))));
+    let update = match &outcome {
+        Ok(stats) => StatusUpdate::JobCompleted {
+            job_id,
+            total_vectors: stats.vectors,
+            warning: stats.warning.clone(),
+        },
+        Err(error) => StatusUpdate::JobFailed {
+            job_id,
+            error: error.clone(),
+        },
+    };
+    match record(&recorder, update).await {
+        Ok(()) => outcome,
+        Err(e) => {
+            let error = format!("job finished but its status could not be recorded: {e}");
+            let _ = record(
+                &recorder,
+                StatusUpdate::JobFailed {
+                    job_id,
+                    error: error.clone(),
+                },
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+async fn record(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Result<(), String> {
+    match recorder.send(RecordStatus(update)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("status recorder unreachable: {e}")),
+    }
+}
+
+/// A chunk with how far into the whole plan (in bytes) the reader was when it made it.
+type Read = (Chunk, u64);
+
+/// Passes chunks from the reader thread into the channel; blocks while the channel is full.
+struct ChannelSink {
+    tx: mpsc::Sender<Read>,
+    shared: Arc<Shared>,
+    bytes_before: u64,
+}
+
+impl ChunkSink for ChannelSink {
+    fn accept(&mut self, chunk: Chunk, bytes_done: u64) -> ControlFlow<()> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
+        self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
+        match self
+            .tx
+            .blocking_send((chunk, self.bytes_before + bytes_done))
+        {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// Reads every planned file; runs on a blocking thread.
+fn read_all(
+    source: Arc<dyn Source>,
+    plan: SourcePlan,
+    mut sink: ChannelSink,
+) -> Result<Vec<String>, SourceError> {
+    let mut warnings = Vec::new();
+    for file in &plan.files {
+        let report = source.read(file, &mut sink)?;
+        warnings.extend(report.warnings);
+        sink.bytes_before += file.bytes;
+    }
+    Ok(warnings)
+}
+
+async fn run(
+    job: IngestJob,
+    peers: IngestorPeers,
+    limits: IngestorLimits,
+    shared: Arc<Shared>,
+) -> Result<JobStats, String> {
+    let started = Instant::now();
+    let total_bytes = job.plan.total_bytes().max(1);
+    let capacity = limits.window_chunks * limits.windows_in_flight;
+    let (tx, mut rx) = mpsc::channel::<Read>(capacity);
+    let sink = ChannelSink {
+        tx,
+        shared: shared.clone(),
+        bytes_before: 0,
+    };
+    let reader = tokio::task::spawn_blocking({
+        let (source, plan) = (job.source.clone(), job.plan.clone());
+        move || read_all(source, plan, sink)
+    });
+
+    let windows =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).ready_chunks(limits.window_chunks);
+    let job_ref = &job;
+    let peers_ref = &peers;
+    let mut written = windows
+        .map(|window: Vec<Read>| async move {
+            let bytes_done = window.last().map_or(0, |(_, done)| *done);
+            let count = window.len();
+            let ids = write_window(job_ref, peers_ref, window).await?;
+            Ok::<_, String>((ids, count, bytes_done))
+        })
+        .buffered(limits.windows_in_flight);
+
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut last_progress = 0u8;
+    let mut pipeline_error = None;
+    while let Some(result) = written.next().await {
+        match result {
+            Ok((window_ids, count, bytes_done)) => {
+                ids.extend(window_ids);
+                shared.windows_sent.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .chunks_written
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                shared.bytes_done.store(bytes_done, Ordering::Relaxed);
+                let progress = ((bytes_done * 100 / total_bytes) as u8).min(99);
+                if progress > last_progress {
+                    last_progress = progress;
+                    shared.progress.store(progress.into(), Ordering::Relaxed);
+                    peers
+                        .recorder
+                        .do_send(RecordStatus(StatusUpdate::JobProgress {
+                            job_id: job.job_id,
+                            progress,
+                        }));
+                }
+            }
+            Err(e) => {
+                pipeline_error = Some(e);
+                break;
+            }
+        }
+    }
+    // Dropping the stream drops the receiver: a reader blocked on a full channel wakes and ends.
+    drop(written);
+    if pipeline_error.is_some() {
+        shared.stopping.store(true, Ordering::SeqCst);
+    }
+    let read = reader.await.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => format!("reader panicked: {}", panic_message(&*panic)),
+        Err(e) => format!("reader thread failed: {e}"),
+    })?;
+    if let Some(error) = pipeline_error {
+        return Err(error);
+    }
+    let warnings = match read {
+        Ok(warnings) => warnings,
+        Err(SourceError::Stopped { rel }) => {
+            let reason = shared.stop_reason().unwrap_or_else(|| "stopped".into());
+            return Err(format!("{reason} (stopped while reading {rel})"));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if let Some(reason) = shared.stop_reason() {
+        return Err(reason);
+    }
+    let pruned = peers
+        .pruner
+        .send(PruneCollection {
+            collection: job.collection.clone(),
+            keep: ids.clone(),
+        })
+        .await
+        .map_err(|e| format!("vector store writer unreachable: {e}"))?
+        .map_err(|e| format!("removing stale records from {}: {e}", job.collection.name))?;
+    if pruned > 0 {
+        tracing::info!(job_id = %job.job_id, collection = %job.collection.name, pruned, "removed stale records");
+    }
+    let mut warnings = warnings;
+    if job.plan.files.is_empty() {
+        warnings.insert(
+            0,
+            format!(
+                "nothing to ingest: no {} found ({})",
+                job.kind,
+                job.plan.missing.join(", ")
+            ),
+        );
+    }
+    Ok(JobStats {
+        vectors: ids.len() as u64,
+        chunks: shared.chunks_written.load(Ordering::Relaxed),
+        bytes: job.plan.total_bytes(),
+        files: job.plan.files.len(),
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Embeds one window and writes it; answers the ids written.
+async fn write_window(
+    job: &IngestJob,
+    peers: &IngestorPeers,
+    window: Vec<Read>,
+) -> Result<Vec<String>, String> {
+    let texts: Vec<String> = window.iter().map(|(chunk, _)| chunk.text.clone()).collect();
+    let vectors = peers
+        .embedder
+        .send(EmbedTexts { texts })
+        .await
+        .map_err(|e| format!("embedding batcher unreachable: {e}"))?
+        .map_err(|e| format!("embedding failed: {e}"))?;
+    let records: Vec<Record> = window
+        .into_iter()
+        .zip(vectors)
+        .map(|((chunk, _), embedding)| to_record(job, chunk, embedding))
+        .collect();
+    let ids = records.iter().map(|r| r.id.clone()).collect();
+    peers
+        .writer
+        .send(WriteRecords {
+            collection: job.collection.clone(),
+            records,
+        })
+        .await
+        .map_err(|e| format!("vector store writer unreachable: {e}"))?
+        .map_err(|e| format!("writing to {}: {e}", job.collection.name))?;
+    Ok(ids)
+}
+
+/// The record id is deterministic (kind, source, chunk index): a re-run replaces, never adds.
+pub fn record_id(kind: Kind, source: &str, chunk_index: u32) -> String {
+    format!("{kind}:{source}:{chunk_index}")
+}
+
+fn to_record(job: &IngestJob, chunk: Chunk, embedding: Vec<f32>) -> Record {
+    let mut metadata = chunk.metadata;
+    let fixed = [
+        ("persona_id", MetaValue::from(job.persona.as_str())),
+        ("kind", MetaValue::from(job.kind.as_str())),
+        ("source", MetaValue::from(chunk.source.as_str())),
+        ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
+        ("char_start", MetaValue::Int(chunk.char_start as i64)),
+        ("char_end", MetaValue::Int(chunk.char_end as i64)),
+        (
+            "content_hash",
+            MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
+        ),
+        (
+            "embedding_model",
+            MetaValue::from(job.collection.embedding_model.as_str()),
+        ),
+    ];
+    for (key, value) in fixed {
+        metadata.insert(key.to_owned(), value);
+    }
+    Record {
+        id: record_id(job.kind, &chunk.source, chunk.chunk_index),
+        document: chunk.text,
+        metadata,
+        embedding,
+    }
+}
+
+impl Handler<StopIngest> for Ingestor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopIngest, _: &mut Context<Self>) {
+        self.shared.stop(msg.reason);
+    }
+}
+
+impl Handler<AbortIngest> for Ingestor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AbortIngest, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.shared.stop(msg.reason.clone());
+        if let Some(work) = self.work.take() {
+            ctx.cancel_future(work);
+        }
+        let recorder = self.peers.recorder.clone();
+        let job_id = self.job.job_id;
+        let reason = msg.reason;
+        let failed = StatusUpdate::JobFailed {
+            job_id,
+            error: reason.clone(),
+        };
+        ctx.wait(
+            async move { record(&recorder, failed).await }
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    act.report(Err(reason));
+                    ctx.stop();
+                }),
+        );
+    }
+}
+
+impl Handler<Observe<IngestorCounters>> for Ingestor {
+    type Result = MessageResult<Observe<IngestorCounters>>;
+
+    fn handle(&mut self, _: Observe<IngestorCounters>, _: &mut Context<Self>) -> Self::Result {
+        let s = &self.shared;
+        MessageResult(IngestorCounters {
+            chunks_read: s.chunks_read.load(Ordering::Relaxed),
+            chunks_written: s.chunks_written.load(Ordering::Relaxed),
+            windows_sent: s.windows_sent.load(Ordering::Relaxed),
+            bytes_done: s.bytes_done.load(Ordering::Relaxed),
+            progress: s.progress.load(Ordering::Relaxed) as u8,
+        })
+    }
+}

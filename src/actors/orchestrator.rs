@@ -1,0 +1,443 @@
+//! Orchestrator: one per persona run. It records the run's start (persona → ingesting, job
+//! rows created when missing), finds what each requested kind has to read, starts one
+//! ingestor per job (the profile first, as it is the fastest; works and quotes alongside),
+//! enforces the soft and hard time limits, and when every job has reported, records the
+//! persona as active, or failed naming the failed kinds, and answers the run's outcome.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopIngest};
+use super::status_recorder::{RecordStatus, StatusUpdate};
+use super::{panic_message, Observe};
+use crate::jobs::JobRef;
+use crate::sources::{SourceFactory, SourcePlan};
+use crate::store::CollectionSpec;
+use crate::{Kind, PersonaId, PersonaStatus};
+
+/// How long ingestors get to stop after a hard abort before their jobs are failed for them.
+pub const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// A request to ingest some kinds of one persona.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunRequest {
+    pub persona: PersonaId,
+    /// The jobs to run, one per kind, in any order.
+    pub jobs: Vec<JobRef>,
+    /// Job rows may be in any state: this is an explicit retry.
+    pub restart: bool,
+    /// Overrides of the configured limits (a Celery message's own `timelimit`).
+    pub soft_time_limit: Option<Duration>,
+    pub time_limit: Option<Duration>,
+}
+
+impl RunRequest {
+    /// A run of `kinds` with new job ids.
+    pub fn new(persona: PersonaId, kinds: &[Kind]) -> Self {
+        let mut kinds = kinds.to_vec();
+        kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x == k));
+        kinds.dedup();
+        Self {
+            persona,
+            jobs: kinds
+                .into_iter()
+                .map(|kind| JobRef {
+                    id: Uuid::new_v4(),
+                    kind,
+                    task_id: None,
+                })
+                .collect(),
+            restart: false,
+            soft_time_limit: None,
+            time_limit: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobOutcome {
+    pub job_id: Uuid,
+    pub kind: Kind,
+    pub collection: String,
+    pub result: Result<JobStats, String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOutcome {
+    pub persona: PersonaId,
+    pub status: PersonaStatus,
+    pub jobs: Vec<JobOutcome>,
+    /// Why the run failed as a whole, when it did.
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == PersonaStatus::Active
+    }
+}
+
+/// How to control a running ingestor.
+#[derive(Clone)]
+pub struct IngestorHandle {
+    pub stop: Recipient<StopIngest>,
+    pub abort: Recipient<AbortIngest>,
+}
+
+/// Starts an ingestor for a job; a seam, so tests can put probes in its place.
+pub trait IngestorSpawner: Send + Sync {
+    fn spawn(&self, job: IngestJob, report_to: Recipient<IngestFinished>) -> IngestorHandle;
+}
+
+/// What every run shares.
+#[derive(Clone)]
+pub struct RunDeps {
+    pub sources: Arc<dyn SourceFactory>,
+    pub ingestors: Arc<dyn IngestorSpawner>,
+    pub recorder: Recipient<RecordStatus>,
+    /// `collections.name_template`: `{persona}` and `{kind}` are replaced.
+    pub collection_template: String,
+    pub embedding_model: String,
+    pub dimension: usize,
+    pub soft_time_limit: Duration,
+    pub time_limit: Duration,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OrchestratorCounters {
+    pub started: Vec<Kind>,
+    pub finished: Vec<Kind>,
+    pub soft_limit_hit: bool,
+    pub hard_limit_hit: bool,
+}
+
+pub struct Orchestrator {
+    request: RunRequest,
+    deps: RunDeps,
+    reply: Option<oneshot::Sender<RunOutcome>>,
+    running: BTreeMap<Uuid, IngestorHandle>,
+    /// Jobs whose ingestor was started: those record their own end.
+    spawned: HashSet<Uuid>,
+    outcomes: BTreeMap<Uuid, JobOutcome>,
+    started_at: Instant,
+    counters: OrchestratorCounters,
+}
+
+impl Orchestrator {
+    pub fn new(request: RunRequest, deps: RunDeps, reply: oneshot::Sender<RunOutcome>) -> Self {
+        Self {
+            request,
+            deps,
+            reply: Some(reply),
+            running: BTreeMap::new(),
+            spawned: HashSet::new(),
+            outcomes: BTreeMap::new(),
+            started_at: Instant::now(),
+            counters: OrchestratorCounters::default(),
+        }
+    }
+
+    fn collection(&self, kind: Kind) -> CollectionSpec {
+        CollectionSpec {
+            name: crate::config::collection_name(
+                &self.deps.collection_template,
+                self.request.persona.as_str(),
+                kind.as_str(),
+            ),
+            embedding_model: self.deps.embedding_model.clone(),
+            dimension: self.deps.dimension,
+        }
+    }
+
+    fn job_failed_early(&mut self, job: &JobRef, error: String) {
+        let collection = self.collection(job.kind).name;
+        self.outcomes.insert(
+            job.id,
+            JobOutcome {
+                job_id: job.id,
+                kind: job.kind,
+                collection,
+                result: Err(error),
+            },
+        );
+    }
+
+    /// Fails the jobs that never started; the recorder is told before the run ends.
+    fn fail_all(&mut self, error: &str) {
+        for job in self.request.jobs.clone() {
+            self.job_failed_early(&job, error.to_owned());
+        }
+    }
+
+    fn start_ingestors(
+        &mut self,
+        plans: Vec<(JobRef, Result<SourcePlan, String>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let persona = self.request.persona.clone();
+        for (job, plan) in plans {
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(error) => {
+                    self.job_failed_early(&job, error);
+                    continue;
+                }
+            };
+            let source = match self.deps.sources.source(&persona, job.kind) {
+                Ok(source) => source,
+                Err(e) => {
+                    self.job_failed_early(&job, e.to_string());
+                    continue;
+                }
+            };
+            let ingest = IngestJob {
+                job_id: job.id,
+                persona: persona.clone(),
+                kind: job.kind,
+                collection: self.collection(job.kind),
+                source,
+                plan,
+                restart: self.request.restart,
+            };
+            let handle = self.deps.ingestors.spawn(ingest, ctx.address().recipient());
+            self.counters.started.push(job.kind);
+            self.spawned.insert(job.id);
+            self.running.insert(job.id, handle);
+        }
+        let soft = self
+            .request
+            .soft_time_limit
+            .unwrap_or(self.deps.soft_time_limit);
+        let hard = self.request.time_limit.unwrap_or(self.deps.time_limit);
+        ctx.run_later(soft, move |act, _| {
+            act.counters.soft_limit_hit = true;
+            let reason = format!("soft time limit of {} s exceeded", soft.as_secs());
+            for handle in act.running.values() {
+                handle.stop.do_send(StopIngest {
+                    reason: reason.clone(),
+                });
+            }
+        });
+        ctx.run_later(hard, move |act, ctx| {
+            act.counters.hard_limit_hit = true;
+            let reason = format!("hard time limit of {} s exceeded", hard.as_secs());
+            for handle in act.running.values() {
+                handle.abort.do_send(AbortIngest {
+                    reason: reason.clone(),
+                });
+            }
+            // An ingestor that does not even answer an abort is given up on: its job is
+            // failed here, so that nothing stays processing.
+            ctx.run_later(ABORT_GRACE, move |act, ctx| {
+                let stuck: Vec<Uuid> = act.running.keys().copied().collect();
+                if stuck.is_empty() {
+                    return;
+                }
+                for job_id in stuck {
+                    act.running.remove(&job_id);
+                    act.spawned.remove(&job_id);
+                    if let Some(job) = act.request.jobs.iter().find(|j| j.id == job_id).cloned() {
+                        act.job_failed_early(&job, format!("{reason}; the ingestor did not stop"));
+                    }
+                }
+                act.finish(ctx);
+            });
+        });
+    }
+
+    /// Records the jobs that failed before starting and the persona's final status, answers
+    /// the outcome, and stops.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let recorder = self.deps.recorder.clone();
+        let persona = self.request.persona.clone();
+        let never_started: Vec<(Uuid, String)> = self
+            .outcomes
+            .iter()
+            .filter(|(id, _)| !self.spawned.contains(*id))
+            .filter_map(|(id, o)| o.result.as_ref().err().map(|e| (*id, e.clone())))
+            .collect();
+        let failed: Vec<(Kind, String)> = self
+            .request
+            .jobs
+            .iter()
+            .filter_map(|job| match &self.outcomes.get(&job.id)?.result {
+                Err(e) => Some((job.kind, e.clone())),
+                Ok(_) => None,
+            })
+            .collect();
+        let work = async move {
+            for (job_id, error) in never_started {
+                send(&recorder, StatusUpdate::JobFailed { job_id, error }).await?;
+            }
+            send(&recorder, StatusUpdate::FinishRun { persona, failed }).await
+        };
+        ctx.wait(work.into_actor(self).map(|recorded, act, ctx| {
+            let jobs: Vec<JobOutcome> = act
+                .request
+                .jobs
+                .iter()
+                .filter_map(|job| act.outcomes.get(&job.id).cloned())
+                .collect();
+            let all_ok = jobs.iter().all(|j| j.result.is_ok());
+            let error = match (&recorded, all_ok) {
+                (Err(e), _) => Some(format!("the run's end could not be recorded: {e}")),
+                (Ok(()), true) => None,
+                (Ok(()), false) => Some(
+                    jobs.iter()
+                        .filter_map(|j| j.result.as_ref().err().map(|e| format!("{}: {e}", j.kind)))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+            let outcome = RunOutcome {
+                persona: act.request.persona.clone(),
+                status: if error.is_none() {
+                    PersonaStatus::Active
+                } else {
+                    PersonaStatus::Failed
+                },
+                jobs,
+                error,
+                elapsed: act.started_at.elapsed(),
+            };
+            if let Some(reply) = act.reply.take() {
+                let _ = reply.send(outcome);
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+async fn send(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Result<(), String> {
+    match recorder.send(RecordStatus(update)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("status recorder unreachable: {e}")),
+    }
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let recorder = self.deps.recorder.clone();
+        let sources = self.deps.sources.clone();
+        let request = self.request.clone();
+        let setup = async move {
+            send(
+                &recorder,
+                StatusUpdate::BeginRun {
+                    persona: request.persona.clone(),
+                    jobs: request.jobs.clone(),
+                },
+            )
+            .await
+            .map_err(|e| format!("could not record the start of the run: {e}"))?;
+            if !sources.persona_exists(&request.persona) {
+                return Err(format!(
+                    "persona {} not found: nothing at {}",
+                    request.persona,
+                    sources.describe(&request.persona)
+                ));
+            }
+            // Listing files is blocking I/O: off the actor thread.
+            let plans = tokio::task::spawn_blocking(move || {
+                request
+                    .jobs
+                    .iter()
+                    .map(|job| {
+                        let plan = sources
+                            .source(&request.persona, job.kind)
+                            .and_then(|source| source.plan())
+                            .map_err(|e| e.to_string());
+                        (job.clone(), plan)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| {
+                format!(
+                    "listing the persona's files failed: {}",
+                    describe_join_error(e)
+                )
+            })?;
+            Ok(plans)
+        };
+        ctx.wait(setup.into_actor(self).map(|setup, act, ctx| {
+            match setup {
+                Err(error) => act.fail_all(&error),
+                Ok(plans) => {
+                    let nothing = plans
+                        .iter()
+                        .all(|(_, p)| p.as_ref().is_ok_and(|p| p.files.is_empty()));
+                    if nothing {
+                        let looked: Vec<String> = plans
+                            .iter()
+                            .flat_map(|(_, p)| {
+                                p.as_ref().map(|p| p.missing.clone()).unwrap_or_default()
+                            })
+                            .collect();
+                        act.fail_all(&format!(
+                            "persona {} has nothing to ingest: found none of {}",
+                            act.request.persona,
+                            looked.join(", ")
+                        ));
+                    } else {
+                        let mut plans = plans;
+                        plans.sort_by_key(|(job, _)| Kind::ALL.iter().position(|k| *k == job.kind));
+                        act.start_ingestors(plans, ctx);
+                    }
+                }
+            }
+            if act.running.is_empty() {
+                act.finish(ctx);
+            }
+        }));
+    }
+}
+
+fn describe_join_error(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => format!("panicked: {}", panic_message(&*panic)),
+        Err(e) => e.to_string(),
+    }
+}
+
+impl Handler<IngestFinished> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: IngestFinished, ctx: &mut Context<Self>) {
+        if self.running.remove(&msg.job_id).is_none() {
+            return;
+        }
+        self.counters.finished.push(msg.kind);
+        let collection = self.collection(msg.kind).name;
+        self.outcomes.insert(
+            msg.job_id,
+            JobOutcome {
+                job_id: msg.job_id,
+                kind: msg.kind,
+                collection,
+                result: msg.result,
+            },
+        );
+        if self.running.is_empty() {
+            self.finish(ctx);
+        }
+    }
+}
+
+impl Handler<Observe<OrchestratorCounters>> for Orchestrator {
+    type Result = MessageResult<Observe<OrchestratorCounters>>;
+
+    fn handle(&mut self, _: Observe<OrchestratorCounters>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
+    }
+}

@@ -1,0 +1,251 @@
+//! StatusRecorder: the only writer to the jobs database. Updates are applied one at a time in
+//! arrival order (so SQLite never sees two writers), progress updates are coalesced and
+//! flushed on a timer, and every applied change is published as a [`JobEvent`] for live views.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::DatabaseConnection;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use super::Observe;
+use crate::jobs::{self, JobRef, TransitionError};
+use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
+
+/// How often coalesced progress reaches the database.
+pub const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum StatusUpdate {
+    /// Creates missing rows; the persona becomes `ingesting`.
+    BeginRun {
+        persona: PersonaId,
+        jobs: Vec<JobRef>,
+    },
+    JobStarted {
+        job_id: Uuid,
+        restart: bool,
+    },
+    /// Coalesced: only the latest value per job is written, on the next flush.
+    JobProgress {
+        job_id: Uuid,
+        progress: u8,
+    },
+    JobCompleted {
+        job_id: Uuid,
+        total_vectors: u64,
+        warning: Option<String>,
+    },
+    JobFailed {
+        job_id: Uuid,
+        error: String,
+    },
+    /// The persona becomes `active`, or `failed` naming the failed kinds.
+    FinishRun {
+        persona: PersonaId,
+        failed: Vec<(Kind, String)>,
+    },
+}
+
+/// A status update to apply; answered once it is in the database.
+#[derive(Clone, Debug, PartialEq, Message, Serialize)]
+#[rtype(result = "Result<(), TransitionError>")]
+pub struct RecordStatus(pub StatusUpdate);
+
+/// Writes the coalesced progress now; answered once written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushProgress;
+
+/// A change of a job as applied, for progress bars and dashboards.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobEvent {
+    pub job_id: Uuid,
+    pub status: JobStatus,
+    pub progress: u8,
+    pub total_vectors: u64,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RecorderCounters {
+    pub applied: u64,
+    pub refused: u64,
+    pub failed_writes: u64,
+    pub progress_received: u64,
+    pub progress_written: u64,
+}
+
+pub struct StatusRecorder {
+    db: DatabaseConnection,
+    events: broadcast::Sender<JobEvent>,
+    pending_progress: BTreeMap<Uuid, u8>,
+    flush_every: Duration,
+    counters: RecorderCounters,
+}
+
+impl StatusRecorder {
+    pub fn new(db: DatabaseConnection, events: broadcast::Sender<JobEvent>) -> Self {
+        Self {
+            db,
+            events,
+            pending_progress: BTreeMap::new(),
+            flush_every: PROGRESS_FLUSH_EVERY,
+            counters: RecorderCounters::default(),
+        }
+    }
+
+    fn publish(&self, event: JobEvent) {
+        // Nobody listening is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn flush(&mut self) -> AtomicResponse<Self, ()> {
+        let pending = std::mem::take(&mut self.pending_progress);
+        let db = self.db.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut written = 0;
+                for (job_id, progress) in pending {
+                    match jobs::job_progress(&db, job_id, progress).await {
+                        Ok(true) => written += 1,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(%job_id, "progress not recorded: {e}"),
+                    }
+                }
+                written
+            }
+            .into_actor(self)
+            .map(|written, act, _| act.counters.progress_written += written),
+        ))
+    }
+}
+
+impl Actor for StatusRecorder {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.flush_every, |_, ctx| ctx.notify(FlushProgress));
+    }
+}
+
+impl Handler<FlushProgress> for StatusRecorder {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: FlushProgress, _: &mut Context<Self>) -> Self::Result {
+        self.flush()
+    }
+}
+
+impl Handler<RecordStatus> for StatusRecorder {
+    type Result = AtomicResponse<Self, Result<(), TransitionError>>;
+
+    fn handle(
+        &mut self,
+        RecordStatus(update): RecordStatus,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        if let StatusUpdate::JobProgress { job_id, progress } = update {
+            self.counters.progress_received += 1;
+            let progress = progress.min(99);
+            let slot = self.pending_progress.entry(job_id).or_insert(progress);
+            *slot = (*slot).max(progress);
+            self.publish(JobEvent {
+                job_id,
+                status: JobStatus::Processing,
+                progress,
+                total_vectors: 0,
+                message: None,
+            });
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        }
+        // A job's final state supersedes its unwritten progress.
+        if let StatusUpdate::JobCompleted { job_id, .. } | StatusUpdate::JobFailed { job_id, .. } =
+            &update
+        {
+            self.pending_progress.remove(job_id);
+        }
+        let db = self.db.clone();
+        let applied = update.clone();
+        AtomicResponse::new(Box::pin(
+            async move { apply(&db, update).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    match &result {
+                        Ok(event) => {
+                            act.counters.applied += 1;
+                            if let Some(event) = event.clone() {
+                                act.publish(event);
+                            }
+                        }
+                        Err(TransitionError::Refused(why)) => {
+                            act.counters.refused += 1;
+                            tracing::warn!("status update {applied:?} refused: {why}");
+                        }
+                        Err(e) => {
+                            act.counters.failed_writes += 1;
+                            tracing::error!("status update {applied:?} not written: {e}");
+                        }
+                    }
+                    result.map(|_| ())
+                }),
+        ))
+    }
+}
+
+async fn apply(
+    db: &DatabaseConnection,
+    update: StatusUpdate,
+) -> Result<Option<JobEvent>, TransitionError> {
+    let event = |job_id, status, progress, total_vectors, message| {
+        Some(JobEvent {
+            job_id,
+            status,
+            progress,
+            total_vectors,
+            message,
+        })
+    };
+    Ok(match update {
+        StatusUpdate::BeginRun { persona, jobs } => {
+            jobs::begin_run(db, &persona, &jobs).await?;
+            None
+        }
+        StatusUpdate::JobStarted { job_id, restart } => {
+            jobs::job_started(db, job_id, restart).await?;
+            event(job_id, JobStatus::Processing, 0, 0, None)
+        }
+        StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
+        StatusUpdate::JobCompleted {
+            job_id,
+            total_vectors,
+            warning,
+        } => {
+            jobs::job_completed(db, job_id, total_vectors, warning.clone()).await?;
+            event(job_id, JobStatus::Completed, 100, total_vectors, warning)
+        }
+        StatusUpdate::JobFailed { job_id, error } => {
+            jobs::job_failed(db, job_id, &error).await?;
+            event(job_id, JobStatus::Failed, 0, 0, Some(error))
+        }
+        StatusUpdate::FinishRun { persona, failed } => {
+            let status = jobs::finish_run(db, &persona, &failed).await?;
+            debug_assert!(matches!(
+                status,
+                PersonaStatus::Active | PersonaStatus::Failed
+            ));
+            None
+        }
+    })
+}
+
+impl Handler<Observe<RecorderCounters>> for StatusRecorder {
+    type Result = MessageResult<Observe<RecorderCounters>>;
+
+    fn handle(&mut self, _: Observe<RecorderCounters>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
+    }
+}

@@ -1,0 +1,214 @@
+//! Supervisor: one for the engine. It takes ingestion requests, runs at most `concurrency`
+//! personas at once and one run per persona at a time (a second request for a running
+//! persona waits behind it), starts an Orchestrator per run and answers each requester with
+//! its run's outcome.
+//!
+//! Supervision: a run that ends without an outcome (its orchestrator panicked or was stopped)
+//! is answered as failed, its unfinished jobs and its persona are marked failed with the
+//! reason, and the Supervisor goes on serving the next requests.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::orchestrator::{Orchestrator, RunDeps, RunOutcome, RunRequest};
+use super::status_recorder::{RecordStatus, StatusUpdate};
+use super::Observe;
+use crate::{PersonaId, PersonaStatus};
+
+/// Ingest a persona; answered with the outcome once the run is over.
+#[derive(Debug, Message)]
+#[rtype(result = "RunOutcome")]
+pub struct IngestPersona(pub RunRequest);
+
+/// Starts a run and gives the means to await its outcome; a seam, so tests can script runs.
+pub trait RunStarter: Send + Sync {
+    fn start(&self, request: RunRequest) -> oneshot::Receiver<RunOutcome>;
+}
+
+/// Runs each request in an Orchestrator actor.
+pub struct OrchestratorStarter(pub RunDeps);
+
+impl RunStarter for OrchestratorStarter {
+    fn start(&self, request: RunRequest) -> oneshot::Receiver<RunOutcome> {
+        let (reply, outcome) = oneshot::channel();
+        Orchestrator::new(request, self.0.clone(), reply).start();
+        outcome
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SupervisorCounters {
+    pub running: Vec<PersonaId>,
+    pub waiting: usize,
+    pub max_running_seen: usize,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub lost: u64,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunEnded {
+    persona: PersonaId,
+    succeeded: bool,
+    lost: bool,
+}
+
+pub struct Supervisor {
+    concurrency: usize,
+    starter: Arc<dyn RunStarter>,
+    recorder: Recipient<RecordStatus>,
+    running: HashSet<PersonaId>,
+    waiting: VecDeque<(RunRequest, oneshot::Sender<RunOutcome>)>,
+    counters: SupervisorCounters,
+}
+
+impl Supervisor {
+    pub fn new(
+        concurrency: usize,
+        starter: Arc<dyn RunStarter>,
+        recorder: Recipient<RecordStatus>,
+    ) -> Self {
+        Self {
+            concurrency: concurrency.max(1),
+            starter,
+            recorder,
+            running: HashSet::new(),
+            waiting: VecDeque::new(),
+            counters: SupervisorCounters::default(),
+        }
+    }
+
+    /// Starts waiting runs, oldest first, while there is room and their persona is free.
+    fn start_what_can_run(&mut self, ctx: &mut Context<Self>) {
+        let mut index = 0;
+        while self.running.len() < self.concurrency && index < self.waiting.len() {
+            if self.running.contains(&self.waiting[index].0.persona) {
+                index += 1;
+                continue;
+            }
+            let (request, reply) = self.waiting.remove(index).expect("index in range");
+            self.running.insert(request.persona.clone());
+            self.counters.max_running_seen = self.counters.max_running_seen.max(self.running.len());
+            let outcome = self.starter.start(request.clone());
+            let recorder = self.recorder.clone();
+            ctx.spawn(
+                async move {
+                    let (outcome, lost) = match outcome.await {
+                        Ok(outcome) => (outcome, false),
+                        Err(_) => (run_lost(&recorder, &request).await, true),
+                    };
+                    let ended = RunEnded {
+                        persona: request.persona.clone(),
+                        succeeded: outcome.succeeded(),
+                        lost,
+                    };
+                    let _ = reply.send(outcome);
+                    ended
+                }
+                .into_actor(self)
+                .map(|ended, act, ctx| {
+                    act.run_ended(ended);
+                    act.start_what_can_run(ctx);
+                }),
+            );
+        }
+        self.counters.waiting = self.waiting.len();
+    }
+
+    fn run_ended(&mut self, ended: RunEnded) {
+        self.running.remove(&ended.persona);
+        if ended.lost {
+            self.counters.lost += 1;
+        }
+        if ended.succeeded {
+            self.counters.succeeded += 1;
+        } else {
+            self.counters.failed += 1;
+        }
+    }
+}
+
+/// The answer for a run whose orchestrator vanished: every job not finished is failed, and so
+/// is the persona, so that nothing is left processing.
+async fn run_lost(recorder: &Recipient<RecordStatus>, request: &RunRequest) -> RunOutcome {
+    let error = format!(
+        "the run of {} ended without an outcome (its orchestrator panicked or was stopped)",
+        request.persona
+    );
+    tracing::error!("{error}");
+    for job in &request.jobs {
+        // Completed jobs refuse this, as they should.
+        let _ = recorder
+            .send(RecordStatus(StatusUpdate::JobFailed {
+                job_id: job.id,
+                error: error.clone(),
+            }))
+            .await;
+    }
+    let failed = request
+        .jobs
+        .iter()
+        .map(|j| (j.kind, error.clone()))
+        .collect();
+    let _ = recorder
+        .send(RecordStatus(StatusUpdate::FinishRun {
+            persona: request.persona.clone(),
+            failed,
+        }))
+        .await;
+    RunOutcome {
+        persona: request.persona.clone(),
+        status: PersonaStatus::Failed,
+        jobs: Vec::new(),
+        error: Some(error),
+        elapsed: Duration::ZERO,
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<IngestPersona> for Supervisor {
+    type Result = ResponseFuture<RunOutcome>;
+
+    fn handle(
+        &mut self,
+        IngestPersona(request): IngestPersona,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        let persona = request.persona.clone();
+        let (reply, outcome) = oneshot::channel();
+        self.waiting.push_back((request, reply));
+        self.start_what_can_run(ctx);
+        Box::pin(async move {
+            outcome.await.unwrap_or_else(|_| RunOutcome {
+                status: PersonaStatus::Failed,
+                error: Some(format!(
+                    "the supervisor stopped before the run of {persona} ended"
+                )),
+                persona,
+                jobs: Vec::new(),
+                elapsed: Duration::ZERO,
+            })
+        })
+    }
+}
+
+impl Handler<Observe<SupervisorCounters>> for Supervisor {
+    type Result = MessageResult<Observe<SupervisorCounters>>;
+
+    fn handle(&mut self, _: Observe<SupervisorCounters>, _: &mut Context<Self>) -> Self::Result {
+        let mut counters = self.counters.clone();
+        counters.running = self.running.iter().cloned().collect();
+        counters.running.sort();
+        counters.waiting = self.waiting.len();
+        MessageResult(counters)
+    }
+}

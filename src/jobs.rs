@@ -1,0 +1,296 @@
+//! Persona and job rows: the lifecycle transitions (applied only by the StatusRecorder) and
+//! the read queries that `status` shows. A transition that would move a status backwards is
+//! refused, except a job start marked as an explicit restart.
+
+use chrono::Utc;
+use entities::{ingestion_job, persona};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransitionError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("job {0} does not exist")]
+    NoJob(Uuid),
+    #[error("persona {0} does not exist")]
+    NoPersona(String),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<DbErr> for TransitionError {
+    fn from(e: DbErr) -> Self {
+        Self::Db(e.to_string())
+    }
+}
+
+/// A job a run is to carry out: its id may come from the caller (the web app made the row).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobRef {
+    pub id: Uuid,
+    pub kind: Kind,
+    pub task_id: Option<String>,
+}
+
+/// Creates the persona (as a draft) and the job rows that do not exist yet, and moves the
+/// persona to `ingesting`.
+pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    persona_id: &PersonaId,
+    jobs: &[JobRef],
+) -> Result<(), TransitionError> {
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let existing = persona::Entity::find_by_id(persona_id.as_str())
+        .one(&txn)
+        .await?;
+    match existing {
+        Some(row) => {
+            let mut row = row.into_active_model();
+            row.status = Set(PersonaStatus::Ingesting);
+            row.error_message = Set(None);
+            row.updated_at = Set(now);
+            row.update(&txn).await?;
+        }
+        None => {
+            persona::ActiveModel {
+                id: Set(persona_id.to_string()),
+                name: Set(persona_id.to_string()),
+                status: Set(PersonaStatus::Ingesting),
+                error_message: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+        }
+    }
+    for job in jobs {
+        match ingestion_job::Entity::find_by_id(job.id).one(&txn).await? {
+            Some(row) if row.persona_id != persona_id.as_str() || row.kind != job.kind => {
+                return Err(TransitionError::Refused(format!(
+                    "job {} belongs to {} {}, not to {} {}",
+                    job.id, row.persona_id, row.kind, persona_id, job.kind
+                )));
+            }
+            Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
+                let mut row = row.into_active_model();
+                row.task_id = Set(job.task_id.clone());
+                row.update(&txn).await?;
+            }
+            Some(_) => {}
+            None => {
+                ingestion_job::ActiveModel {
+                    id: Set(job.id),
+                    persona_id: Set(persona_id.to_string()),
+                    kind: Set(job.kind),
+                    status: Set(JobStatus::Pending),
+                    progress: Set(0),
+                    total_vectors: Set(0),
+                    error_message: Set(None),
+                    warning_message: Set(None),
+                    task_id: Set(job.task_id.clone()),
+                    attempts: Set(0),
+                    created_at: Set(now),
+                    started_at: Set(None),
+                    completed_at: Set(None),
+                }
+                .insert(&txn)
+                .await?;
+            }
+        }
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn job<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<ingestion_job::Model, TransitionError> {
+    ingestion_job::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(TransitionError::NoJob(id))
+}
+
+/// `pending → processing`; with `restart`, from any status (an explicit retry).
+pub async fn job_started<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    restart: bool,
+) -> Result<(), TransitionError> {
+    let row = job(db, id).await?;
+    if row.status != JobStatus::Pending && !restart {
+        return Err(TransitionError::Refused(format!(
+            "job {id} is {}; only a pending job starts (or an explicit retry)",
+            row.status
+        )));
+    }
+    let attempts = row.attempts + 1;
+    let mut row = row.into_active_model();
+    row.status = Set(JobStatus::Processing);
+    row.progress = Set(0);
+    row.total_vectors = Set(0);
+    row.error_message = Set(None);
+    row.warning_message = Set(None);
+    row.attempts = Set(attempts);
+    row.started_at = Set(Some(Utc::now()));
+    row.completed_at = Set(None);
+    row.update(db).await?;
+    Ok(())
+}
+
+/// Raises a processing job's progress (capped at 99: 100 means completed). Lower values and
+/// jobs no longer processing are left alone; returns whether anything changed.
+pub async fn job_progress<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    progress: u8,
+) -> Result<bool, TransitionError> {
+    let progress = i32::from(progress.min(99));
+    let result = ingestion_job::Entity::update_many()
+        .col_expr(ingestion_job::Column::Progress, progress.into())
+        .filter(ingestion_job::Column::Id.eq(id))
+        .filter(ingestion_job::Column::Status.eq(JobStatus::Processing))
+        .filter(ingestion_job::Column::Progress.lt(progress))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// `processing → completed`, progress 100.
+pub async fn job_completed<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    total_vectors: u64,
+    warning: Option<String>,
+) -> Result<(), TransitionError> {
+    let row = job(db, id).await?;
+    if row.status != JobStatus::Processing {
+        return Err(TransitionError::Refused(format!(
+            "job {id} is {}; only a processing job completes",
+            row.status
+        )));
+    }
+    let mut row = row.into_active_model();
+    row.status = Set(JobStatus::Completed);
+    row.progress = Set(100);
+    row.total_vectors = Set(total_vectors as i64);
+    row.warning_message = Set(warning);
+    row.completed_at = Set(Some(Utc::now()));
+    row.update(db).await?;
+    Ok(())
+}
+
+/// `pending | processing → failed`. A completed job stays completed.
+pub async fn job_failed<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+    error: &str,
+) -> Result<(), TransitionError> {
+    let row = job(db, id).await?;
+    if row.status.is_finished() {
+        return Err(TransitionError::Refused(format!(
+            "job {id} is already {}; not marking it failed ({error})",
+            row.status
+        )));
+    }
+    let mut row = row.into_active_model();
+    row.status = Set(JobStatus::Failed);
+    row.error_message = Set(Some(error.to_owned()));
+    row.completed_at = Set(Some(Utc::now()));
+    row.update(db).await?;
+    Ok(())
+}
+
+/// `ingesting → active` when nothing failed, `→ failed` naming the failed kinds otherwise.
+pub async fn finish_run<C: ConnectionTrait>(
+    db: &C,
+    persona_id: &PersonaId,
+    failed: &[(Kind, String)],
+) -> Result<PersonaStatus, TransitionError> {
+    let row = persona::Entity::find_by_id(persona_id.as_str())
+        .one(db)
+        .await?
+        .ok_or_else(|| TransitionError::NoPersona(persona_id.to_string()))?;
+    if row.status != PersonaStatus::Ingesting {
+        return Err(TransitionError::Refused(format!(
+            "persona {persona_id} is {}; only an ingesting persona finishes a run",
+            row.status
+        )));
+    }
+    let (status, error) = if failed.is_empty() {
+        (PersonaStatus::Active, None)
+    } else {
+        let kinds: Vec<String> = failed
+            .iter()
+            .map(|(kind, why)| format!("{kind} ({why})"))
+            .collect();
+        (
+            PersonaStatus::Failed,
+            Some(format!("failed: {}", kinds.join("; "))),
+        )
+    };
+    let mut row = row.into_active_model();
+    row.status = Set(status);
+    row.error_message = Set(error);
+    row.updated_at = Set(Utc::now());
+    row.update(db).await?;
+    Ok(status)
+}
+
+pub async fn personas<C: ConnectionTrait>(db: &C) -> Result<Vec<persona::Model>, DbErr> {
+    persona::Entity::find()
+        .order_by_asc(persona::Column::Id)
+        .all(db)
+        .await
+}
+
+pub async fn persona<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<persona::Model>, DbErr> {
+    persona::Entity::find_by_id(id).one(db).await
+}
+
+/// A persona's jobs, newest first.
+pub async fn jobs_of<C: ConnectionTrait>(
+    db: &C,
+    persona_id: &str,
+) -> Result<Vec<ingestion_job::Model>, DbErr> {
+    ingestion_job::Entity::find()
+        .filter(ingestion_job::Column::PersonaId.eq(persona_id))
+        .order_by_desc(ingestion_job::Column::CreatedAt)
+        .order_by_asc(ingestion_job::Column::Kind)
+        .all(db)
+        .await
+}
+
+pub async fn job_by_id<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Option<ingestion_job::Model>, DbErr> {
+    ingestion_job::Entity::find_by_id(id).one(db).await
+}
+
+/// The latest job of each kind of every persona, for the overview.
+pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job::Model>, DbErr> {
+    let all = ingestion_job::Entity::find()
+        .order_by_asc(ingestion_job::Column::PersonaId)
+        .order_by_desc(ingestion_job::Column::CreatedAt)
+        .all(db)
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(all
+        .into_iter()
+        .filter(|j| seen.insert((j.persona_id.clone(), j.kind)))
+        .collect())
+}

@@ -2,11 +2,13 @@
 //! writes it into one vector collection per persona and kind, and tracks every job in SQL.
 
 pub mod actors;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod embed;
 pub mod jobs;
 pub mod persona;
+pub mod pipeline;
 pub mod sources;
 pub mod store;
 

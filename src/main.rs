@@ -1,1 +1,24 @@
-fn main() {}
+//! The `persona-ingest` binary: parses flags, loads settings, runs one command inside an
+//! actix system. Everything else lives in the library.
+
+use clap::Parser;
+use persona_ingest::cli::{self, Cli};
+use persona_ingest::config::ConfigInputs;
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = match cli.settings(ConfigInputs::from_process_env()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = actix::System::new().block_on(cli::run(cli, settings));
+    std::process::exit(code);
+}

@@ -1,0 +1,298 @@
+//! `persona-ingest ingest`: runs whole persona ingestions in this process, through the one
+//! Supervisor, with a live progress bar per job and a summary table (or JSON) at the end.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::actors::orchestrator::{RunOutcome, RunRequest};
+use crate::config::Settings;
+use crate::pipeline::Engine;
+use crate::sources::DataRoot;
+use crate::{JobStatus, Kind, PersonaId};
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Persona ids (slugs such as mark-twain), as folder names under the data root.
+    #[arg(value_name = "PERSONA")]
+    pub personas: Vec<String>,
+    /// Every persona found under the data root.
+    #[arg(long, conflicts_with = "personas")]
+    pub all: bool,
+    /// Only these kinds (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = super::parse_kind, value_name = "KINDS", default_value = "works,quotes,profile")]
+    pub only: Vec<Kind>,
+    /// Print the summary as JSON on stdout instead of a table (no progress bars).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    succeeded: bool,
+    elapsed_secs: f64,
+    personas: Vec<PersonaSummary>,
+}
+
+#[derive(Serialize)]
+struct PersonaSummary {
+    persona: String,
+    status: String,
+    error: Option<String>,
+    elapsed_secs: f64,
+    jobs: Vec<JobSummary>,
+}
+
+#[derive(Serialize)]
+struct JobSummary {
+    job_id: Uuid,
+    kind: Kind,
+    collection: String,
+    status: JobStatus,
+    vectors: u64,
+    chunks: u64,
+    bytes: u64,
+    elapsed_secs: f64,
+    chunks_per_sec: f64,
+    warning: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn run(args: &IngestArgs, settings: Settings) -> anyhow::Result<i32> {
+    let personas = if args.all {
+        let found = DataRoot::new(settings.data_root()).personas();
+        if found.is_empty() {
+            eprintln!(
+                "error: no persona under {} (looked in data/ and personas/)",
+                settings.data_root().display()
+            );
+            return Ok(2);
+        }
+        found
+    } else {
+        if args.personas.is_empty() {
+            eprintln!("error: name at least one persona, or use --all");
+            return Ok(2);
+        }
+        let mut ids = Vec::new();
+        for given in &args.personas {
+            match PersonaId::parse(given) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(2);
+                }
+            }
+        }
+        ids
+    };
+
+    let engine = Engine::start(settings).await?;
+    let requests: Vec<RunRequest> = personas
+        .iter()
+        .map(|p| RunRequest::new(p.clone(), &args.only))
+        .collect();
+    let bars = (!args.json).then(|| ProgressBars::new(&requests));
+    let listener = bars.as_ref().map(|bars| bars.follow(engine.subscribe()));
+
+    let started = std::time::Instant::now();
+    let outcomes = futures::future::join_all(requests.into_iter().map(|r| engine.run(r))).await;
+    engine.shutdown().await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
+    if let Some(bars) = &bars {
+        bars.finish(&outcomes);
+    }
+    let outcomes: Vec<RunOutcome> = outcomes.into_iter().collect::<anyhow::Result<_>>()?;
+    let summary = summarise(&outcomes, started.elapsed());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.succeeded { 0 } else { 1 })
+}
+
+fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {
+    let personas = outcomes
+        .iter()
+        .map(|o| PersonaSummary {
+            persona: o.persona.to_string(),
+            status: o.status.to_string(),
+            error: o.error.clone(),
+            elapsed_secs: o.elapsed.as_secs_f64(),
+            jobs: o
+                .jobs
+                .iter()
+                .map(|j| {
+                    let (status, stats, error) = match &j.result {
+                        Ok(stats) => (JobStatus::Completed, stats.clone(), None),
+                        Err(e) => (JobStatus::Failed, Default::default(), Some(e.clone())),
+                    };
+                    let secs = stats.elapsed.as_secs_f64();
+                    JobSummary {
+                        job_id: j.job_id,
+                        kind: j.kind,
+                        collection: j.collection.clone(),
+                        status,
+                        vectors: stats.vectors,
+                        chunks: stats.chunks,
+                        bytes: stats.bytes,
+                        elapsed_secs: secs,
+                        chunks_per_sec: if secs > 0.0 {
+                            stats.chunks as f64 / secs
+                        } else {
+                            0.0
+                        },
+                        warning: stats.warning,
+                        error,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Summary {
+        succeeded: outcomes.iter().all(RunOutcome::succeeded),
+        elapsed_secs: elapsed.as_secs_f64(),
+        personas,
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    let mut table = super::table(&[
+        "persona",
+        "kind",
+        "collection",
+        "status",
+        "vectors",
+        "MB",
+        "time",
+        "chunks/s",
+        "note",
+    ]);
+    for persona in &summary.personas {
+        for job in &persona.jobs {
+            table.add_row(vec![
+                persona.persona.clone(),
+                job.kind.to_string(),
+                job.collection.clone(),
+                job.status.to_string(),
+                job.vectors.to_string(),
+                format!("{:.2}", job.bytes as f64 / 1e6),
+                format!("{:.2}s", job.elapsed_secs),
+                format!("{:.0}", job.chunks_per_sec),
+                job.error
+                    .clone()
+                    .or_else(|| job.warning.clone())
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    println!("{table}");
+    let failed: Vec<&PersonaSummary> = summary
+        .personas
+        .iter()
+        .filter(|p| p.status != "active")
+        .collect();
+    println!(
+        "{} persona(s) in {:.2}s: {} active, {} failed",
+        summary.personas.len(),
+        summary.elapsed_secs,
+        summary.personas.len() - failed.len(),
+        failed.len()
+    );
+    for persona in failed {
+        eprintln!(
+            "error: {} failed: {}",
+            persona.persona,
+            persona.error.as_deref().unwrap_or("unknown reason")
+        );
+    }
+}
+
+/// One bar per job, moved by the StatusRecorder's events.
+struct ProgressBars {
+    _multi: MultiProgress,
+    bars: HashMap<Uuid, ProgressBar>,
+}
+
+impl ProgressBars {
+    fn new(requests: &[RunRequest]) -> Self {
+        let multi = MultiProgress::new();
+        let style =
+            ProgressStyle::with_template("{prefix:>24.bold} {bar:30.cyan/blue} {pos:>3}% {msg}")
+                .expect("valid template")
+                .progress_chars("█▉▊▋▌▍▎▏ ");
+        let mut bars = HashMap::new();
+        for request in requests {
+            for job in &request.jobs {
+                let bar = multi.add(ProgressBar::new(100));
+                bar.set_style(style.clone());
+                bar.set_prefix(format!("{} {}", request.persona, job.kind));
+                bar.set_message("waiting");
+                bars.insert(job.id, bar);
+            }
+        }
+        Self {
+            _multi: multi,
+            bars,
+        }
+    }
+
+    fn follow(
+        &self,
+        mut events: tokio::sync::broadcast::Receiver<crate::actors::status_recorder::JobEvent>,
+    ) -> tokio::task::JoinHandle<()> {
+        let bars = self.bars.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                let Some(bar) = bars.get(&event.job_id) else {
+                    continue;
+                };
+                match event.status {
+                    JobStatus::Processing => {
+                        bar.set_position(event.progress.into());
+                        bar.set_message("ingesting");
+                    }
+                    JobStatus::Completed => {
+                        bar.set_position(100);
+                        bar.finish_with_message(format!("{} vectors", event.total_vectors));
+                    }
+                    JobStatus::Failed => bar.abandon_with_message("failed"),
+                    JobStatus::Pending => {}
+                }
+            }
+        })
+    }
+
+    fn finish(&self, outcomes: &[anyhow::Result<RunOutcome>]) {
+        for outcome in outcomes.iter().flatten() {
+            for job in &outcome.jobs {
+                if let Some(bar) = self.bars.get(&job.job_id) {
+                    match &job.result {
+                        Ok(stats) => {
+                            bar.set_position(100);
+                            bar.finish_with_message(format!("{} vectors", stats.vectors));
+                        }
+                        Err(_) => bar.abandon_with_message("failed"),
+                    }
+                }
+            }
+        }
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.abandon_with_message("failed");
+            }
+        }
+    }
+}

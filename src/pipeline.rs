@@ -1,0 +1,162 @@
+//! The wiring, in one place: connects the database, opens the vector store, builds the
+//! embedding provider, and starts the engine's actors with their peers. `Engine` is what the
+//! command line, the daemon and the end-to-end tests drive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+
+use crate::actors::chroma_writer::{ChromaWriter, WriterLimits};
+use crate::actors::embedding_batcher::{BatchLimits, EmbeddingBatcher};
+use crate::actors::ingestor::{IngestFinished, IngestJob, Ingestor, IngestorLimits, IngestorPeers};
+use crate::actors::orchestrator::{
+    IngestorHandle, IngestorSpawner, RunDeps, RunOutcome, RunRequest,
+};
+use crate::actors::status_recorder::{FlushProgress, JobEvent, StatusRecorder};
+use crate::actors::supervisor::{IngestPersona, OrchestratorStarter, Supervisor};
+use crate::config::Settings;
+use crate::embed::{self, EmbeddingProvider};
+use crate::sources::{FileSources, SourceFactory};
+use crate::store::{self, VectorStore};
+use crate::{db, Kind, PersonaId};
+
+/// Starts each job's Ingestor as an actor sharing the engine's batcher, writer and recorder.
+pub struct ActorIngestorSpawner {
+    pub peers: IngestorPeers,
+    pub limits: IngestorLimits,
+}
+
+impl IngestorSpawner for ActorIngestorSpawner {
+    fn spawn(&self, job: IngestJob, report_to: Recipient<IngestFinished>) -> IngestorHandle {
+        let ingestor = Ingestor::new(job, self.peers.clone(), self.limits, report_to).start();
+        IngestorHandle {
+            stop: ingestor.clone().recipient(),
+            abort: ingestor.recipient(),
+        }
+    }
+}
+
+/// The running engine. Must be started inside an actix system.
+pub struct Engine {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub store: Arc<dyn VectorStore>,
+    pub provider: Arc<dyn EmbeddingProvider>,
+    pub supervisor: Addr<Supervisor>,
+    pub recorder: Addr<StatusRecorder>,
+    pub batcher: Addr<EmbeddingBatcher>,
+    pub writer: Addr<ChromaWriter>,
+    events: broadcast::Sender<JobEvent>,
+}
+
+impl Engine {
+    /// Connects everything the settings name (applying pending migrations) and starts.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let database = db::connect(&settings.database).await?;
+        let store = store::from_settings(&settings.store)
+            .await
+            .with_context(|| format!("opening the vector store ({:?})", settings.store.kind))?;
+        let provider = embed::from_settings(&settings.embedding);
+        let sources = Arc::new(FileSources::new(Arc::new(settings.clone())));
+        Ok(Self::start_with(
+            settings, database, store, provider, sources,
+        ))
+    }
+
+    /// Starts the actors on pieces the caller made (tests put their own sources or store).
+    pub fn start_with(
+        settings: Settings,
+        db: DatabaseConnection,
+        store: Arc<dyn VectorStore>,
+        provider: Arc<dyn EmbeddingProvider>,
+        sources: Arc<dyn SourceFactory>,
+    ) -> Self {
+        let settings = Arc::new(settings);
+        let (events, _) = broadcast::channel(4096);
+        let recorder = StatusRecorder::new(db.clone(), events.clone()).start();
+        let batcher = EmbeddingBatcher::new(
+            provider.clone(),
+            BatchLimits::from_settings(&settings.embedding),
+        )
+        .start();
+        let writer = ChromaWriter::new(
+            store.clone(),
+            WriterLimits {
+                max_in_flight: settings.store.max_in_flight,
+                ..WriterLimits::default()
+            },
+        )
+        .start();
+        let spawner = ActorIngestorSpawner {
+            peers: IngestorPeers {
+                embedder: batcher.clone().recipient(),
+                writer: writer.clone().recipient(),
+                pruner: writer.clone().recipient(),
+                recorder: recorder.clone().recipient(),
+            },
+            limits: IngestorLimits {
+                window_chunks: settings.ingest.window_chunks,
+                windows_in_flight: settings.ingest.windows_in_flight,
+            },
+        };
+        let deps = RunDeps {
+            sources,
+            ingestors: Arc::new(spawner),
+            recorder: recorder.clone().recipient(),
+            collection_template: settings.collections.name_template.clone(),
+            embedding_model: provider.model().to_owned(),
+            dimension: provider.dimension(),
+            soft_time_limit: Duration::from_secs(settings.worker.soft_time_limit),
+            time_limit: Duration::from_secs(settings.worker.time_limit),
+        };
+        let supervisor = Supervisor::new(
+            settings.worker.concurrency,
+            Arc::new(OrchestratorStarter(deps)),
+            recorder.clone().recipient(),
+        )
+        .start();
+        Self {
+            settings,
+            db,
+            store,
+            provider,
+            supervisor,
+            recorder,
+            batcher,
+            writer,
+            events,
+        }
+    }
+
+    /// Ingests `kinds` of `persona` with new job rows, and waits for the outcome.
+    pub async fn ingest(&self, persona: PersonaId, kinds: &[Kind]) -> anyhow::Result<RunOutcome> {
+        self.run(RunRequest::new(persona, kinds)).await
+    }
+
+    pub async fn run(&self, request: RunRequest) -> anyhow::Result<RunOutcome> {
+        self.supervisor
+            .send(IngestPersona(request))
+            .await
+            .context("the supervisor is not running")
+    }
+
+    /// Every job change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    /// The collection name of a persona's kind.
+    pub fn collection_name(&self, persona: &PersonaId, kind: Kind) -> String {
+        self.settings
+            .collection_name(persona.as_str(), kind.as_str())
+    }
+
+    /// Writes what is still buffered (coalesced progress). Runs are expected to be over.
+    pub async fn shutdown(&self) {
+        let _ = self.recorder.send(FlushProgress).await;
+    }
+}

@@ -35,6 +35,8 @@ pub struct IngestArgs {
 struct Summary {
     succeeded: bool,
     elapsed_secs: f64,
+    /// Peak resident memory of this process.
+    peak_rss_bytes: Option<u64>,
     personas: Vec<PersonaSummary>,
 }
 
@@ -159,6 +161,7 @@ fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {
     Summary {
         succeeded: outcomes.iter().all(RunOutcome::succeeded),
         elapsed_secs: elapsed.as_secs_f64(),
+        peak_rss_bytes: super::peak_rss_bytes(),
         personas,
     }
 }

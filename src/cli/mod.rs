@@ -120,7 +120,16 @@ async fn migrate(settings: Settings) -> anyhow::Result<i32> {
 /// A table for the terminal.
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::UTF8_HORIZONTAL_ONLY);
+    // Lines above, under the header and below; none between rows.
+    table.load_preset("  ── ══      ──    ");
     table.set_header(header.to_vec());
     table
+}
+
+/// This process's peak resident memory (Linux's VmHWM), for summaries and benchmarks.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -69,9 +69,8 @@ pub async fn run(args: &QueryArgs, settings: Settings) -> anyhow::Result<i32> {
         let source = hit
             .metadata
             .get("source")
-            .map(|v| format!("{v:?}"))
+            .map(ToString::to_string)
             .unwrap_or_default();
-        let source = source.trim_start_matches("Str(\"").trim_end_matches("\")");
         let mut text: String = hit
             .document
             .split_whitespace()

@@ -38,6 +38,17 @@ pub enum MetaValue {
     Str(String),
 }
 
+impl std::fmt::Display for MetaValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Str(s) => f.write_str(s),
+        }
+    }
+}
+
 impl From<&str> for MetaValue {
     fn from(s: &str) -> Self {
         Self::Str(s.to_owned())

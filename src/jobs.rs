@@ -211,11 +211,11 @@ pub async fn job_failed<C: ConnectionTrait>(
     Ok(())
 }
 
-/// `ingesting → active` when nothing failed, `→ failed` naming the failed kinds otherwise.
+/// `ingesting → active` without an error, `→ failed` with it.
 pub async fn finish_run<C: ConnectionTrait>(
     db: &C,
     persona_id: &PersonaId,
-    failed: &[(Kind, String)],
+    error: Option<String>,
 ) -> Result<PersonaStatus, TransitionError> {
     let row = persona::Entity::find_by_id(persona_id.as_str())
         .one(db)
@@ -227,17 +227,10 @@ pub async fn finish_run<C: ConnectionTrait>(
             row.status
         )));
     }
-    let (status, error) = if failed.is_empty() {
-        (PersonaStatus::Active, None)
+    let status = if error.is_none() {
+        PersonaStatus::Active
     } else {
-        let kinds: Vec<String> = failed
-            .iter()
-            .map(|(kind, why)| format!("{kind} ({why})"))
-            .collect();
-        (
-            PersonaStatus::Failed,
-            Some(format!("failed: {}", kinds.join("; "))),
-        )
+        PersonaStatus::Failed
     };
     let mut row = row.into_active_model();
     row.status = Set(status);

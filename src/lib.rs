@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod embed;
+pub mod ids;
 pub mod jobs;
 pub mod persona;
 pub mod pipeline;

@@ -3,7 +3,7 @@
 //! process (cached), splits upserts into batches no larger than the store's own limit, keeps
 //! at most `max_in_flight` store calls running, and retries transient store errors.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::Observe;
+use crate::ids::WrittenIds;
 use crate::store::{CollectionInfo, CollectionSpec, Record, StoreError, VectorStore};
+
+/// Ids listed per store call when looking for stale records.
+const ID_PAGE: usize = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterLimits {
@@ -45,7 +49,7 @@ pub struct WriteRecords {
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct PruneCollection {
     pub collection: CollectionSpec,
-    pub keep: HashSet<String>,
+    pub keep: Arc<WrittenIds>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -193,11 +197,18 @@ impl Handler<PruneCollection> for ChromaWriter {
             else {
                 return Ok(0);
             };
-            let existing = with_retries(limits, &mut retries, || store.ids(&info)).await?;
-            let stale: Vec<String> = existing
-                .into_iter()
-                .filter(|id| !msg.keep.contains(id))
-                .collect();
+            let mut stale = Vec::new();
+            let mut offset = 0;
+            loop {
+                let page = with_retries(limits, &mut retries, || store.ids(&info, offset, ID_PAGE))
+                    .await?;
+                offset += page.len();
+                let last_page = page.len() < ID_PAGE;
+                stale.extend(page.into_iter().filter(|id| !msg.keep.contains(id)));
+                if last_page {
+                    break;
+                }
+            }
             let count = stale.len();
             if count > 0 {
                 with_retries(limits, &mut retries, || store.delete(&info, stale.clone())).await?;

@@ -8,7 +8,6 @@
 //! flight is done; `AbortIngest` (hard) drops the work at once. Either way, and on a panic in
 //! the reader or the pipeline, the job is recorded as failed with the reason.
 
-use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,7 @@ use super::chroma_writer::{PruneCollection, WriteRecords};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::{panic_message, Observe};
+use crate::ids::{record_id, WrittenIds};
 use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
 use crate::store::{CollectionSpec, Record};
 use crate::{Kind, PersonaId};
@@ -275,8 +275,12 @@ fn read_all(
 ) -> Result<Vec<String>, SourceError> {
     let mut warnings = Vec::new();
     for file in &plan.files {
+        let chunks_before = sink.shared.chunks_read.load(Ordering::Relaxed);
         let report = source.read(file, &mut sink)?;
         warnings.extend(report.warnings);
+        if sink.shared.chunks_read.load(Ordering::Relaxed) == chunks_before {
+            warnings.push(format!("{}: no text to ingest (empty file)", file.rel));
+        }
         sink.bytes_before += file.bytes;
     }
     Ok(warnings)
@@ -315,13 +319,15 @@ async fn run(
         })
         .buffered(limits.windows_in_flight);
 
-    let mut ids: HashSet<String> = HashSet::new();
+    let mut ids = WrittenIds::new(job.kind);
     let mut last_progress = 0u8;
     let mut pipeline_error = None;
     while let Some(result) = written.next().await {
         match result {
             Ok((window_ids, count, bytes_done)) => {
-                ids.extend(window_ids);
+                for (source, chunk_index) in &window_ids {
+                    ids.insert(source, *chunk_index);
+                }
                 shared.windows_sent.fetch_add(1, Ordering::Relaxed);
                 shared
                     .chunks_written
@@ -368,11 +374,13 @@ async fn run(
     if let Some(reason) = shared.stop_reason() {
         return Err(reason);
     }
+    ids.seal();
+    let vectors = ids.len() as u64;
     let pruned = peers
         .pruner
         .send(PruneCollection {
             collection: job.collection.clone(),
-            keep: ids.clone(),
+            keep: Arc::new(ids),
         })
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
@@ -392,7 +400,7 @@ async fn run(
         );
     }
     Ok(JobStats {
-        vectors: ids.len() as u64,
+        vectors,
         chunks: shared.chunks_written.load(Ordering::Relaxed),
         bytes: job.plan.total_bytes(),
         files: job.plan.files.len(),
@@ -401,12 +409,16 @@ async fn run(
     })
 }
 
-/// Embeds one window and writes it; answers the ids written.
+/// Embeds one window and writes it; answers the (source, chunk index) of each record written.
 async fn write_window(
     job: &IngestJob,
     peers: &IngestorPeers,
     window: Vec<Read>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<(String, u32)>, String> {
+    let written = window
+        .iter()
+        .map(|(c, _)| (c.source.clone(), c.chunk_index))
+        .collect();
     let texts: Vec<String> = window.iter().map(|(chunk, _)| chunk.text.clone()).collect();
     let vectors = peers
         .embedder
@@ -419,7 +431,6 @@ async fn write_window(
         .zip(vectors)
         .map(|((chunk, _), embedding)| to_record(job, chunk, embedding))
         .collect();
-    let ids = records.iter().map(|r| r.id.clone()).collect();
     peers
         .writer
         .send(WriteRecords {
@@ -429,12 +440,7 @@ async fn write_window(
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
         .map_err(|e| format!("writing to {}: {e}", job.collection.name))?;
-    Ok(ids)
-}
-
-/// The record id is deterministic (kind, source, chunk index): a re-run replaces, never adds.
-pub fn record_id(kind: Kind, source: &str, chunk_index: u32) -> String {
-    format!("{kind}:{source}:{chunk_index}")
+    Ok(written)
 }
 
 fn to_record(job: &IngestJob, chunk: Chunk, embedding: Vec<f32>) -> Record {

@@ -264,38 +264,31 @@ impl Orchestrator {
             .filter(|(id, _)| !self.spawned.contains(*id))
             .filter_map(|(id, o)| o.result.as_ref().err().map(|e| (*id, e.clone())))
             .collect();
-        let failed: Vec<(Kind, String)> = self
+        let jobs: Vec<JobOutcome> = self
             .request
             .jobs
             .iter()
-            .filter_map(|job| match &self.outcomes.get(&job.id)?.result {
-                Err(e) => Some((job.kind, e.clone())),
-                Ok(_) => None,
-            })
+            .filter_map(|job| self.outcomes.get(&job.id).cloned())
             .collect();
+        let error = run_error(&jobs);
+        let recorded_error = error.clone();
         let work = async move {
             for (job_id, error) in never_started {
                 send(&recorder, StatusUpdate::JobFailed { job_id, error }).await?;
             }
-            send(&recorder, StatusUpdate::FinishRun { persona, failed }).await
+            send(
+                &recorder,
+                StatusUpdate::FinishRun {
+                    persona,
+                    error: recorded_error,
+                },
+            )
+            .await
         };
         ctx.wait(work.into_actor(self).map(|recorded, act, ctx| {
-            let jobs: Vec<JobOutcome> = act
-                .request
-                .jobs
-                .iter()
-                .filter_map(|job| act.outcomes.get(&job.id).cloned())
-                .collect();
-            let all_ok = jobs.iter().all(|j| j.result.is_ok());
-            let error = match (&recorded, all_ok) {
-                (Err(e), _) => Some(format!("the run's end could not be recorded: {e}")),
-                (Ok(()), true) => None,
-                (Ok(()), false) => Some(
-                    jobs.iter()
-                        .filter_map(|j| j.result.as_ref().err().map(|e| format!("{}: {e}", j.kind)))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
+            let error = match recorded {
+                Err(e) => Some(format!("the run's end could not be recorded: {e}")),
+                Ok(()) => error,
             };
             let outcome = RunOutcome {
                 persona: act.request.persona.clone(),
@@ -314,6 +307,35 @@ impl Orchestrator {
             ctx.stop();
         }));
     }
+}
+
+/// Why a run failed: the failed kinds with their reasons, or that nothing at all was ingested.
+fn run_error(jobs: &[JobOutcome]) -> Option<String> {
+    let failed: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| j.result.as_ref().err().map(|e| format!("{} ({e})", j.kind)))
+        .collect();
+    if !failed.is_empty() {
+        return Some(format!("failed: {}", failed.join("; ")));
+    }
+    nothing_ingested(jobs).then(|| {
+        format!(
+            "nothing was ingested: every file found was empty ({})",
+            warnings(jobs)
+        )
+    })
+}
+
+fn nothing_ingested(jobs: &[JobOutcome]) -> bool {
+    jobs.iter()
+        .all(|j| j.result.as_ref().is_ok_and(|s| s.vectors == 0))
+}
+
+fn warnings(jobs: &[JobOutcome]) -> String {
+    jobs.iter()
+        .filter_map(|j| j.result.as_ref().ok()?.warning.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 async fn send(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Result<(), String> {

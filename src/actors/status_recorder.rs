@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Observe;
 use crate::jobs::{self, JobRef, TransitionError};
-use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
+use crate::{JobStatus, PersonaId, PersonaStatus};
 
 /// How often coalesced progress reaches the database.
 pub const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -43,10 +43,10 @@ pub enum StatusUpdate {
         job_id: Uuid,
         error: String,
     },
-    /// The persona becomes `active`, or `failed` naming the failed kinds.
+    /// The persona becomes `active`, or `failed` with the run's error.
     FinishRun {
         persona: PersonaId,
-        failed: Vec<(Kind, String)>,
+        error: Option<String>,
     },
 }
 
@@ -231,8 +231,8 @@ async fn apply(
             jobs::job_failed(db, job_id, &error).await?;
             event(job_id, JobStatus::Failed, 0, 0, Some(error))
         }
-        StatusUpdate::FinishRun { persona, failed } => {
-            let status = jobs::finish_run(db, &persona, &failed).await?;
+        StatusUpdate::FinishRun { persona, error } => {
+            let status = jobs::finish_run(db, &persona, error).await?;
             debug_assert!(matches!(
                 status,
                 PersonaStatus::Active | PersonaStatus::Failed

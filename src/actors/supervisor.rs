@@ -151,15 +151,10 @@ async fn run_lost(recorder: &Recipient<RecordStatus>, request: &RunRequest) -> R
             }))
             .await;
     }
-    let failed = request
-        .jobs
-        .iter()
-        .map(|j| (j.kind, error.clone()))
-        .collect();
     let _ = recorder
         .send(RecordStatus(StatusUpdate::FinishRun {
             persona: request.persona.clone(),
-            failed,
+            error: Some(error.clone()),
         }))
         .await;
     RunOutcome {

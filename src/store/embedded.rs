@@ -195,12 +195,21 @@ impl VectorStore for EmbeddedStore {
         txn.commit().await.map_err(backend("upsert"))
     }
 
-    async fn ids(&self, collection: &CollectionInfo) -> Result<Vec<String>, StoreError> {
+    async fn ids(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = self
             .db
             .query_all(Self::stmt(
-                "SELECT id FROM records WHERE collection = ? ORDER BY id",
-                vec![collection.name.clone().into()],
+                "SELECT id FROM records WHERE collection = ? ORDER BY id LIMIT ? OFFSET ?",
+                vec![
+                    collection.name.clone().into(),
+                    (limit as i64).into(),
+                    (offset as i64).into(),
+                ],
             ))
             .await
             .map_err(backend("listing ids"))?;
@@ -334,7 +343,7 @@ mod tests {
         assert!((hits[1].score - 0.8).abs() < 1e-6);
         assert_eq!(hits[0].metadata["kind"], MetaValue::from("works"));
         store.delete(&c, vec!["a".into()]).await.unwrap();
-        assert_eq!(store.ids(&c).await.unwrap(), ["b"]);
+        assert_eq!(store.ids(&c, 0, 10).await.unwrap(), ["b"]);
     }
 
     #[tokio::test]

@@ -92,7 +92,13 @@ pub trait VectorStore: Send + Sync {
         collection: &CollectionInfo,
         records: Vec<Record>,
     ) -> Result<(), StoreError>;
-    async fn ids(&self, collection: &CollectionInfo) -> Result<Vec<String>, StoreError>;
+    /// A page of the collection's ids, in a stable order.
+    async fn ids(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     async fn delete(&self, collection: &CollectionInfo, ids: Vec<String>)
         -> Result<(), StoreError>;
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError>;

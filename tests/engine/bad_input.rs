@@ -1,0 +1,247 @@
+//! Bad input: each case fails (or warns) clearly, naming the file, line or key, and leaves no
+//! job processing and nothing reported as done that was not.
+
+use persona_ingest::{JobStatus, Kind, PersonaId, PersonaStatus};
+
+use crate::common::*;
+
+const QUOTES: &str = "data/p/quotes/all_quotes.jsonl";
+
+fn with_profile_and_works(world: &World) {
+    world.write(
+        "personas/p/profile.md",
+        "# P\n\n## Life\nBorn, wrote, died.\n",
+    );
+    world.write(
+        "data/p/works/a.txt",
+        "A short work.\n\nWith two paragraphs.\n",
+    );
+}
+
+fn quotes_with_a_bad_third_line(world: &World) {
+    world.write(
+        QUOTES,
+        "{\"text\": \"one\", \"author\": \"P\"}\n{\"text\": \"two\"}\n{\"text\": \"three\", oops}\n{\"text\": \"four\"}\n",
+    );
+}
+
+#[actix::test]
+async fn a_malformed_quote_fails_the_quotes_job_in_strict_mode_with_nothing_written() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    quotes_with_a_bad_third_line(&world);
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(!outcome.succeeded());
+
+    let rows = latest_jobs(&engine.db, "p").await;
+    let quotes = job_of(&rows, Kind::Quotes);
+    assert_eq!(quotes.status, JobStatus::Failed);
+    let error = quotes.error_message.as_deref().unwrap();
+    assert!(
+        error.starts_with("data/p/quotes/all_quotes.jsonl:3: malformed JSON"),
+        "{error}"
+    );
+    assert_eq!(quotes.total_vectors, 0);
+    assert!(quotes.completed_at.is_some());
+    assert_eq!(
+        store_count(&engine, "p_quotes").await,
+        0,
+        "strict mode writes nothing"
+    );
+    assert_eq!(job_of(&rows, Kind::Works).status, JobStatus::Completed);
+
+    let persona_row = persona_ingest::jobs::persona(&engine.db, "p")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(persona_row.status, PersonaStatus::Failed);
+    assert!(persona_row
+        .error_message
+        .unwrap()
+        .starts_with("failed: quotes (data/p/quotes/all_quotes.jsonl:3"));
+    assert_nothing_processing(&engine.db).await;
+}
+
+#[actix::test]
+async fn skip_mode_skips_bad_quotes_and_says_which() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    quotes_with_a_bad_third_line(&world);
+    let engine = world.engine(&[("quotes.on_bad_record", "skip")]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:#?}");
+    let rows = latest_jobs(&engine.db, "p").await;
+    let quotes = job_of(&rows, Kind::Quotes);
+    assert_eq!(quotes.status, JobStatus::Completed);
+    assert_eq!(quotes.total_vectors, 3);
+    let warning = quotes.warning_message.as_deref().unwrap();
+    assert!(
+        warning.starts_with(
+            "skipped 1 bad quote record(s): data/p/quotes/all_quotes.jsonl:3: malformed JSON"
+        ),
+        "{warning}"
+    );
+    assert_store_matches_rows(&engine, "p").await;
+}
+
+#[actix::test]
+async fn a_file_that_is_not_utf8_fails_naming_the_file_and_line() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    world.copy_from_corpus(
+        "raw/jamesft-quotes-cp1252.json",
+        "data/p/works/windows-1252.txt",
+    );
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(!outcome.succeeded());
+    let works = job_of(&latest_jobs(&engine.db, "p").await, Kind::Works).clone();
+    assert_eq!(works.status, JobStatus::Failed);
+    let error = works.error_message.unwrap();
+    assert!(
+        error.starts_with("data/p/works/windows-1252.txt:") && error.contains("not valid UTF-8"),
+        "{error}"
+    );
+    assert_nothing_processing(&engine.db).await;
+}
+
+#[test]
+fn a_path_as_persona_id_is_refused_before_any_path_is_built() {
+    for bad in ["../../etc", "..", "/etc/passwd", "p/../../x"] {
+        let err = PersonaId::parse(bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("invalid persona id {bad:?}")),
+            "{err}"
+        );
+    }
+}
+
+#[actix::test]
+async fn a_missing_persona_fails_every_job_saying_where_it_looked() {
+    let world = World::new();
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("ghost"), &Kind::ALL).await.unwrap();
+    assert!(!outcome.succeeded());
+    let rows = latest_jobs(&engine.db, "ghost").await;
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row.status, JobStatus::Failed);
+        let error = row.error_message.as_deref().unwrap();
+        assert!(
+            error
+                .starts_with("persona ghost not found: nothing at data/ghost/ and personas/ghost/"),
+            "{error}"
+        );
+    }
+    let persona_row = persona_ingest::jobs::persona(&engine.db, "ghost")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(persona_row.status, PersonaStatus::Failed);
+    assert_nothing_processing(&engine.db).await;
+}
+
+#[actix::test]
+async fn a_persona_of_empty_files_fails_and_says_they_are_empty() {
+    let world = World::new();
+    world.write("data/p/works/empty.txt", "");
+    world.write("data/p/works/blank.md", "\n\n   \n");
+    world.write(QUOTES, "\n");
+    world.write("personas/p/profile.md", "");
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(!outcome.succeeded());
+    let error = outcome.error.unwrap();
+    assert!(
+        error.starts_with("nothing was ingested: every file found was empty"),
+        "{error}"
+    );
+    assert!(
+        error.contains("data/p/works/empty.txt: no text to ingest (empty file)"),
+        "{error}"
+    );
+    let persona_row = persona_ingest::jobs::persona(&engine.db, "p")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(persona_row.status, PersonaStatus::Failed);
+    assert_nothing_processing(&engine.db).await;
+}
+
+#[actix::test]
+async fn a_persona_without_quotes_gets_a_quotes_job_that_completes_empty_and_says_so() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:#?}");
+    let quotes = job_of(&latest_jobs(&engine.db, "p").await, Kind::Quotes).clone();
+    assert_eq!(
+        (quotes.status, quotes.progress, quotes.total_vectors),
+        (JobStatus::Completed, 100, 0)
+    );
+    assert_eq!(
+        quotes.warning_message.as_deref(),
+        Some("nothing to ingest: no quotes found (data/p/quotes/all_quotes.jsonl)")
+    );
+}
+
+#[actix::test]
+async fn a_quotes_line_longer_than_the_limit_is_a_bad_record_not_a_memory_spike() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    let mut huge = String::from("{\"text\": \"");
+    huge.push_str(&"word ".repeat(10 * 1024 * 1024 / 5));
+    huge.push_str("\"}\n{\"text\": \"fine\"}\n");
+    world.write(QUOTES, huge);
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &[Kind::Quotes]).await.unwrap();
+    assert!(!outcome.succeeded());
+    let quotes = job_of(&latest_jobs(&engine.db, "p").await, Kind::Quotes).clone();
+    assert_eq!(
+        quotes.error_message.as_deref(),
+        Some("data/p/quotes/all_quotes.jsonl:1: line longer than quotes.max_record_bytes (1048576 bytes)")
+    );
+}
+
+#[cfg(unix)]
+#[actix::test]
+async fn a_symlink_out_of_the_data_root_is_refused() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    let outside = world.dir.path().join("secret.txt");
+    std::fs::write(&outside, "not yours").unwrap();
+    std::os::unix::fs::symlink(&outside, world.data_root.join("data/p/works/link.txt")).unwrap();
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(!outcome.succeeded());
+    let works = job_of(&latest_jobs(&engine.db, "p").await, Kind::Works).clone();
+    assert_eq!(
+        works.error_message.as_deref(),
+        Some("data/p/works/link.txt: resolves outside the data root; refusing to read it")
+    );
+    assert_eq!(store_count(&engine, "p_works").await, 0);
+}
+
+#[actix::test]
+async fn a_different_embedding_dimension_is_refused_by_an_existing_collection() {
+    let world = World::new();
+    with_profile_and_works(&world);
+    let engine = world.engine(&[]).await;
+    assert!(engine
+        .ingest(persona("p"), &[Kind::Works])
+        .await
+        .unwrap()
+        .succeeded());
+    drop(engine);
+    let engine = world.engine(&[("embedding.dimension", "64")]).await;
+    let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(!outcome.succeeded());
+    let works = job_of(&latest_jobs(&engine.db, "p").await, Kind::Works).clone();
+    assert_eq!(
+        works.error_message.as_deref(),
+        Some("writing to p_works: collection p_works holds local-hash-v1 vectors of dimension 384; refusing to write local-hash-v1 vectors of dimension 64 into it")
+    );
+}

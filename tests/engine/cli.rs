@@ -1,0 +1,204 @@
+//! The `persona-ingest` binary as a newcomer runs it: in an empty directory, on the embedded
+//! defaults, with no server.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+/// The binary in `dir`, with an environment of nothing but PATH and HOME.
+fn persona_ingest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+    command.current_dir(dir).args(args).env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Ok(value) = std::env::var(var) {
+            command.env(var, value);
+        }
+    }
+    command.envs(env.iter().copied());
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ingest_status_and_query_the_example_persona() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = examples_root();
+    let root = examples.to_str().unwrap();
+
+    let out = persona_ingest(dir.path(), &["ingest", "--data-root", root, "--all"], &[]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("twain-sampler_works") && stdout.contains("1 persona(s)"),
+        "{stdout}"
+    );
+    assert!(
+        dir.path().join("persona-ingest.db").exists(),
+        "SQLite in the working directory"
+    );
+    assert!(
+        dir.path().join("persona-ingest.vectors.db").exists(),
+        "the embedded store too"
+    );
+
+    let out = persona_ingest(dir.path(), &["status"], &[]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("twain-sampler   active"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = persona_ingest(dir.path(), &["status", "twain-sampler", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job_id = status["jobs"][0]["id"].as_str().unwrap().to_owned();
+    let out = persona_ingest(dir.path(), &["status", &job_id], &[]);
+    assert!(
+        text(&out.stdout).contains("status        completed"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = persona_ingest(
+        dir.path(),
+        &[
+            "query",
+            "twain-sampler",
+            "When in doubt",
+            "--kind",
+            "quotes",
+            "-k",
+            "1",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("When in doubt, tell the truth."),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn json_summary_reports_every_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = examples_root();
+    let out = persona_ingest(
+        dir.path(),
+        &[
+            "ingest",
+            "twain-sampler",
+            "--only",
+            "quotes,profile",
+            "--json",
+            "--data-root",
+            root.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["succeeded"], true);
+    let jobs = summary["personas"][0]["jobs"].as_array().unwrap();
+    let kinds: Vec<&str> = jobs.iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["profile", "quotes"]);
+    assert_eq!(jobs[1]["vectors"], 12);
+}
+
+#[test]
+fn bad_ids_and_bad_settings_exit_2_naming_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = persona_ingest(dir.path(), &["ingest", "../../etc"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("invalid persona id \"../../etc\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = persona_ingest(
+        dir.path(),
+        &["status"],
+        &[("ENGINE__CHUNKING__TARGET_TOKENS", "lots")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("chunking.target_tokens"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = persona_ingest(
+        dir.path(),
+        &["status"],
+        &[("ENGINE__EMBEDDING__PROVIDER", "telepathy")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("embedding.provider"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_persona_exits_non_zero_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = persona_ingest(dir.path(), &["ingest", "nobody", "--data-root", "."], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("error: nobody failed: failed: profile (persona nobody not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_50_mb_single_line_file_is_ingested_in_bounded_memory() {
+    let world = World::new();
+    let line: String = (0..10_000_000)
+        .map(|i| ["river ", "pilot ", "fog "][i % 3])
+        .collect();
+    assert!(line.len() >= 50_000_000);
+    world.write("data/huge/works/one-line.txt", &line);
+    drop(line);
+    let db = world.db_url();
+    let store = world.store_path();
+    let out = persona_ingest(
+        world.dir.path(),
+        &[
+            "ingest",
+            "huge",
+            "--only",
+            "works",
+            "--json",
+            "--data-root",
+            world.data_root.to_str().unwrap(),
+        ],
+        &[
+            ("DATABASE_URL", &db),
+            ("ENGINE__STORE__PATH", store.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vectors = summary["personas"][0]["jobs"][0]["vectors"]
+        .as_u64()
+        .unwrap();
+    assert!(vectors > 33_000, "{vectors} chunks of at most 1600 bytes");
+    // A copy of the whole file would take 50 MB on its own.
+    let peak = summary["peak_rss_bytes"].as_u64().unwrap();
+    eprintln!("peak resident memory: {peak} bytes");
+    assert!(peak < 35_000_000, "peak resident memory {peak} bytes");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the engine against real SQLite, PostgreSQL and files: one test binary,
+//! one module per concern.
+
+mod bad_input;
+mod cli;
+mod common;
+mod corpus;
+mod many_personas;
+mod migrations;

@@ -50,7 +50,14 @@ pub struct Engine {
     pub recorder: Addr<StatusRecorder>,
     pub batcher: Addr<EmbeddingBatcher>,
     pub writer: Addr<ChromaWriter>,
+    writer_thread: Arbiter,
     events: broadcast::Sender<JobEvent>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.writer_thread.stop();
+    }
 }
 
 impl Engine {
@@ -83,14 +90,17 @@ impl Engine {
             BatchLimits::from_settings(&settings.embedding),
         )
         .start();
-        let writer = ChromaWriter::new(
-            store.clone(),
-            WriterLimits {
-                max_in_flight: settings.store.max_in_flight,
-                ..WriterLimits::default()
-            },
-        )
-        .start();
+        // The writer's work (serialising records for the store) gets a thread of its own, so
+        // it runs beside the ingestors instead of taking turns with them.
+        let writer_thread = Arbiter::new();
+        let writer_limits = WriterLimits {
+            max_in_flight: settings.store.max_in_flight,
+            ..WriterLimits::default()
+        };
+        let writer_store = store.clone();
+        let writer = ChromaWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
+            ChromaWriter::new(writer_store, writer_limits)
+        });
         let spawner = ActorIngestorSpawner {
             peers: IngestorPeers {
                 embedder: batcher.clone().recipient(),
@@ -128,6 +138,7 @@ impl Engine {
             recorder,
             batcher,
             writer,
+            writer_thread,
             events,
         }
     }

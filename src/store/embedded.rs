@@ -170,7 +170,9 @@ impl VectorStore for EmbeddedStore {
             });
         }
         let txn = self.db.begin().await.map_err(backend("upsert"))?;
-        for rows in records.chunks(ROWS_PER_STATEMENT) {
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let rows: Vec<Record> = records.by_ref().take(ROWS_PER_STATEMENT).collect();
             let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
             let sql = format!(
                 "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
@@ -182,8 +184,8 @@ impl VectorStore for EmbeddedStore {
                 let metadata = serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
                 values.extend([
                     Value::from(collection.name.clone()),
-                    r.id.clone().into(),
-                    r.document.clone().into(),
+                    r.id.into(),
+                    r.document.into(),
                     metadata.into(),
                     to_blob(&r.embedding).into(),
                 ]);

@@ -12,6 +12,7 @@ pub mod persona;
 pub mod pipeline;
 pub mod sources;
 pub mod store;
+pub mod testkit;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};
 pub use persona::PersonaId;

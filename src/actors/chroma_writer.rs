@@ -36,7 +36,7 @@ impl Default for WriterLimits {
 }
 
 /// Upserts records into a collection (created on first use); answers how many were written.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct WriteRecords {
     pub collection: CollectionSpec,
@@ -45,7 +45,7 @@ pub struct WriteRecords {
 
 /// Deletes the records of a collection whose ids are not in `keep`: what a finished job did
 /// not write again is stale. Answers how many were deleted.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct PruneCollection {
     pub collection: CollectionSpec,
@@ -234,3 +234,6 @@ impl Handler<Observe<WriterCounters>> for ChromaWriter {
         MessageResult(self.counters.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,7 @@ impl BatchLimits {
 }
 
 /// Embeds `texts`; the answer holds one vector per text, in order.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<Vec<Vec<f32>>, EmbedError>")]
 pub struct EmbedTexts {
     pub texts: Vec<String>,
@@ -330,3 +330,6 @@ impl Handler<Observe<BatcherCounters>> for EmbeddingBatcher {
         MessageResult(self.counters.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -57,7 +57,7 @@ pub struct IngestorLimits {
 }
 
 /// What a finished job reports to whoever started it.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct IngestFinished {
     pub job_id: Uuid,
@@ -77,14 +77,14 @@ pub struct JobStats {
 }
 
 /// Soft stop: finish what is in flight, then fail the job with `reason`.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct StopIngest {
     pub reason: String,
 }
 
 /// Hard stop: drop the work now and fail the job with `reason`.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct AbortIngest {
     pub reason: String,

@@ -249,3 +249,6 @@ impl Handler<Observe<RecorderCounters>> for StatusRecorder {
         MessageResult(self.counters.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

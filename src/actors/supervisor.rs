@@ -21,7 +21,7 @@ use super::Observe;
 use crate::{PersonaId, PersonaStatus};
 
 /// Ingest a persona; answered with the outcome once the run is over.
-#[derive(Debug, Message)]
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "RunOutcome")]
 pub struct IngestPersona(pub RunRequest);
 

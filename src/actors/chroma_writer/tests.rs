@@ -1,0 +1,129 @@
+//! The ChromaWriter alone, against an in-memory store with scripted faults, in virtual time.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::ids::WrittenIds;
+use crate::sources::Metadata;
+use crate::testkit::{self, MemoryStore, StoreFault};
+use crate::Kind;
+
+fn spec(name: &str) -> CollectionSpec {
+    CollectionSpec {
+        name: name.into(),
+        embedding_model: "m".into(),
+        dimension: 2,
+    }
+}
+
+fn records(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            id: format!("works:data/p/a.txt:{i}"),
+            document: format!("text {i}"),
+            metadata: Metadata::new(),
+            embedding: vec![1.0, 0.0],
+        })
+        .collect()
+}
+
+fn start(store: &Arc<MemoryStore>) -> Addr<ChromaWriter> {
+    let limits = WriterLimits {
+        max_in_flight: 2,
+        max_retries: 2,
+        backoff_base: Duration::from_millis(100),
+    };
+    ChromaWriter::new(store.clone(), limits).start()
+}
+
+async fn write(
+    writer: &Addr<ChromaWriter>,
+    collection: &str,
+    n: usize,
+) -> Result<usize, StoreError> {
+    writer
+        .send(WriteRecords {
+            collection: spec(collection),
+            records: records(n),
+        })
+        .await
+        .unwrap()
+}
+
+#[actix::test]
+async fn upserts_are_split_at_the_stores_batch_limit() {
+    let store = Arc::new(MemoryStore::new(10));
+    let writer = start(&store);
+    assert_eq!(write(&writer, "p_works", 25).await.unwrap(), 25);
+    assert_eq!(store.upsert_sizes(), [10, 10, 5]);
+    assert_eq!(store.ids_in("p_works").len(), 25);
+}
+
+#[actix::test]
+async fn collections_are_got_or_created_once() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    for _ in 0..3 {
+        write(&writer, "p_works", 5).await.unwrap();
+    }
+    write(&writer, "p_quotes", 5).await.unwrap();
+    assert_eq!(store.ensure_calls(), 2);
+    let counters: WriterCounters = testkit::observe(&writer).await;
+    assert_eq!((counters.upserts, counters.records), (4, 20));
+}
+
+#[actix::test]
+async fn transient_errors_are_retried_within_the_budget() {
+    testkit::pause();
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    store.fail_next([
+        StoreFault::Transient("connection reset".into()),
+        StoreFault::Transient("503".into()),
+    ]);
+    assert_eq!(write(&writer, "p_works", 3).await.unwrap(), 3);
+    let counters: WriterCounters = testkit::observe(&writer).await;
+    assert_eq!(counters.retries, 2);
+
+    store.fail_next(vec![StoreFault::Transient("503".into()); 3]);
+    let error = write(&writer, "p_works", 3).await.unwrap_err();
+    assert_eq!(error.to_string(), "503 (gave up after 3 attempts)");
+}
+
+#[actix::test]
+async fn permanent_errors_fail_at_once() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    store.fail_next([StoreFault::Permanent("400 bad metadata".into())]);
+    assert_eq!(
+        write(&writer, "p_works", 3).await.unwrap_err().to_string(),
+        "400 bad metadata"
+    );
+    let counters: WriterCounters = testkit::observe(&writer).await;
+    assert_eq!(counters.retries, 0);
+}
+
+#[actix::test]
+async fn pruning_removes_what_the_job_did_not_write() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    write(&writer, "p_works", 5).await.unwrap();
+    let mut keep = WrittenIds::new(Kind::Works);
+    for i in [0, 2] {
+        keep.insert("data/p/a.txt", i);
+    }
+    keep.seal();
+    let pruned = writer
+        .send(PruneCollection {
+            collection: spec("p_works"),
+            keep: Arc::new(keep),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pruned, 3);
+    assert_eq!(
+        store.ids_in("p_works"),
+        ["works:data/p/a.txt:0", "works:data/p/a.txt:2"]
+    );
+}

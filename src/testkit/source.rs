@@ -1,0 +1,94 @@
+//! A corpus in memory: a source of `n` chunks in one file, that can fail or panic on demand.
+
+use std::ops::ControlFlow;
+
+use crate::sources::{
+    Chunk, ChunkSink, FileReport, Metadata, Source, SourceError, SourceFile, SourcePlan,
+};
+use crate::Kind;
+
+pub struct StaticSource {
+    kind: Kind,
+    chunks: usize,
+    chunk_bytes: usize,
+    /// Fail (or panic) after handing out this many chunks.
+    fail_after: Option<(usize, bool)>,
+}
+
+pub const STATIC_FILE: &str = "data/p/static.txt";
+
+impl StaticSource {
+    /// `chunks` chunks of about `chunk_bytes` each.
+    pub fn new(kind: Kind, chunks: usize, chunk_bytes: usize) -> Self {
+        Self {
+            kind,
+            chunks,
+            chunk_bytes,
+            fail_after: None,
+        }
+    }
+
+    pub fn failing_after(mut self, chunks: usize) -> Self {
+        self.fail_after = Some((chunks, false));
+        self
+    }
+
+    pub fn panicking_after(mut self, chunks: usize) -> Self {
+        self.fail_after = Some((chunks, true));
+        self
+    }
+
+    /// The plan this source reads: one file whose size is the sum of the chunks.
+    pub fn plan(&self) -> SourcePlan {
+        SourcePlan {
+            files: vec![SourceFile {
+                path: STATIC_FILE.into(),
+                rel: STATIC_FILE.into(),
+                bytes: (self.chunks * self.chunk_bytes) as u64,
+            }],
+            missing: Vec::new(),
+        }
+    }
+}
+
+impl Source for StaticSource {
+    fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn plan(&self) -> Result<SourcePlan, SourceError> {
+        Ok(StaticSource::plan(self))
+    }
+
+    fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
+        for i in 0..self.chunks {
+            match self.fail_after {
+                Some((at, false)) if i == at => {
+                    return Err(SourceError::BadRecord {
+                        rel: file.rel.clone(),
+                        line: i as u64 + 1,
+                        reason: "scripted failure".into(),
+                    })
+                }
+                Some((at, true)) if i == at => panic!("scripted panic at chunk {i}"),
+                _ => {}
+            }
+            let text = format!("chunk {i:06} ").repeat(self.chunk_bytes / 13 + 1);
+            let chunk = Chunk {
+                source: file.rel.clone(),
+                chunk_index: i as u32,
+                char_start: (i * self.chunk_bytes) as u64,
+                char_end: ((i + 1) * self.chunk_bytes) as u64,
+                text,
+                metadata: Metadata::new(),
+            };
+            if let ControlFlow::Break(()) = sink.accept(chunk, ((i + 1) * self.chunk_bytes) as u64)
+            {
+                return Err(SourceError::Stopped {
+                    rel: file.rel.clone(),
+                });
+            }
+        }
+        Ok(FileReport::default())
+    }
+}

@@ -1,0 +1,208 @@
+//! An in-memory vector store with scripted faults, counting what it is asked.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::store::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
+
+/// A fault for the next store call.
+#[derive(Clone, Debug)]
+pub enum StoreFault {
+    Transient(String),
+    Permanent(String),
+}
+
+#[derive(Default)]
+struct Inner {
+    collections: HashMap<String, (CollectionInfo, BTreeMap<String, Record>)>,
+    faults: VecDeque<StoreFault>,
+    upsert_sizes: Vec<usize>,
+    ensure_calls: usize,
+}
+
+pub struct MemoryStore {
+    max_batch: usize,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// A store that takes at most `max_batch` records an upsert (as Chroma's `max_batch_size`).
+    pub fn new(max_batch: usize) -> Self {
+        Self {
+            max_batch,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Faults for the next upserts, in order.
+    pub fn fail_next(&self, faults: impl IntoIterator<Item = StoreFault>) {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .faults
+            .extend(faults);
+    }
+
+    /// The size of every upsert that reached the store.
+    pub fn upsert_sizes(&self) -> Vec<usize> {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .upsert_sizes
+            .clone()
+    }
+
+    pub fn ensure_calls(&self) -> usize {
+        self.inner.lock().expect("not poisoned").ensure_calls
+    }
+
+    pub fn ids_in(&self, collection: &str) -> Vec<String> {
+        let inner = self.inner.lock().expect("not poisoned");
+        inner
+            .collections
+            .get(collection)
+            .map(|(_, records)| records.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl VectorStore for MemoryStore {
+    fn describe(&self) -> String {
+        "memory store".into()
+    }
+
+    async fn max_batch_size(&self) -> Result<usize, StoreError> {
+        Ok(self.max_batch)
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.ensure_calls += 1;
+        let (info, _) = inner
+            .collections
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                let info = CollectionInfo {
+                    name: spec.name.clone(),
+                    id: format!("id-{}", spec.name),
+                    embedding_model: spec.embedding_model.clone(),
+                    dimension: spec.dimension,
+                };
+                (info, BTreeMap::new())
+            });
+        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
+            return Err(StoreError::Mismatch {
+                collection: info.name.clone(),
+                existing_model: info.embedding_model.clone(),
+                existing_dimension: info.dimension,
+                wanted_model: spec.embedding_model.clone(),
+                wanted_dimension: spec.dimension,
+            });
+        }
+        Ok(info.clone())
+    }
+
+    async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
+        let inner = self.inner.lock().expect("not poisoned");
+        Ok(inner.collections.get(name).map(|(info, _)| info.clone()))
+    }
+
+    async fn upsert(
+        &self,
+        collection: &CollectionInfo,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        match inner.faults.pop_front() {
+            Some(StoreFault::Transient(message)) => {
+                return Err(StoreError::Backend {
+                    transient: true,
+                    message,
+                })
+            }
+            Some(StoreFault::Permanent(message)) => {
+                return Err(StoreError::Backend {
+                    transient: false,
+                    message,
+                })
+            }
+            None => {}
+        }
+        if records.len() > self.max_batch {
+            return Err(StoreError::Backend {
+                transient: false,
+                message: format!(
+                    "batch of {} over the limit of {}",
+                    records.len(),
+                    self.max_batch
+                ),
+            });
+        }
+        inner.upsert_sizes.push(records.len());
+        let (_, stored) = inner
+            .collections
+            .get_mut(&collection.name)
+            .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
+        for record in records {
+            stored.insert(record.id.clone(), record);
+        }
+        Ok(())
+    }
+
+    async fn ids(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .ids_in(&collection.name)
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .collect())
+    }
+
+    async fn delete(
+        &self,
+        collection: &CollectionInfo,
+        ids: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        if let Some((_, stored)) = inner.collections.get_mut(&collection.name) {
+            for id in ids {
+                stored.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {
+        Ok(self.ids_in(&collection.name).len() as u64)
+    }
+
+    async fn query(
+        &self,
+        collection: &CollectionInfo,
+        _: &[f32],
+        k: usize,
+    ) -> Result<Vec<QueryHit>, StoreError> {
+        let inner = self.inner.lock().expect("not poisoned");
+        let Some((_, stored)) = inner.collections.get(&collection.name) else {
+            return Ok(Vec::new());
+        };
+        Ok(stored
+            .values()
+            .take(k)
+            .map(|r| QueryHit {
+                id: r.id.clone(),
+                score: 1.0,
+                document: r.document.clone(),
+                metadata: r.metadata.clone(),
+            })
+            .collect())
+    }
+}

@@ -171,3 +171,6 @@ impl Engine {
         let _ = self.recorder.send(FlushProgress).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -523,3 +523,6 @@ impl Handler<Observe<IngestorCounters>> for Ingestor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -463,3 +463,6 @@ impl Handler<Observe<OrchestratorCounters>> for Orchestrator {
         MessageResult(self.counters.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -207,3 +207,6 @@ impl Handler<Observe<SupervisorCounters>> for Supervisor {
         MessageResult(counters)
     }
 }
+
+#[cfg(test)]
+mod tests;

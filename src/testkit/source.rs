@@ -92,3 +92,65 @@ impl Source for StaticSource {
         Ok(FileReport::default())
     }
 }
+
+/// A source factory of static sources: `chunks` chunks for each kind given, nothing for the
+/// others; a persona exists unless `missing` says otherwise; the kinds in `panics` panic after
+/// that many chunks.
+#[derive(Clone, Debug, Default)]
+pub struct StaticSources {
+    pub chunks: std::collections::HashMap<Kind, usize>,
+    pub missing: bool,
+    pub panics: std::collections::HashMap<Kind, usize>,
+}
+
+impl StaticSources {
+    pub fn with(kinds: &[(Kind, usize)]) -> Self {
+        Self {
+            chunks: kinds.iter().copied().collect(),
+            ..Self::default()
+        }
+    }
+}
+
+struct EmptySource(Kind);
+
+impl Source for EmptySource {
+    fn kind(&self) -> Kind {
+        self.0
+    }
+
+    fn plan(&self) -> Result<SourcePlan, SourceError> {
+        Ok(SourcePlan {
+            files: Vec::new(),
+            missing: vec![format!("data/p/{}", self.0)],
+        })
+    }
+
+    fn read(&self, _: &SourceFile, _: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
+        Ok(FileReport::default())
+    }
+}
+
+impl crate::sources::SourceFactory for StaticSources {
+    fn source(
+        &self,
+        _: &crate::PersonaId,
+        kind: Kind,
+    ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
+        Ok(match (self.chunks.get(&kind), self.panics.get(&kind)) {
+            (Some(n), Some(at)) => {
+                std::sync::Arc::new(StaticSource::new(kind, *n, 100).panicking_after(*at))
+            }
+            (Some(n), None) => std::sync::Arc::new(StaticSource::new(kind, *n, 100)),
+            (None, _) => std::sync::Arc::new(EmptySource(kind)),
+        })
+    }
+
+    fn persona_exists(&self, _: &crate::PersonaId) -> bool {
+        !self.missing
+    }
+
+    fn describe(&self, persona: &crate::PersonaId) -> String {
+        format!("the static sources of {persona}")
+    }
+}

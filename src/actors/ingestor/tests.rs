@@ -1,0 +1,235 @@
+//! The Ingestor alone: probes in place of the batcher, the writer and the recorder, and an
+//! in-memory source. Real time (its reader is a real blocking thread), in milliseconds.
+
+use std::time::Duration;
+
+use super::*;
+use crate::embed::EmbedError;
+use crate::store::StoreError;
+use crate::testkit::{self, probe, ProbeHandle, StaticSource};
+
+struct Peers {
+    embedder: ProbeHandle<EmbedTexts>,
+    writer: ProbeHandle<WriteRecords>,
+    pruner: ProbeHandle<PruneCollection>,
+    recorder: ProbeHandle<RecordStatus>,
+    report: ProbeHandle<IngestFinished>,
+}
+
+fn peers() -> Peers {
+    Peers {
+        embedder: probe(|m: &EmbedTexts| Ok(m.texts.iter().map(|_| vec![1.0, 0.0]).collect())),
+        writer: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
+        pruner: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
+        recorder: probe(|_: &RecordStatus| Ok(())),
+        report: probe(|_: &IngestFinished| ()),
+    }
+}
+
+const LIMITS: IngestorLimits = IngestorLimits {
+    window_chunks: 8,
+    windows_in_flight: 2,
+};
+
+fn start(source: StaticSource, peers: &Peers) -> Addr<Ingestor> {
+    let job = IngestJob {
+        job_id: Uuid::nil(),
+        persona: PersonaId::parse("p").unwrap(),
+        kind: Kind::Works,
+        collection: CollectionSpec {
+            name: "p_works".into(),
+            embedding_model: "m".into(),
+            dimension: 2,
+        },
+        plan: source.plan(),
+        source: Arc::new(source),
+        restart: false,
+    };
+    let ingestor_peers = IngestorPeers {
+        embedder: peers.embedder.recipient(),
+        writer: peers.writer.recipient(),
+        pruner: peers.pruner.recipient(),
+        recorder: peers.recorder.recipient(),
+    };
+    Ingestor::new(job, ingestor_peers, LIMITS, peers.report.recipient()).start()
+}
+
+fn updates(recorder: &ProbeHandle<RecordStatus>) -> Vec<StatusUpdate> {
+    recorder
+        .received()
+        .into_iter()
+        .map(|RecordStatus(u)| u)
+        .collect()
+}
+
+/// Waits (real time, a few seconds at most) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the condition never held");
+}
+
+#[actix::test]
+async fn a_withheld_embedder_stops_reading_at_the_window_bound() {
+    let peers = peers();
+    peers.embedder.hold_replies();
+    let ingestor = start(StaticSource::new(Kind::Works, 1_000, 100), &peers);
+    eventually(|| peers.embedder.count() == LIMITS.windows_in_flight).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let counters: IngestorCounters = testkit::observe(&ingestor).await;
+    // In flight: two windows at the embedder, a full channel, one chunk in the reader's hand.
+    let bound = (LIMITS.window_chunks * LIMITS.windows_in_flight * 2 + 1) as u64;
+    assert!(
+        counters.chunks_read <= bound,
+        "{} chunks read, bound {bound}",
+        counters.chunks_read
+    );
+    assert_eq!(
+        peers.embedder.count(),
+        LIMITS.windows_in_flight,
+        "no third window"
+    );
+    assert_eq!(counters.chunks_written, 0);
+
+    peers.embedder.release_replies();
+    let finished = peers.report.expect_message().await;
+    assert_eq!(finished.result.unwrap().vectors, 1_000);
+}
+
+#[actix::test]
+async fn progress_rises_and_reaches_100_exactly_once() {
+    let peers = peers();
+    start(StaticSource::new(Kind::Works, 200, 100), &peers);
+    let finished = peers.report.expect_message().await;
+    assert_eq!(finished.result.as_ref().unwrap().vectors, 200);
+    let updates = updates(&peers.recorder);
+    assert!(matches!(
+        updates[0],
+        StatusUpdate::JobStarted { restart: false, .. }
+    ));
+    let progress: Vec<u8> = updates
+        .iter()
+        .filter_map(|u| match u {
+            StatusUpdate::JobProgress { progress, .. } => Some(*progress),
+            _ => None,
+        })
+        .collect();
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(progress.iter().all(|p| *p < 100), "{progress:?}");
+    let completions: Vec<&StatusUpdate> = updates
+        .iter()
+        .filter(|u| matches!(u, StatusUpdate::JobCompleted { .. }))
+        .collect();
+    assert_eq!(completions.len(), 1);
+    assert!(matches!(
+        updates.last(),
+        Some(StatusUpdate::JobCompleted {
+            total_vectors: 200,
+            ..
+        })
+    ));
+    let written: usize = peers
+        .writer
+        .received()
+        .iter()
+        .map(|w| w.records.len())
+        .sum();
+    assert_eq!(written, 200);
+    assert_eq!(
+        peers.pruner.count(),
+        1,
+        "stale records are looked for once, at the end"
+    );
+}
+
+async fn failure_of(peers: &Peers) -> String {
+    let finished = peers.report.expect_message().await;
+    let error = finished.result.unwrap_err();
+    let recorded = updates(&peers.recorder);
+    assert!(
+        matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error),
+        "{recorded:?}"
+    );
+    assert_eq!(peers.pruner.count(), 0, "a failed job prunes nothing");
+    error
+}
+
+#[actix::test]
+async fn a_reader_error_fails_the_job_with_it() {
+    let peers = peers();
+    start(
+        StaticSource::new(Kind::Works, 100, 100).failing_after(20),
+        &peers,
+    );
+    assert_eq!(
+        failure_of(&peers).await,
+        "data/p/static.txt:21: scripted failure"
+    );
+}
+
+#[actix::test]
+async fn a_reader_panic_fails_the_job_with_the_panic_message() {
+    let peers = peers();
+    start(
+        StaticSource::new(Kind::Works, 100, 100).panicking_after(5),
+        &peers,
+    );
+    assert_eq!(
+        failure_of(&peers).await,
+        "reader panicked: scripted panic at chunk 5"
+    );
+}
+
+#[actix::test]
+async fn an_embedding_failure_fails_the_job_and_stops_the_reader() {
+    let peers = peers();
+    peers
+        .embedder
+        .reply_with(|_| Err(EmbedError::permanent("401 Unauthorized")));
+    start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
+    assert_eq!(
+        failure_of(&peers).await,
+        "embedding failed: 401 Unauthorized"
+    );
+}
+
+#[actix::test]
+async fn a_soft_stop_lets_what_is_in_flight_finish_then_fails_the_job() {
+    let peers = peers();
+    peers.embedder.hold_replies();
+    let ingestor = start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
+    eventually(|| peers.embedder.count() == 2).await;
+    ingestor.do_send(StopIngest {
+        reason: "soft time limit of 1 s exceeded".into(),
+    });
+    peers.embedder.release_replies();
+    let error = failure_of(&peers).await;
+    assert!(
+        error.starts_with(
+            "soft time limit of 1 s exceeded (stopped while reading data/p/static.txt)"
+        ),
+        "{error}"
+    );
+    assert!(
+        peers.writer.count() >= 2,
+        "the windows in flight were written"
+    );
+}
+
+#[actix::test]
+async fn a_hard_abort_drops_the_work_at_once() {
+    let peers = peers();
+    peers.embedder.hold_replies();
+    let ingestor = start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
+    eventually(|| peers.embedder.count() == 2).await;
+    ingestor.do_send(AbortIngest {
+        reason: "hard time limit of 2 s exceeded".into(),
+    });
+    assert_eq!(failure_of(&peers).await, "hard time limit of 2 s exceeded");
+    assert_eq!(peers.writer.count(), 0, "nothing in flight was written");
+    eventually(|| !ingestor.connected()).await;
+}

@@ -1,0 +1,229 @@
+//! The Orchestrator alone: a probe spawner in place of the ingestors, a probe in place of the
+//! recorder, static sources; time limits in virtual time.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::testkit::{self, probe, ProbeHandle, StaticSources};
+
+/// Records the ingestors it is asked for; their stop and abort go to two shared probes.
+struct ProbeSpawner {
+    spawned: Mutex<Vec<(IngestJob, Recipient<IngestFinished>)>>,
+    stop: ProbeHandle<StopIngest>,
+    abort: ProbeHandle<AbortIngest>,
+}
+
+impl IngestorSpawner for ProbeSpawner {
+    fn spawn(&self, job: IngestJob, report_to: Recipient<IngestFinished>) -> IngestorHandle {
+        self.spawned.lock().unwrap().push((job, report_to));
+        IngestorHandle {
+            stop: self.stop.recipient(),
+            abort: self.abort.recipient(),
+        }
+    }
+}
+
+impl ProbeSpawner {
+    fn kinds(&self) -> Vec<Kind> {
+        self.spawned
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(job, _)| job.kind)
+            .collect()
+    }
+
+    /// Reports the end of the job of `kind`, as its ingestor would.
+    fn finish(&self, kind: Kind, result: Result<u64, &str>) {
+        let spawned = self.spawned.lock().unwrap();
+        let (job, report_to) = spawned.iter().find(|(job, _)| job.kind == kind).unwrap();
+        report_to.do_send(IngestFinished {
+            job_id: job.job_id,
+            kind,
+            result: result
+                .map(|vectors| JobStats {
+                    vectors,
+                    ..JobStats::default()
+                })
+                .map_err(str::to_owned),
+        });
+    }
+}
+
+struct Harness {
+    spawner: Arc<ProbeSpawner>,
+    recorder: ProbeHandle<RecordStatus>,
+    outcome: oneshot::Receiver<RunOutcome>,
+}
+
+fn start(sources: StaticSources, request: RunRequest) -> Harness {
+    let spawner = Arc::new(ProbeSpawner {
+        spawned: Mutex::new(Vec::new()),
+        stop: probe(|_: &StopIngest| ()),
+        abort: probe(|_: &AbortIngest| ()),
+    });
+    let recorder = probe(|_: &RecordStatus| Ok(()));
+    let deps = RunDeps {
+        sources: Arc::new(sources),
+        ingestors: spawner.clone(),
+        recorder: recorder.recipient(),
+        collection_template: "{persona}_{kind}".into(),
+        embedding_model: "m".into(),
+        dimension: 2,
+        soft_time_limit: Duration::from_secs(6900),
+        time_limit: Duration::from_secs(7200),
+    };
+    let (reply, outcome) = oneshot::channel();
+    Orchestrator::new(request, deps, reply).start();
+    Harness {
+        spawner,
+        recorder,
+        outcome,
+    }
+}
+
+fn everything() -> StaticSources {
+    StaticSources::with(&[(Kind::Works, 10), (Kind::Quotes, 10), (Kind::Profile, 10)])
+}
+
+fn request() -> RunRequest {
+    RunRequest::new(
+        PersonaId::parse("p").unwrap(),
+        &[Kind::Quotes, Kind::Works, Kind::Profile],
+    )
+}
+
+fn finish_run_error(recorder: &ProbeHandle<RecordStatus>) -> Option<String> {
+    match recorder.received().last() {
+        Some(RecordStatus(StatusUpdate::FinishRun { error, .. })) => error.clone(),
+        other => panic!("the run's end was not recorded last: {other:?}"),
+    }
+}
+
+async fn spawned(harness: &Harness, n: usize) {
+    while harness.spawner.kinds().len() < n {
+        testkit::settle().await;
+    }
+}
+
+#[actix::test]
+async fn profile_starts_first_and_works_and_quotes_run_alongside() {
+    let harness = start(everything(), request());
+    spawned(&harness, 3).await;
+    assert_eq!(
+        harness.spawner.kinds(),
+        [Kind::Profile, Kind::Works, Kind::Quotes]
+    );
+    assert!(matches!(
+        harness.recorder.received()[0],
+        RecordStatus(StatusUpdate::BeginRun { .. })
+    ));
+    for kind in Kind::ALL {
+        harness.spawner.finish(kind, Ok(10));
+    }
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(outcome.status, PersonaStatus::Active);
+    assert_eq!(outcome.jobs.len(), 3);
+    assert_eq!(finish_run_error(&harness.recorder), None);
+}
+
+#[actix::test]
+async fn one_failed_kind_fails_the_persona_naming_it() {
+    let harness = start(everything(), request());
+    spawned(&harness, 3).await;
+    harness.spawner.finish(Kind::Profile, Ok(1));
+    harness
+        .spawner
+        .finish(Kind::Works, Err("a.txt:3: not valid UTF-8"));
+    harness.spawner.finish(Kind::Quotes, Ok(5));
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(outcome.status, PersonaStatus::Failed);
+    let expected = "failed: works (a.txt:3: not valid UTF-8)";
+    assert_eq!(outcome.error.as_deref(), Some(expected));
+    assert_eq!(
+        finish_run_error(&harness.recorder).as_deref(),
+        Some(expected)
+    );
+}
+
+#[actix::test]
+async fn every_kind_failing_names_them_all() {
+    let harness = start(everything(), request());
+    spawned(&harness, 3).await;
+    for kind in Kind::ALL {
+        harness.spawner.finish(kind, Err("store down"));
+    }
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(
+        outcome.error.as_deref(),
+        Some("failed: profile (store down); works (store down); quotes (store down)")
+    );
+}
+
+#[actix::test]
+async fn a_missing_persona_fails_every_job_without_starting_one() {
+    let sources = StaticSources {
+        missing: true,
+        ..everything()
+    };
+    let harness = start(sources, request());
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(outcome.status, PersonaStatus::Failed);
+    assert!(harness.spawner.kinds().is_empty());
+    let failed = harness
+        .recorder
+        .received()
+        .iter()
+        .filter(|RecordStatus(u)| matches!(u, StatusUpdate::JobFailed { .. }))
+        .count();
+    assert_eq!(
+        failed, 3,
+        "the orchestrator fails the jobs it never started"
+    );
+    let error = finish_run_error(&harness.recorder).unwrap();
+    assert!(
+        error.starts_with(
+            "failed: profile (persona p not found: nothing at the static sources of p)"
+        ),
+        "{error}"
+    );
+}
+
+#[actix::test]
+async fn the_soft_limit_asks_ingestors_to_stop_and_the_hard_limit_aborts_them() {
+    testkit::pause();
+    let started = tokio::time::Instant::now();
+    let mut request = request();
+    request.soft_time_limit = Some(Duration::from_secs(10));
+    request.time_limit = Some(Duration::from_secs(20));
+    let harness = start(everything(), request);
+    spawned(&harness, 3).await;
+
+    let stop = harness.spawner.stop.expect_message().await;
+    assert_eq!(stop.reason, "soft time limit of 10 s exceeded");
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert_eq!(harness.spawner.abort.count(), 0);
+
+    let abort = harness.spawner.abort.expect_message().await;
+    assert_eq!(abort.reason, "hard time limit of 20 s exceeded");
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    assert_eq!(harness.spawner.stop.count(), 3);
+
+    // These probes never stop: after the grace period, the orchestrator fails their jobs itself.
+    let outcome = harness.outcome.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(20) + ABORT_GRACE);
+    assert_eq!(outcome.status, PersonaStatus::Failed);
+    for job in &outcome.jobs {
+        assert_eq!(
+            job.result.as_ref().unwrap_err(),
+            "hard time limit of 20 s exceeded; the ingestor did not stop"
+        );
+    }
+    let failed = harness
+        .recorder
+        .received()
+        .iter()
+        .filter(|RecordStatus(u)| matches!(u, StatusUpdate::JobFailed { .. }))
+        .count();
+    assert_eq!(failed, 3);
+}

@@ -51,10 +51,7 @@ async fn a_malformed_quote_fails_the_quotes_job_in_strict_mode_with_nothing_writ
     );
     assert_eq!(job_of(&rows, Kind::Works).status, JobStatus::Completed);
 
-    let persona_row = persona_ingest::jobs::persona(&engine.db, "p")
-        .await
-        .unwrap()
-        .unwrap();
+    let persona_row = persona_row(&engine.db, "p").await;
     assert_eq!(persona_row.status, PersonaStatus::Failed);
     assert!(persona_row
         .error_message
@@ -135,10 +132,7 @@ async fn a_missing_persona_fails_every_job_saying_where_it_looked() {
             "{error}"
         );
     }
-    let persona_row = persona_ingest::jobs::persona(&engine.db, "ghost")
-        .await
-        .unwrap()
-        .unwrap();
+    let persona_row = persona_row(&engine.db, "ghost").await;
     assert_eq!(persona_row.status, PersonaStatus::Failed);
     assert_nothing_processing(&engine.db).await;
 }
@@ -162,10 +156,7 @@ async fn a_persona_of_empty_files_fails_and_says_they_are_empty() {
         error.contains("data/p/works/empty.txt: no text to ingest (empty file)"),
         "{error}"
     );
-    let persona_row = persona_ingest::jobs::persona(&engine.db, "p")
-        .await
-        .unwrap()
-        .unwrap();
+    let persona_row = persona_row(&engine.db, "p").await;
     assert_eq!(persona_row.status, PersonaStatus::Failed);
     assert_nothing_processing(&engine.db).await;
 }

@@ -104,6 +104,14 @@ pub async fn latest_jobs(db: &DatabaseConnection, persona: &str) -> Vec<ingestio
     rows
 }
 
+/// The persona's row; it must exist.
+pub async fn persona_row(db: &DatabaseConnection, id: &str) -> entities::persona::Model {
+    jobs::persona(db, id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no persona {id}"))
+}
+
 pub fn job_of(rows: &[ingestion_job::Model], kind: Kind) -> &ingestion_job::Model {
     rows.iter()
         .find(|r| r.kind == kind)

@@ -16,10 +16,7 @@ async fn a_real_corpus_is_ingested_whole_and_a_rerun_changes_no_count() {
             .unwrap();
         assert!(outcome.succeeded(), "{outcome:#?}");
     }
-    let persona_row = persona_ingest::jobs::persona(&engine.db, "jane-austen")
-        .await
-        .unwrap()
-        .unwrap();
+    let persona_row = persona_row(&engine.db, "jane-austen").await;
     assert_eq!(persona_row.status, PersonaStatus::Active);
     assert_eq!(persona_row.error_message, None);
 

@@ -45,10 +45,7 @@ async fn twenty_personas_at_once_on_sqlite() {
         assert!(outcome.succeeded(), "{outcome:#?}");
     }
     for id in &ids {
-        let persona_row = persona_ingest::jobs::persona(&engine.db, id)
-            .await
-            .unwrap()
-            .unwrap();
+        let persona_row = persona_row(&engine.db, id).await;
         assert_eq!(persona_row.status, PersonaStatus::Active);
         let rows = latest_jobs(&engine.db, id).await;
         assert_eq!(rows.len(), 3);

@@ -48,16 +48,27 @@ pub struct DatabaseSettings {
 pub enum ProviderKind {
     /// Deterministic feature hashing, no network: see `embed::local`.
     Local,
+    /// `POST {base_url}/embeddings`: see `embed::openai`.
+    #[serde(rename = "openai")]
+    OpenAi,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     pub provider: ProviderKind,
+    /// The local embedder's vector size.
     pub dimension: usize,
     pub base_url: String,
+    pub model: String,
+    /// Sent to an OpenAI-compatible API that can shorten its vectors.
+    #[serde(default)]
+    pub dimensions: Option<usize>,
     #[serde(default)]
     pub api_key: Option<String>,
+    pub timeout_secs: u64,
+    /// The model's input limit: a chunk or quote may not be longer.
+    pub max_input_tokens: usize,
     pub max_batch_inputs: usize,
     pub max_batch_tokens: usize,
     pub max_in_flight: usize,
@@ -65,11 +76,31 @@ pub struct EmbeddingSettings {
     pub max_retries: u32,
 }
 
+impl EmbeddingSettings {
+    /// The size of the vectors the configured provider gives.
+    pub fn vector_dimension(&self) -> Result<usize, String> {
+        match self.provider {
+            ProviderKind::Local => Ok(self.dimension),
+            ProviderKind::OpenAi => self
+                .dimensions
+                .or_else(|| crate::embed::OpenAiProvider::known_dimension(&self.model))
+                .ok_or_else(|| {
+                    format!(
+                        "required for model {:?}, whose vector size persona-ingest does not know",
+                        self.model
+                    )
+                }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// One local file, see `store::embedded`.
     Embedded,
+    /// A Chroma server over HTTP, see `store::chroma`.
+    Chroma,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,8 +108,12 @@ pub enum StoreKind {
 pub struct StoreSettings {
     pub kind: StoreKind,
     pub path: PathBuf,
+    pub url: String,
+    pub tenant: String,
+    pub database: String,
     #[serde(default)]
-    pub url: Option<String>,
+    pub auth_token: Option<String>,
+    pub timeout_secs: u64,
     pub max_in_flight: usize,
 }
 
@@ -271,6 +306,29 @@ impl Settings {
                 format!(
                     "{} cannot hold one chunk of chunking.target_tokens ({})",
                     e.max_batch_tokens, c.target_tokens
+                ),
+            );
+        }
+        if e.provider == ProviderKind::OpenAi {
+            if e.max_batch_inputs > 2048 {
+                return refuse(
+                    "embedding.max_batch_inputs",
+                    format!(
+                        "{} is over the API's limit of 2048 inputs a request",
+                        e.max_batch_inputs
+                    ),
+                );
+            }
+            if let Err(why) = e.vector_dimension() {
+                return refuse("embedding.dimensions", why);
+            }
+        }
+        if c.target_tokens > e.max_input_tokens {
+            return refuse(
+                "chunking.target_tokens",
+                format!(
+                    "{} is over the embedding model's input limit, embedding.max_input_tokens ({})",
+                    c.target_tokens, e.max_input_tokens
                 ),
             );
         }

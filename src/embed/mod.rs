@@ -2,6 +2,7 @@
 //! the zero-setup default; an OpenAI-compatible HTTP provider plugs in behind the same trait.
 
 mod local;
+mod openai;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use crate::config::{EmbeddingSettings, ProviderKind};
 
 pub use local::HashingEmbedder;
+pub use openai::{retry_after, OpenAiProvider};
 
 /// A failed provider call, and whether trying again may help.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -49,8 +51,17 @@ pub trait EmbeddingProvider: Send + Sync {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
+/// The configured provider (settings are validated: the dimension is known).
 pub fn from_settings(settings: &EmbeddingSettings) -> Arc<dyn EmbeddingProvider> {
     match settings.provider {
         ProviderKind::Local => Arc::new(HashingEmbedder::new(settings.dimension)),
+        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(
+            &settings.base_url,
+            &settings.model,
+            settings.dimensions,
+            settings.vector_dimension().expect("validated at load"),
+            settings.api_key.clone(),
+            Duration::from_secs(settings.timeout_secs),
+        )),
     }
 }

@@ -184,7 +184,12 @@ impl SourceFactory for FileSources {
         let persona = persona.clone();
         Ok(match kind {
             Kind::Works => Arc::new(WorksSource::new(root, persona, self.settings.chunking)),
-            Kind::Quotes => Arc::new(QuotesSource::new(root, persona, self.settings.quotes)),
+            Kind::Quotes => Arc::new(QuotesSource::new(
+                root,
+                persona,
+                self.settings.quotes,
+                self.settings.embedding.max_input_tokens,
+            )),
             Kind::Profile => Arc::new(ProfileSource::new(root, persona, self.settings.chunking)),
         })
     }

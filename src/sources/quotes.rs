@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::chunker::estimate_tokens;
 use super::{
     Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, Source, SourceError, SourceFile,
     SourcePlan,
@@ -41,14 +42,22 @@ pub struct QuotesSource {
     root: Arc<DataRoot>,
     persona: PersonaId,
     settings: QuotesSettings,
+    /// The embedding model's input limit: a longer quote is a bad record.
+    max_tokens: usize,
 }
 
 impl QuotesSource {
-    pub fn new(root: Arc<DataRoot>, persona: PersonaId, settings: QuotesSettings) -> Self {
+    pub fn new(
+        root: Arc<DataRoot>,
+        persona: PersonaId,
+        settings: QuotesSettings,
+        max_tokens: usize,
+    ) -> Self {
         Self {
             root,
             persona,
             settings,
+            max_tokens,
         }
     }
 
@@ -85,7 +94,14 @@ impl QuotesSource {
                     "line longer than quotes.max_record_bytes ({limit} bytes)"
                 ))
             } else {
-                parse_record(&line, number == 1)
+                parse_record(&line, number == 1).and_then(|record| match record {
+                    Some((text, _)) if estimate_tokens(&text) > self.max_tokens => Err(format!(
+                        "`text` of about {} tokens is over embedding.max_input_tokens ({})",
+                        estimate_tokens(&text),
+                        self.max_tokens
+                    )),
+                    other => Ok(other),
+                })
             };
             match record {
                 Ok(None) => {}

@@ -2,6 +2,7 @@
 //! embedded store in a local file is the zero-setup default; Chroma plugs in behind the same
 //! trait.
 
+mod chroma;
 mod embedded;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use serde::Serialize;
 use crate::config::{StoreKind, StoreSettings};
 use crate::sources::Metadata;
 
+pub use chroma::ChromaStore;
 pub use embedded::EmbeddedStore;
 
 /// What a collection must hold: vectors of one model and dimension.
@@ -114,5 +116,6 @@ pub trait VectorStore: Send + Sync {
 pub async fn from_settings(settings: &StoreSettings) -> Result<Arc<dyn VectorStore>, StoreError> {
     match settings.kind {
         StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&settings.path).await?)),
+        StoreKind::Chroma => Ok(Arc::new(ChromaStore::new(settings)?)),
     }
 }

@@ -7,3 +7,4 @@ mod common;
 mod corpus;
 mod many_personas;
 mod migrations;
+mod openai;

@@ -1,0 +1,333 @@
+//! The Chroma store: a Chroma server (1.x) over its HTTP API v2, through a small reqwest client
+//! of the endpoints used. Collections are made with cosine space and carry the embedding model
+//! and dimension in their metadata. Record operations address a collection by its UUID; its
+//! name finds it. The server never embeds: vectors always come from the engine.
+//!
+//! Errors: connection failures, timeouts, 429 and 5xx are transient (the ChromaWriter retries
+//! them); other statuses carry Chroma's own `{"error", "message"}`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use super::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
+use crate::config::StoreSettings;
+use crate::sources::Metadata;
+
+const MODEL_KEY: &str = "embedding_model";
+const DIMENSION_KEY: &str = "embedding_dimension";
+
+pub struct ChromaStore {
+    client: reqwest::Client,
+    url: String,
+    /// `{url}/api/v2/tenants/{tenant}/databases/{database}/collections`
+    collections: String,
+    auth_token: Option<String>,
+    max_batch: OnceCell<usize>,
+}
+
+#[derive(Deserialize)]
+struct Collection {
+    id: String,
+    name: String,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    dimension: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct ChromaError {
+    error: String,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct Upsert<'a> {
+    ids: Vec<&'a str>,
+    embeddings: Vec<&'a [f32]>,
+    documents: Vec<&'a str>,
+    metadatas: Vec<&'a Metadata>,
+}
+
+#[derive(Deserialize)]
+struct GetResult {
+    ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct QueryResult {
+    ids: Vec<Vec<String>>,
+    documents: Option<Vec<Vec<Option<String>>>>,
+    metadatas: Option<Vec<Vec<Option<Metadata>>>>,
+    distances: Option<Vec<Vec<Option<f32>>>>,
+}
+
+#[derive(Deserialize)]
+struct PreFlight {
+    max_batch_size: usize,
+}
+
+impl ChromaStore {
+    pub fn new(settings: &StoreSettings) -> Result<Self, StoreError> {
+        let timeout = Duration::from_secs(settings.timeout_secs);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StoreError::Backend {
+                transient: false,
+                message: format!("chroma client: {e}"),
+            })?;
+        let url = settings.url.trim_end_matches('/').to_owned();
+        let collections = format!(
+            "{url}/api/v2/tenants/{}/databases/{}/collections",
+            settings.tenant, settings.database
+        );
+        Ok(Self {
+            client,
+            url,
+            collections,
+            auth_token: settings.auth_token.clone(),
+            max_batch: OnceCell::new(),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, StoreError> {
+        let mut request = self.client.request(method.clone(), url);
+        if let Some(token) = &self.auth_token {
+            request = request.bearer_auth(token).header("x-chroma-token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| StoreError::Backend {
+            transient: true,
+            message: format!("chroma {method} {url}: {e}"),
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| StoreError::Backend {
+            transient: true,
+            message: format!("chroma {method} {url}: reading the response: {e}"),
+        })?;
+        if !status.is_success() {
+            let detail = match serde_json::from_str::<ChromaError>(&text) {
+                Ok(e) => format!("{}: {}", e.error, e.message),
+                Err(_) => text.chars().take(300).collect(),
+            };
+            return Err(StoreError::Backend {
+                transient: status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
+                message: format!("chroma {method} {url}: {status}: {detail}"),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| StoreError::Backend {
+            transient: false,
+            message: format!("chroma {method} {url}: unexpected response: {e}"),
+        })
+    }
+
+    fn info(collection: Collection) -> CollectionInfo {
+        let metadata = collection.metadata.unwrap_or_default();
+        CollectionInfo {
+            embedding_model: metadata
+                .get(MODEL_KEY)
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
+            dimension: metadata
+                .get(DIMENSION_KEY)
+                .and_then(Value::as_u64)
+                .map(|d| d as usize)
+                .or(collection.dimension)
+                .unwrap_or(0),
+            id: collection.id,
+            name: collection.name,
+        }
+    }
+
+    fn record_url(&self, collection: &CollectionInfo, operation: &str) -> String {
+        format!("{}/{}/{operation}", self.collections, collection.id)
+    }
+}
+
+#[async_trait]
+impl VectorStore for ChromaStore {
+    fn describe(&self) -> String {
+        format!("Chroma server at {}", self.url)
+    }
+
+    async fn max_batch_size(&self) -> Result<usize, StoreError> {
+        self.max_batch
+            .get_or_try_init(|| async {
+                let url = format!("{}/api/v2/pre-flight-checks", self.url);
+                let checks: PreFlight = self.call(Method::GET, &url, None::<&()>).await?;
+                Ok(checks.max_batch_size)
+            })
+            .await
+            .copied()
+    }
+
+    async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
+        let info = match self.collection(&spec.name).await? {
+            Some(info) => info,
+            None => {
+                let body = json!({
+                    "name": spec.name,
+                    "metadata": { MODEL_KEY: spec.embedding_model, DIMENSION_KEY: spec.dimension },
+                    "configuration": { "hnsw": { "space": "cosine" } },
+                    "get_or_create": true,
+                });
+                let created: Collection = self
+                    .call(Method::POST, &self.collections, Some(&body))
+                    .await?;
+                Self::info(created)
+            }
+        };
+        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
+            return Err(StoreError::Mismatch {
+                collection: info.name,
+                existing_model: info.embedding_model,
+                existing_dimension: info.dimension,
+                wanted_model: spec.embedding_model.clone(),
+                wanted_dimension: spec.dimension,
+            });
+        }
+        Ok(info)
+    }
+
+    async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
+        let url = format!("{}/{name}", self.collections);
+        match self
+            .call::<Collection>(Method::GET, &url, None::<&()>)
+            .await
+        {
+            Ok(collection) => Ok(Some(Self::info(collection))),
+            Err(StoreError::Backend { message, .. }) if message.contains("404 Not Found") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn upsert(
+        &self,
+        collection: &CollectionInfo,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        let body = Upsert {
+            ids: records.iter().map(|r| r.id.as_str()).collect(),
+            embeddings: records.iter().map(|r| r.embedding.as_slice()).collect(),
+            documents: records.iter().map(|r| r.document.as_str()).collect(),
+            metadatas: records.iter().map(|r| &r.metadata).collect(),
+        };
+        let _: Value = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "upsert"),
+                Some(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn ids(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let body = json!({ "limit": limit, "offset": offset, "include": [] });
+        let got: GetResult = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "get"),
+                Some(&body),
+            )
+            .await?;
+        Ok(got.ids)
+    }
+
+    async fn delete(
+        &self,
+        collection: &CollectionInfo,
+        ids: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let batch = self.max_batch_size().await?;
+        for group in ids.chunks(batch) {
+            let body = json!({ "ids": group });
+            let _: Value = self
+                .call(
+                    Method::POST,
+                    &self.record_url(collection, "delete"),
+                    Some(&body),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {
+        self.call(
+            Method::GET,
+            &self.record_url(collection, "count"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    async fn query(
+        &self,
+        collection: &CollectionInfo,
+        embedding: &[f32],
+        k: usize,
+    ) -> Result<Vec<QueryHit>, StoreError> {
+        let body = json!({
+            "query_embeddings": [embedding],
+            "n_results": k,
+            "include": ["documents", "metadatas", "distances"],
+        });
+        let result: QueryResult = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "query"),
+                Some(&body),
+            )
+            .await?;
+        let ids = result.ids.into_iter().next().unwrap_or_default();
+        let mut documents = result
+            .documents
+            .and_then(|d| d.into_iter().next())
+            .unwrap_or_default()
+            .into_iter();
+        let mut metadatas = result
+            .metadatas
+            .and_then(|m| m.into_iter().next())
+            .unwrap_or_default()
+            .into_iter();
+        let mut distances = result
+            .distances
+            .and_then(|d| d.into_iter().next())
+            .unwrap_or_default()
+            .into_iter();
+        Ok(ids
+            .into_iter()
+            .map(|id| QueryHit {
+                id,
+                document: documents.next().flatten().unwrap_or_default(),
+                metadata: metadatas.next().flatten().unwrap_or_default(),
+                // Cosine distance is 1 - cosine similarity.
+                score: 1.0 - distances.next().flatten().unwrap_or(1.0),
+            })
+            .collect())
+    }
+}

@@ -115,6 +115,8 @@ pub struct StoreSettings {
     pub auth_token: Option<String>,
     pub timeout_secs: u64,
     pub max_in_flight: usize,
+    /// Transient store errors retried per call before the job fails.
+    pub max_retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -95,6 +95,7 @@ impl Engine {
         let writer_thread = Arbiter::new();
         let writer_limits = WriterLimits {
             max_in_flight: settings.store.max_in_flight,
+            max_retries: settings.store.max_retries,
             ..WriterLimits::default()
         };
         let writer_store = store.clone();

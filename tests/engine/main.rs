@@ -2,6 +2,8 @@
 //! one module per concern.
 
 mod bad_input;
+mod chroma;
+mod chroma_server;
 mod cli;
 mod common;
 mod corpus;

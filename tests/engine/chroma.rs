@@ -1,0 +1,216 @@
+//! The Chroma store against a real Chroma server (a server of each test's own).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use persona_ingest::actors::chroma_writer::{ChromaWriter, WriteRecords, WriterLimits};
+use persona_ingest::config::{ConfigInputs, Settings};
+use persona_ingest::sources::Metadata;
+use persona_ingest::store::{ChromaStore, CollectionSpec, Record, VectorStore};
+use persona_ingest::{JobStatus, Kind};
+
+use crate::chroma_server::ChromaServer;
+use crate::common::*;
+
+async fn engine_on(
+    world: &World,
+    server: &ChromaServer,
+    extra: &[(&str, &str)],
+) -> persona_ingest::pipeline::Engine {
+    let url = server.url();
+    let mut overrides = vec![("store.kind", "chroma"), ("store.url", url.as_str())];
+    overrides.extend_from_slice(extra);
+    world.engine(&overrides).await
+}
+
+fn store(url: &str) -> ChromaStore {
+    let settings = Settings::load(
+        &ConfigInputs::default()
+            .with_override("store.kind", "chroma")
+            .with_override("store.url", url),
+    )
+    .unwrap();
+    ChromaStore::new(&settings.store).unwrap()
+}
+
+#[actix::test]
+async fn a_persona_ingested_into_chroma_holds_total_vectors_and_a_rerun_changes_nothing() {
+    let server = ChromaServer::start().await;
+    let world = World::reading(examples_root());
+    let engine = engine_on(&world, &server, &[]).await;
+    assert!(engine
+        .ingest(persona("twain-sampler"), &Kind::ALL)
+        .await
+        .unwrap()
+        .succeeded());
+    assert_store_matches_rows(&engine, "twain-sampler").await;
+    let counts = |rows: &[entities::ingestion_job::Model]| {
+        rows.iter().map(|r| r.total_vectors).collect::<Vec<_>>()
+    };
+    let first = counts(&latest_jobs(&engine.db, "twain-sampler").await);
+    assert_eq!(first, [20, 12, 4]);
+
+    assert!(engine
+        .ingest(persona("twain-sampler"), &Kind::ALL)
+        .await
+        .unwrap()
+        .succeeded());
+    assert_eq!(
+        counts(&latest_jobs(&engine.db, "twain-sampler").await),
+        first
+    );
+    assert_store_matches_rows(&engine, "twain-sampler").await;
+
+    // Records keep their metadata (quote tags flattened) and are found by cosine similarity.
+    let quotes = engine
+        .store
+        .collection("twain-sampler_quotes")
+        .await
+        .unwrap()
+        .unwrap();
+    let vector = engine
+        .provider
+        .embed(vec!["When in doubt, tell the truth.".into()])
+        .await
+        .unwrap();
+    let hits = engine.store.query(&quotes, &vector[0], 1).await.unwrap();
+    assert_eq!(hits[0].document, "When in doubt, tell the truth.");
+    assert!(hits[0].score > 0.99, "{}", hits[0].score);
+    assert_eq!(hits[0].metadata["tags"].to_string(), "Famous Quotes");
+}
+
+#[actix::test]
+async fn a_batch_over_the_servers_max_batch_size_is_split() {
+    let server = ChromaServer::start().await;
+    let store: Arc<dyn VectorStore> = Arc::new(store(&server.url()));
+    let max = store.max_batch_size().await.unwrap();
+    assert_eq!(
+        max, 5461,
+        "the default server's limit, as the server reports it"
+    );
+    let writer = ChromaWriter::new(store.clone(), WriterLimits::default()).start();
+    let spec = CollectionSpec {
+        name: "big_works".into(),
+        embedding_model: "m".into(),
+        dimension: 4,
+    };
+    let records: Vec<Record> = (0..max + 600)
+        .map(|i| Record {
+            id: format!("works:x:{i}"),
+            document: format!("document {i}"),
+            metadata: Metadata::new(),
+            embedding: vec![1.0, i as f32, 0.0, 0.5],
+        })
+        .collect();
+    let written = writer
+        .send(WriteRecords {
+            collection: spec.clone(),
+            records,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(written, max + 600);
+    let info = store.collection("big_works").await.unwrap().unwrap();
+    assert_eq!(store.count(&info).await.unwrap(), (max + 600) as u64);
+}
+
+#[actix::test]
+async fn another_dimension_or_model_is_refused_naming_both() {
+    let server = ChromaServer::start().await;
+    let store = store(&server.url());
+    let spec = |model: &str, dimension| CollectionSpec {
+        name: "p_works".into(),
+        embedding_model: model.into(),
+        dimension,
+    };
+    store
+        .ensure_collection(&spec("local-hash-v1", 384))
+        .await
+        .unwrap();
+    let error = store
+        .ensure_collection(&spec("text-embedding-3-small", 1536))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "collection p_works holds local-hash-v1 vectors of dimension 384; refusing to write text-embedding-3-small vectors of dimension 1536 into it"
+    );
+}
+
+#[actix::test]
+async fn chroma_dying_mid_run_fails_the_job_clearly_and_nothing_is_left_processing() {
+    let mut server = ChromaServer::start().await;
+    let world = World::reading(corpus_root());
+    let engine = engine_on(&world, &server, &[("store.max_retries", "2")]).await;
+    let run = actix::spawn({
+        let request = persona_ingest::actors::orchestrator::RunRequest::new(
+            persona("jane-austen"),
+            &[Kind::Works],
+        );
+        let supervisor = engine.supervisor.clone();
+        async move {
+            supervisor
+                .send(persona_ingest::actors::supervisor::IngestPersona(request))
+                .await
+                .unwrap()
+        }
+    });
+    // Kill the server once records are going in.
+    let watcher = store(&server.url());
+    loop {
+        if let Ok(Some(info)) = watcher.collection("jane-austen_works").await {
+            if watcher.count(&info).await.unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop();
+    let outcome = run.await.unwrap();
+    assert!(!outcome.succeeded());
+    let works = job_of(&latest_jobs(&engine.db, "jane-austen").await, Kind::Works).clone();
+    assert_eq!(works.status, JobStatus::Failed);
+    let error = works.error_message.unwrap();
+    assert!(
+        error.starts_with("writing to jane-austen_works: chroma POST")
+            && error.contains("gave up after"),
+        "{error}"
+    );
+    assert_nothing_processing(&engine.db).await;
+}
+
+#[actix::test]
+async fn chroma_back_within_the_retry_budget_lets_the_run_complete() {
+    let mut server = ChromaServer::start().await;
+    let world = World::reading(corpus_root());
+    let engine = engine_on(&world, &server, &[]).await;
+    let run = actix::spawn({
+        let request = persona_ingest::actors::orchestrator::RunRequest::new(
+            persona("mihai-eminescu"),
+            &[Kind::Works],
+        );
+        let supervisor = engine.supervisor.clone();
+        async move {
+            supervisor
+                .send(persona_ingest::actors::supervisor::IngestPersona(request))
+                .await
+                .unwrap()
+        }
+    });
+    let watcher = store(&server.url());
+    loop {
+        if let Ok(Some(info)) = watcher.collection("mihai-eminescu_works").await {
+            if watcher.count(&info).await.unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop();
+    server.run().await;
+    let outcome = run.await.unwrap();
+    assert!(outcome.succeeded(), "{outcome:#?}");
+    assert_store_matches_rows(&engine, "mihai-eminescu").await;
+}

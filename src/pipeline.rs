@@ -111,7 +111,7 @@ impl Engine {
             },
             limits: IngestorLimits {
                 window_chunks: settings.ingest.window_chunks,
-                windows_in_flight: settings.ingest.windows_in_flight,
+                windows_in_flight: settings.windows_in_flight(),
             },
         };
         let deps = RunDeps {

@@ -36,7 +36,7 @@ impl BatchLimits {
         Self {
             max_inputs: s.max_batch_inputs,
             max_tokens: s.max_batch_tokens,
-            linger: Duration::from_millis(s.linger_ms),
+            linger: s.linger(),
             max_in_flight: s.max_in_flight,
             max_retries: s.max_retries,
             backoff_base: Duration::from_millis(500),

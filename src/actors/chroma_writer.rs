@@ -1,15 +1,16 @@
 //! ChromaWriter: one for the whole engine, the only writer to the vector store (Chroma in
 //! production, the embedded store by default). It gets or creates collections once per
-//! process (cached), splits upserts into batches no larger than the store's own limit, keeps
+//! process (cached), gathers the writes waiting for a collection into one upsert while the
+//! previous one runs, splits upserts into batches no larger than the store's own limit, keeps
 //! at most `max_in_flight` store calls running, and retries transient store errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::Observe;
 use crate::ids::WrittenIds;
@@ -59,6 +60,20 @@ pub struct WriterCounters {
     pub retries: u64,
     pub collections_created_or_checked: u64,
     pub pruned: u64,
+    /// Writes that went in an upsert started for an earlier one.
+    pub coalesced_writes: u64,
+}
+
+struct PendingWrite {
+    records: Vec<Record>,
+    reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// The writes waiting for one collection, and whether an upsert of it is running.
+#[derive(Default)]
+struct CollectionQueue {
+    waiting: VecDeque<PendingWrite>,
+    busy: bool,
 }
 
 pub struct ChromaWriter {
@@ -66,7 +81,8 @@ pub struct ChromaWriter {
     limits: WriterLimits,
     collections: HashMap<CollectionSpec, CollectionInfo>,
     max_batch: Option<usize>,
-    permits: Arc<Semaphore>,
+    queues: HashMap<CollectionSpec, CollectionQueue>,
+    in_flight: usize,
     counters: WriterCounters,
 }
 
@@ -74,10 +90,11 @@ impl ChromaWriter {
     pub fn new(store: Arc<dyn VectorStore>, limits: WriterLimits) -> Self {
         Self {
             store,
-            permits: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
             collections: HashMap::new(),
             max_batch: None,
+            queues: HashMap::new(),
+            in_flight: 0,
             counters: WriterCounters::default(),
         }
     }
@@ -123,22 +140,85 @@ impl Actor for ChromaWriter {
 }
 
 impl Handler<WriteRecords> for ChromaWriter {
-    type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
+    type Result = ResponseFuture<Result<usize, StoreError>>;
 
-    fn handle(&mut self, msg: WriteRecords, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: WriteRecords, ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = oneshot::channel();
+        self.queues
+            .entry(msg.collection)
+            .or_default()
+            .waiting
+            .push_back(PendingWrite {
+                records: msg.records,
+                reply,
+            });
+        self.pump(ctx);
+        Box::pin(async move {
+            answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Backend {
+                    transient: false,
+                    message: "the vector store writer stopped".into(),
+                })
+            })
+        })
+    }
+}
+
+impl ChromaWriter {
+    /// Starts an upsert for every collection with writes waiting and none running, while the
+    /// in-flight bound allows; the waiting writes of a collection go together, up to the
+    /// store's batch limit.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let ready: Vec<CollectionSpec> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.busy && !q.waiting.is_empty())
+            .map(|(spec, _)| spec.clone())
+            .collect();
+        for spec in ready {
+            if self.in_flight >= self.limits.max_in_flight {
+                return;
+            }
+            let queue = self.queues.get_mut(&spec).expect("listed above");
+            let mut writes: Vec<PendingWrite> = Vec::new();
+            let mut size = 0;
+            while let Some(next) = queue.waiting.front() {
+                // Until the store's limit is known, one write at a time.
+                let limit = self.max_batch.unwrap_or(0);
+                if !writes.is_empty() && size + next.records.len() > limit {
+                    break;
+                }
+                size += next.records.len();
+                writes.push(queue.waiting.pop_front().expect("front exists"));
+            }
+            queue.busy = true;
+            self.in_flight += 1;
+            self.start_upsert(spec, writes, ctx);
+        }
+    }
+
+    fn start_upsert(
+        &mut self,
+        spec: CollectionSpec,
+        writes: Vec<PendingWrite>,
+        ctx: &mut Context<Self>,
+    ) {
         let store = self.store.clone();
         let limits = self.limits;
-        let cached = self.collections.get(&msg.collection).cloned();
+        let cached = self.collections.get(&spec).cloned();
         let max_batch = self.max_batch;
-        let permits = self.permits.clone();
-        let spec = msg.collection;
+        let sizes: Vec<usize> = writes.iter().map(|w| w.records.len()).collect();
+        let (records, replies): (Vec<Vec<Record>>, Vec<_>) =
+            writes.into_iter().map(|w| (w.records, w.reply)).unzip();
+        let records: Vec<Record> = records.into_iter().flatten().collect();
+        let target = spec.clone();
         let work = async move {
             let mut retries = 0;
             let result = async {
                 let info = match cached {
                     Some(info) => info,
                     None => {
-                        with_retries(limits, &mut retries, || store.ensure_collection(&spec))
+                        with_retries(limits, &mut retries, || store.ensure_collection(&target))
                             .await?
                     }
                 };
@@ -148,37 +228,48 @@ impl Handler<WriteRecords> for ChromaWriter {
                         .await?
                         .max(1),
                 };
-                let total = msg.records.len();
                 let mut upserts = 0;
-                let mut records = msg.records;
-                while !records.is_empty() {
-                    let rest = records.split_off(records.len().min(max_batch));
-                    let _permit = permits.acquire().await.expect("never closed");
-                    let batch = &records;
-                    with_retries(limits, &mut retries, || store.upsert(&info, batch.clone()))
+                for batch in records.chunks(max_batch) {
+                    with_retries(limits, &mut retries, || store.upsert(&info, batch.to_vec()))
                         .await?;
                     upserts += 1;
-                    records = rest;
                 }
-                Ok((info, max_batch, total, upserts))
+                Ok::<_, StoreError>((info, max_batch, upserts))
             }
             .await;
-            (spec, result, retries)
+            (result, retries)
         };
-        Box::pin(
+        ctx.spawn(
             work.into_actor(self)
-                .map(|(spec, result, retries), act, _| {
+                .map(move |(result, retries), act, ctx| {
+                    act.in_flight -= 1;
                     act.counters.retries += retries;
-                    let (info, max_batch, total, upserts) = result?;
-                    if act.collections.insert(spec, info).is_none() {
-                        act.counters.collections_created_or_checked += 1;
+                    if let Some(queue) = act.queues.get_mut(&spec) {
+                        queue.busy = false;
                     }
-                    act.max_batch = Some(max_batch);
-                    act.counters.upserts += upserts;
-                    act.counters.records += total as u64;
-                    Ok(total)
+                    match result {
+                        Ok((info, max_batch, upserts)) => {
+                            if act.collections.insert(spec, info).is_none() {
+                                act.counters.collections_created_or_checked += 1;
+                            }
+                            act.max_batch = Some(max_batch);
+                            act.counters.upserts += upserts;
+                            act.counters.records += sizes.iter().sum::<usize>() as u64;
+                            act.counters.coalesced_writes += sizes.len().saturating_sub(1) as u64;
+                            for (reply, size) in replies.into_iter().zip(sizes) {
+                                let _ = reply.send(Ok(size));
+                            }
+                        }
+                        Err(error) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(error.clone()));
+                            }
+                        }
+                    }
+                    act.queues.retain(|_, q| q.busy || !q.waiting.is_empty());
+                    act.pump(ctx);
                 }),
-        )
+        );
     }
 }
 

@@ -25,6 +25,7 @@ struct Inner {
 pub struct MemoryStore {
     max_batch: usize,
     inner: Mutex<Inner>,
+    gate: tokio::sync::watch::Sender<bool>,
 }
 
 impl MemoryStore {
@@ -33,7 +34,17 @@ impl MemoryStore {
         Self {
             max_batch,
             inner: Mutex::default(),
+            gate: tokio::sync::watch::channel(true).0,
         }
+    }
+
+    /// Upserts wait until `open_gate`.
+    pub fn close_gate(&self) {
+        self.gate.send_replace(false);
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
     }
 
     /// Faults for the next upserts, in order.

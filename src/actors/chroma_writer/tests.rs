@@ -127,3 +127,28 @@ async fn pruning_removes_what_the_job_did_not_write() {
         ["works:data/p/a.txt:0", "works:data/p/a.txt:2"]
     );
 }
+
+#[actix::test]
+async fn writes_waiting_for_a_collection_go_together_in_one_upsert() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    write(&writer, "p_works", 1).await.unwrap();
+    store.close_gate();
+    let sends: Vec<_> = (0..5)
+        .map(|_| {
+            writer.send(WriteRecords {
+                collection: spec("p_works"),
+                records: records(3),
+            })
+        })
+        .collect();
+    testkit::settle().await;
+    store.open_gate();
+    for sent in sends {
+        assert_eq!(sent.await.unwrap().unwrap(), 3);
+    }
+    // The first write of the five ran alone; the four that waited for it went as one.
+    assert_eq!(store.upsert_sizes(), [1, 3, 12]);
+    let counters: WriterCounters = testkit::observe(&writer).await;
+    assert_eq!(counters.coalesced_writes, 3);
+}

@@ -1,7 +1,6 @@
 //! ChromaWriter: one for the whole engine, the only writer to the vector store (Chroma in
 //! production, the embedded store by default). It gets or creates collections once per
-//! process (cached), gathers the writes waiting for a collection into one upsert while the
-//! previous one runs, splits upserts into batches no larger than the store's own limit, keeps
+//! process (cached), gathers the writes that wait for a free call into one upsert, splits upserts into batches no larger than the store's own limit, keeps
 //! at most `max_in_flight` store calls running, and retries transient store errors.
 
 use std::collections::{HashMap, VecDeque};
@@ -69,11 +68,11 @@ struct PendingWrite {
     reply: oneshot::Sender<Result<usize, StoreError>>,
 }
 
-/// The writes waiting for one collection, and whether an upsert of it is running.
+/// The writes waiting for one collection, and how many upserts of it are running.
 #[derive(Default)]
 struct CollectionQueue {
     waiting: VecDeque<PendingWrite>,
-    busy: bool,
+    running: usize,
 }
 
 pub struct ChromaWriter {
@@ -165,14 +164,14 @@ impl Handler<WriteRecords> for ChromaWriter {
 }
 
 impl ChromaWriter {
-    /// Starts an upsert for every collection with writes waiting and none running, while the
-    /// in-flight bound allows; the waiting writes of a collection go together, up to the
-    /// store's batch limit.
+    /// Starts an upsert for every collection with writes waiting, while the in-flight bound
+    /// allows; the writes that waited for a collection go together, up to the store's batch
+    /// limit.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let ready: Vec<CollectionSpec> = self
             .queues
             .iter()
-            .filter(|(_, q)| !q.busy && !q.waiting.is_empty())
+            .filter(|(_, q)| !q.waiting.is_empty())
             .map(|(spec, _)| spec.clone())
             .collect();
         for spec in ready {
@@ -191,7 +190,7 @@ impl ChromaWriter {
                 size += next.records.len();
                 writes.push(queue.waiting.pop_front().expect("front exists"));
             }
-            queue.busy = true;
+            queue.running += 1;
             self.in_flight += 1;
             self.start_upsert(spec, writes, ctx);
         }
@@ -245,7 +244,7 @@ impl ChromaWriter {
                     act.in_flight -= 1;
                     act.counters.retries += retries;
                     if let Some(queue) = act.queues.get_mut(&spec) {
-                        queue.busy = false;
+                        queue.running -= 1;
                     }
                     match result {
                         Ok((info, max_batch, upserts)) => {
@@ -266,7 +265,7 @@ impl ChromaWriter {
                             }
                         }
                     }
-                    act.queues.retain(|_, q| q.busy || !q.waiting.is_empty());
+                    act.queues.retain(|_, q| q.running > 0 || !q.waiting.is_empty());
                     act.pump(ctx);
                 }),
         );

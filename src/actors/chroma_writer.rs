@@ -265,7 +265,8 @@ impl ChromaWriter {
                             }
                         }
                     }
-                    act.queues.retain(|_, q| q.running > 0 || !q.waiting.is_empty());
+                    act.queues
+                        .retain(|_, q| q.running > 0 || !q.waiting.is_empty());
                     act.pump(ctx);
                 }),
         );

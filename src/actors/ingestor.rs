@@ -242,13 +242,22 @@ async fn record(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Res
 }
 
 /// A chunk with how far into the whole plan (in bytes) the reader was when it made it.
-type Read = (Chunk, u64);
+/// A chunk made into a record (all but its vector), by the reader thread, so that this work
+/// stays off the actor thread.
+struct Prepared {
+    record: Record,
+    source: String,
+    chunk_index: u32,
+    /// How far into the whole plan (in bytes) the reader was when it made it.
+    bytes_done: u64,
+}
 
 /// Passes chunks from the reader thread into the channel; blocks while the channel is full.
 struct ChannelSink {
-    tx: mpsc::Sender<Read>,
+    tx: mpsc::Sender<Prepared>,
     shared: Arc<Shared>,
     bytes_before: u64,
+    template: RecordTemplate,
 }
 
 impl ChunkSink for ChannelSink {
@@ -257,10 +266,13 @@ impl ChunkSink for ChannelSink {
             return ControlFlow::Break(());
         }
         self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
-        match self
-            .tx
-            .blocking_send((chunk, self.bytes_before + bytes_done))
-        {
+        let prepared = Prepared {
+            source: chunk.source.clone(),
+            chunk_index: chunk.chunk_index,
+            record: self.template.record(chunk),
+            bytes_done: self.bytes_before + bytes_done,
+        };
+        match self.tx.blocking_send(prepared) {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         }
@@ -295,11 +307,12 @@ async fn run(
     let started = Instant::now();
     let total_bytes = job.plan.total_bytes().max(1);
     let capacity = limits.window_chunks * limits.windows_in_flight;
-    let (tx, mut rx) = mpsc::channel::<Read>(capacity);
+    let (tx, mut rx) = mpsc::channel::<Prepared>(capacity);
     let sink = ChannelSink {
         tx,
         shared: shared.clone(),
         bytes_before: 0,
+        template: RecordTemplate::of(&job),
     };
     let reader = tokio::task::spawn_blocking({
         let (source, plan) = (job.source.clone(), job.plan.clone());
@@ -311,8 +324,8 @@ async fn run(
     let job_ref = &job;
     let peers_ref = &peers;
     let mut written = windows
-        .map(|window: Vec<Read>| async move {
-            let bytes_done = window.last().map_or(0, |(_, done)| *done);
+        .map(|window: Vec<Prepared>| async move {
+            let bytes_done = window.last().map_or(0, |p| p.bytes_done);
             let count = window.len();
             let ids = write_window(job_ref, peers_ref, window).await?;
             Ok::<_, String>((ids, count, bytes_done))
@@ -413,24 +426,24 @@ async fn run(
 async fn write_window(
     job: &IngestJob,
     peers: &IngestorPeers,
-    window: Vec<Read>,
+    window: Vec<Prepared>,
 ) -> Result<Vec<(String, u32)>, String> {
-    let written = window
-        .iter()
-        .map(|(c, _)| (c.source.clone(), c.chunk_index))
-        .collect();
-    let texts: Vec<String> = window.iter().map(|(chunk, _)| chunk.text.clone()).collect();
+    let texts: Vec<String> = window.iter().map(|p| p.record.document.clone()).collect();
     let vectors = peers
         .embedder
         .send(EmbedTexts { texts })
         .await
         .map_err(|e| format!("embedding batcher unreachable: {e}"))?
         .map_err(|e| format!("embedding failed: {e}"))?;
-    let records: Vec<Record> = window
-        .into_iter()
-        .zip(vectors)
-        .map(|((chunk, _), embedding)| to_record(job, chunk, embedding))
-        .collect();
+    let mut written = Vec::with_capacity(window.len());
+    let mut records = Vec::with_capacity(window.len());
+    for (prepared, embedding) in window.into_iter().zip(vectors) {
+        written.push((prepared.source, prepared.chunk_index));
+        records.push(Record {
+            embedding,
+            ..prepared.record
+        });
+    }
     peers
         .writer
         .send(WriteRecords {
@@ -443,32 +456,51 @@ async fn write_window(
     Ok(written)
 }
 
-fn to_record(job: &IngestJob, chunk: Chunk, embedding: Vec<f32>) -> Record {
-    let mut metadata = chunk.metadata;
-    let fixed = [
-        ("persona_id", MetaValue::from(job.persona.as_str())),
-        ("kind", MetaValue::from(job.kind.as_str())),
-        ("source", MetaValue::from(chunk.source.as_str())),
-        ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
-        ("char_start", MetaValue::Int(chunk.char_start as i64)),
-        ("char_end", MetaValue::Int(chunk.char_end as i64)),
-        (
-            "content_hash",
-            MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
-        ),
-        (
-            "embedding_model",
-            MetaValue::from(job.collection.embedding_model.as_str()),
-        ),
-    ];
-    for (key, value) in fixed {
-        metadata.insert(key.to_owned(), value);
+/// What every record of a job carries besides its chunk's own metadata.
+#[derive(Clone)]
+struct RecordTemplate {
+    persona: String,
+    kind: Kind,
+    embedding_model: String,
+}
+
+impl RecordTemplate {
+    fn of(job: &IngestJob) -> Self {
+        Self {
+            persona: job.persona.to_string(),
+            kind: job.kind,
+            embedding_model: job.collection.embedding_model.clone(),
+        }
     }
-    Record {
-        id: record_id(job.kind, &chunk.source, chunk.chunk_index),
-        document: chunk.text,
-        metadata,
-        embedding,
+
+    /// The chunk as a record, its vector still to come.
+    fn record(&self, chunk: Chunk) -> Record {
+        let mut metadata = chunk.metadata;
+        let fixed = [
+            ("persona_id", MetaValue::from(self.persona.as_str())),
+            ("kind", MetaValue::from(self.kind.as_str())),
+            ("source", MetaValue::from(chunk.source.as_str())),
+            ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
+            ("char_start", MetaValue::Int(chunk.char_start as i64)),
+            ("char_end", MetaValue::Int(chunk.char_end as i64)),
+            (
+                "content_hash",
+                MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
+            ),
+            (
+                "embedding_model",
+                MetaValue::from(self.embedding_model.as_str()),
+            ),
+        ];
+        for (key, value) in fixed {
+            metadata.insert(key.to_owned(), value);
+        }
+        Record {
+            id: record_id(self.kind, &chunk.source, chunk.chunk_index),
+            document: chunk.text,
+            metadata,
+            embedding: Vec::new(),
+        }
     }
 }
 

@@ -13,77 +13,17 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopIngest};
+use self::run::run_error;
+use super::ingestor::{AbortIngest, IngestFinished, IngestJob, StopIngest};
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::{panic_message, Observe};
 use crate::jobs::JobRef;
 use crate::sources::{SourceFactory, SourcePlan};
 use crate::store::CollectionSpec;
-use crate::{Kind, PersonaId, PersonaStatus};
+use crate::{Kind, PersonaStatus};
 
 /// How long ingestors get to stop after a hard abort before their jobs are failed for them.
 pub const ABORT_GRACE: Duration = Duration::from_secs(10);
-
-/// A request to ingest some kinds of one persona.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct RunRequest {
-    pub persona: PersonaId,
-    /// The jobs to run, one per kind, in any order.
-    pub jobs: Vec<JobRef>,
-    /// Job rows may be in any state: this is an explicit retry.
-    pub restart: bool,
-    /// Overrides of the configured limits (a Celery message's own `timelimit`).
-    pub soft_time_limit: Option<Duration>,
-    pub time_limit: Option<Duration>,
-}
-
-impl RunRequest {
-    /// A run of `kinds` with new job ids.
-    pub fn new(persona: PersonaId, kinds: &[Kind]) -> Self {
-        let mut kinds = kinds.to_vec();
-        kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x == k));
-        kinds.dedup();
-        Self {
-            persona,
-            jobs: kinds
-                .into_iter()
-                .map(|kind| JobRef {
-                    id: Uuid::new_v4(),
-                    kind,
-                    task_id: None,
-                })
-                .collect(),
-            restart: false,
-            soft_time_limit: None,
-            time_limit: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct JobOutcome {
-    pub job_id: Uuid,
-    pub kind: Kind,
-    pub collection: String,
-    pub result: Result<JobStats, String>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RunOutcome {
-    pub persona: PersonaId,
-    pub status: PersonaStatus,
-    pub jobs: Vec<JobOutcome>,
-    /// Why the run failed as a whole, when it did.
-    pub error: Option<String>,
-    #[serde(skip)]
-    pub elapsed: Duration,
-}
-
-impl RunOutcome {
-    pub fn succeeded(&self) -> bool {
-        self.status == PersonaStatus::Active
-    }
-}
 
 /// How to control a running ingestor.
 #[derive(Clone)]
@@ -309,35 +249,6 @@ impl Orchestrator {
     }
 }
 
-/// Why a run failed: the failed kinds with their reasons, or that nothing at all was ingested.
-fn run_error(jobs: &[JobOutcome]) -> Option<String> {
-    let failed: Vec<String> = jobs
-        .iter()
-        .filter_map(|j| j.result.as_ref().err().map(|e| format!("{} ({e})", j.kind)))
-        .collect();
-    if !failed.is_empty() {
-        return Some(format!("failed: {}", failed.join("; ")));
-    }
-    nothing_ingested(jobs).then(|| {
-        format!(
-            "nothing was ingested: every file found was empty ({})",
-            warnings(jobs)
-        )
-    })
-}
-
-fn nothing_ingested(jobs: &[JobOutcome]) -> bool {
-    jobs.iter()
-        .all(|j| j.result.as_ref().is_ok_and(|s| s.vectors == 0))
-}
-
-fn warnings(jobs: &[JobOutcome]) -> String {
-    jobs.iter()
-        .filter_map(|j| j.result.as_ref().ok()?.warning.clone())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 async fn send(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Result<(), String> {
     match recorder.send(RecordStatus(update)).await {
         Ok(result) => result.map_err(|e| e.to_string()),
@@ -463,6 +374,10 @@ impl Handler<Observe<OrchestratorCounters>> for Orchestrator {
         MessageResult(self.counters.clone())
     }
 }
+
+mod run;
+
+pub use run::{JobOutcome, RunOutcome, RunRequest};
 
 #[cfg(test)]
 mod tests;

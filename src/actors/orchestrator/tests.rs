@@ -4,7 +4,9 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::actors::ingestor::JobStats;
 use crate::testkit::{self, probe, ProbeHandle, StaticSources};
+use crate::PersonaId;
 
 /// Records the ingestors it is asked for; their stop and abort go to two shared probes.
 struct ProbeSpawner {

@@ -1,0 +1,111 @@
+//! The checks serde cannot make: ranges, and relations between keys. Each refusal names its key.
+
+use super::{check_collection_name, ConfigError, ProviderKind, Settings};
+
+impl Settings {
+    /// Checks what serde cannot: ranges and relations between keys.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |key: &str, why: String| Err(ConfigError(format!("`{key}`: {why}")));
+        let c = &self.chunking;
+        if c.target_tokens < 16 {
+            return refuse(
+                "chunking.target_tokens",
+                format!("{} is below the minimum of 16", c.target_tokens),
+            );
+        }
+        if c.overlap_tokens * 2 >= c.target_tokens {
+            return refuse(
+                "chunking.overlap_tokens",
+                format!(
+                    "{} must be less than half of chunking.target_tokens ({})",
+                    c.overlap_tokens, c.target_tokens
+                ),
+            );
+        }
+        let e = &self.embedding;
+        if !(2..=16384).contains(&e.dimension) {
+            return refuse(
+                "embedding.dimension",
+                format!("{} is outside 2..=16384", e.dimension),
+            );
+        }
+        for (key, value) in [
+            ("embedding.max_batch_inputs", e.max_batch_inputs),
+            ("embedding.max_batch_tokens", e.max_batch_tokens),
+            ("embedding.max_in_flight", e.max_in_flight),
+            ("store.max_in_flight", self.store.max_in_flight),
+            ("ingest.window_chunks", self.ingest.window_chunks),
+            ("ingest.windows_in_flight", self.windows_in_flight()),
+            ("worker.concurrency", self.worker.concurrency),
+            ("quotes.max_record_bytes", self.quotes.max_record_bytes),
+            (
+                "database.max_connections",
+                self.database.max_connections as usize,
+            ),
+        ] {
+            if value == 0 {
+                return refuse(key, "must be at least 1".into());
+            }
+        }
+        if e.max_batch_tokens < c.target_tokens {
+            return refuse(
+                "embedding.max_batch_tokens",
+                format!(
+                    "{} cannot hold one chunk of chunking.target_tokens ({})",
+                    e.max_batch_tokens, c.target_tokens
+                ),
+            );
+        }
+        if e.provider == ProviderKind::OpenAi {
+            if e.max_batch_inputs > 2048 {
+                return refuse(
+                    "embedding.max_batch_inputs",
+                    format!(
+                        "{} is over the API's limit of 2048 inputs a request",
+                        e.max_batch_inputs
+                    ),
+                );
+            }
+            if let Err(why) = e.vector_dimension() {
+                return refuse("embedding.dimensions", why);
+            }
+        }
+        if c.target_tokens > e.max_input_tokens {
+            return refuse(
+                "chunking.target_tokens",
+                format!(
+                    "{} is over the embedding model's input limit, embedding.max_input_tokens ({})",
+                    c.target_tokens, e.max_input_tokens
+                ),
+            );
+        }
+        let w = &self.worker;
+        if w.soft_time_limit == 0 || w.soft_time_limit > w.time_limit {
+            return refuse(
+                "worker.soft_time_limit",
+                format!(
+                    "{} must be between 1 and worker.time_limit ({})",
+                    w.soft_time_limit, w.time_limit
+                ),
+            );
+        }
+        let template = &self.collections.name_template;
+        if !template.contains("{persona}") || !template.contains("{kind}") {
+            return refuse(
+                "collections.name_template",
+                format!("{template:?} must contain both {{persona}} and {{kind}}"),
+            );
+        }
+        let sample = self.collection_name("x", "works");
+        if let Err(why) = check_collection_name(&sample) {
+            return refuse(
+                "collections.name_template",
+                format!("{template:?} gives {sample:?}: {why}"),
+            );
+        }
+        if self.database.url.trim().is_empty() {
+            return refuse("database.url", "is empty".into());
+        }
+        Ok(())
+    }
+}

@@ -193,16 +193,7 @@ impl VectorStore for ChromaStore {
                 Self::info(created)
             }
         };
-        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
-            return Err(StoreError::Mismatch {
-                collection: info.name,
-                existing_model: info.embedding_model,
-                existing_dimension: info.dimension,
-                wanted_model: spec.embedding_model.clone(),
-                wanted_dimension: spec.dimension,
-            });
-        }
-        Ok(info)
+        spec.accepts(info)
     }
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {

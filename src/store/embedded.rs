@@ -120,16 +120,7 @@ impl VectorStore for EmbeddedStore {
             .collection(&spec.name)
             .await?
             .ok_or_else(|| StoreError::NoCollection(spec.name.clone()))?;
-        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
-            return Err(StoreError::Mismatch {
-                collection: info.name,
-                existing_model: info.embedding_model,
-                existing_dimension: info.dimension,
-                wanted_model: spec.embedding_model.clone(),
-                wanted_dimension: spec.dimension,
-            });
-        }
-        Ok(info)
+        spec.accepts(info)
     }
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {

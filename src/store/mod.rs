@@ -24,6 +24,23 @@ pub struct CollectionSpec {
     pub dimension: usize,
 }
 
+impl CollectionSpec {
+    /// `existing`, if it holds vectors of this model and dimension; the refusal otherwise.
+    pub fn accepts(&self, existing: CollectionInfo) -> Result<CollectionInfo, StoreError> {
+        if existing.embedding_model != self.embedding_model || existing.dimension != self.dimension
+        {
+            return Err(StoreError::Mismatch {
+                collection: existing.name,
+                existing_model: existing.embedding_model,
+                existing_dimension: existing.dimension,
+                wanted_model: self.embedding_model.clone(),
+                wanted_dimension: self.dimension,
+            });
+        }
+        Ok(existing)
+    }
+}
+
 /// A collection as the store knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CollectionInfo {

@@ -104,16 +104,7 @@ impl VectorStore for MemoryStore {
                 };
                 (info, BTreeMap::new())
             });
-        if info.embedding_model != spec.embedding_model || info.dimension != spec.dimension {
-            return Err(StoreError::Mismatch {
-                collection: info.name.clone(),
-                existing_model: info.embedding_model.clone(),
-                existing_dimension: info.dimension,
-                wanted_model: spec.embedding_model.clone(),
-                wanted_dimension: spec.dimension,
-            });
-        }
-        Ok(info.clone())
+        spec.accepts(info.clone())
     }
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {

@@ -139,34 +139,37 @@ async fn another_dimension_or_model_is_refused_naming_both() {
     );
 }
 
+/// Starts ingesting `persona`'s works and returns once its first records are in Chroma, with
+/// the run's outcome to come.
+async fn ingest_works_until_records_arrive(
+    engine: &persona_ingest::pipeline::Engine,
+    server: &ChromaServer,
+    persona_id: &str,
+) -> tokio::task::JoinHandle<persona_ingest::actors::orchestrator::RunOutcome> {
+    let request =
+        persona_ingest::actors::orchestrator::RunRequest::new(persona(persona_id), &[Kind::Works]);
+    let sent = engine
+        .supervisor
+        .send(persona_ingest::actors::supervisor::IngestPersona(request));
+    let run = actix::spawn(async move { sent.await.unwrap() });
+    let watcher = store(&server.url());
+    let collection = format!("{persona_id}_works");
+    loop {
+        if let Ok(Some(info)) = watcher.collection(&collection).await {
+            if watcher.count(&info).await.unwrap_or(0) > 0 {
+                return run;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix::test]
 async fn chroma_dying_mid_run_fails_the_job_clearly_and_nothing_is_left_processing() {
     let mut server = ChromaServer::start().await;
     let world = World::reading(corpus_root());
     let engine = engine_on(&world, &server, &[("store.max_retries", "2")]).await;
-    let run = actix::spawn({
-        let request = persona_ingest::actors::orchestrator::RunRequest::new(
-            persona("jane-austen"),
-            &[Kind::Works],
-        );
-        let supervisor = engine.supervisor.clone();
-        async move {
-            supervisor
-                .send(persona_ingest::actors::supervisor::IngestPersona(request))
-                .await
-                .unwrap()
-        }
-    });
-    // Kill the server once records are going in.
-    let watcher = store(&server.url());
-    loop {
-        if let Ok(Some(info)) = watcher.collection("jane-austen_works").await {
-            if watcher.count(&info).await.unwrap_or(0) > 0 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = ingest_works_until_records_arrive(&engine, &server, "jane-austen").await;
     server.stop();
     let outcome = run.await.unwrap();
     assert!(!outcome.succeeded());
@@ -186,28 +189,7 @@ async fn chroma_back_within_the_retry_budget_lets_the_run_complete() {
     let mut server = ChromaServer::start().await;
     let world = World::reading(corpus_root());
     let engine = engine_on(&world, &server, &[]).await;
-    let run = actix::spawn({
-        let request = persona_ingest::actors::orchestrator::RunRequest::new(
-            persona("mihai-eminescu"),
-            &[Kind::Works],
-        );
-        let supervisor = engine.supervisor.clone();
-        async move {
-            supervisor
-                .send(persona_ingest::actors::supervisor::IngestPersona(request))
-                .await
-                .unwrap()
-        }
-    });
-    let watcher = store(&server.url());
-    loop {
-        if let Ok(Some(info)) = watcher.collection("mihai-eminescu_works").await {
-            if watcher.count(&info).await.unwrap_or(0) > 0 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = ingest_works_until_records_arrive(&engine, &server, "mihai-eminescu").await;
     server.stop();
     server.run().await;
     let outcome = run.await.unwrap();

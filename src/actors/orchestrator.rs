@@ -3,6 +3,12 @@
 //! ingestor per job (the profile first, as it is the fastest; works and quotes alongside),
 //! enforces the soft and hard time limits, and when every job has reported, records the
 //! persona as active, or failed naming the failed kinds, and answers the run's outcome.
+//!
+//! Supervision: an ingestor's error or panic reaches the Orchestrator as a failed
+//! `IngestFinished` (the ingestor has recorded its job failed); a kind whose files cannot be
+//! listed fails alone, before any ingestor starts, and is recorded here; an ingestor that does
+//! not stop within `ABORT_GRACE` of a hard abort has its job failed here. The run always ends
+//! with an outcome and the persona's final status, and the other kinds run on meanwhile.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -104,6 +104,43 @@ async fn sends_the_documented_request_and_reorders_by_index() {
 }
 
 #[actix::test]
+async fn calls_hold_at_most_max_batch_inputs() {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(embeddings_response)
+        .mount(&server)
+        .await;
+    let limits = BatchLimits {
+        max_inputs: 2,
+        ..limits(0)
+    };
+    let batcher = EmbeddingBatcher::new(provider(&server, Duration::from_secs(5)), limits).start();
+    let vectors = batcher
+        .send(EmbedTexts { texts: texts(5) })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        vectors.iter().map(|v| v[0]).collect::<Vec<_>>(),
+        [1.0, 2.0, 3.0, 4.0, 5.0]
+    );
+    let mut sizes: Vec<usize> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["input"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 2, 2]);
+}
+
+#[actix::test]
 async fn a_429_is_retried_after_its_retry_after() {
     let server = MockServer::start().await;
     Mock::given(path("/v1/embeddings"))

@@ -41,7 +41,14 @@ pub(super) async fn execute(
     )
     .await;
     if let Err(e) = started {
-        return Err(format!("could not start job {job_id}: {e}"));
+        // A pending job must not stay pending; a finished one refuses this, as it should.
+        let error = format!("could not start job {job_id}: {e}");
+        let failed = StatusUpdate::JobFailed {
+            job_id,
+            error: error.clone(),
+        };
+        let _ = record(&recorder, failed).await;
+        return Err(error);
     }
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod sources;
 pub mod store;
 pub mod testkit;
+pub mod trigger;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};
 pub use persona::PersonaId;

@@ -24,12 +24,15 @@ use super::ingestor::{AbortIngest, IngestFinished, IngestJob, StopIngest};
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::{panic_message, Observe};
 use crate::jobs::JobRef;
-use crate::sources::{SourceFactory, SourcePlan};
+use crate::sources::{Source, SourceFactory, SourcePlan};
 use crate::store::CollectionSpec;
 use crate::{Kind, PersonaStatus};
 
 /// How long ingestors get to stop after a hard abort before their jobs are failed for them.
 pub const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// A kind's source and what it found to read.
+type Planned = (Arc<dyn Source>, SourcePlan);
 
 /// How to control a running ingestor.
 #[derive(Clone)]
@@ -125,22 +128,15 @@ impl Orchestrator {
 
     fn start_ingestors(
         &mut self,
-        plans: Vec<(JobRef, Result<SourcePlan, String>)>,
+        plans: Vec<(JobRef, Result<Planned, String>)>,
         ctx: &mut Context<Self>,
     ) {
         let persona = self.request.persona.clone();
-        for (job, plan) in plans {
-            let plan = match plan {
-                Ok(plan) => plan,
+        for (job, planned) in plans {
+            let (source, plan) = match planned {
+                Ok(planned) => planned,
                 Err(error) => {
                     self.job_failed_early(&job, error);
-                    continue;
-                }
-            };
-            let source = match self.deps.sources.source(&persona, job.kind) {
-                Ok(source) => source,
-                Err(e) => {
-                    self.job_failed_early(&job, e.to_string());
                     continue;
                 }
             };
@@ -292,11 +288,11 @@ impl Actor for Orchestrator {
                     .jobs
                     .iter()
                     .map(|job| {
-                        let plan = sources
+                        let planned = sources
                             .source(&request.persona, job.kind)
-                            .and_then(|source| source.plan())
+                            .and_then(|source| Ok((source.clone(), source.plan()?)))
                             .map_err(|e| e.to_string());
-                        (job.clone(), plan)
+                        (job.clone(), planned)
                     })
                     .collect::<Vec<_>>()
             })
@@ -315,12 +311,14 @@ impl Actor for Orchestrator {
                 Ok(plans) => {
                     let nothing = plans
                         .iter()
-                        .all(|(_, p)| p.as_ref().is_ok_and(|p| p.files.is_empty()));
+                        .all(|(_, p)| p.as_ref().is_ok_and(|(_, p)| p.files.is_empty()));
                     if nothing {
                         let looked: Vec<String> = plans
                             .iter()
                             .flat_map(|(_, p)| {
-                                p.as_ref().map(|p| p.missing.clone()).unwrap_or_default()
+                                p.as_ref()
+                                    .map(|(_, p)| p.missing.clone())
+                                    .unwrap_or_default()
                             })
                             .collect();
                         act.fail_all(&format!(

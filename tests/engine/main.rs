@@ -2,6 +2,7 @@
 //! one module per concern.
 
 mod bad_input;
+mod broker;
 mod chroma;
 mod chroma_server;
 mod cli;

@@ -69,15 +69,21 @@ async fn collection_counts(
     counts
 }
 
+/// An engine on `world` that has ingested the example persona.
+async fn ingested_example(world: &World) -> persona_ingest::pipeline::Engine {
+    let engine = world.engine(&[]).await;
+    let outcome = engine
+        .ingest(persona("twain-sampler"), &Kind::ALL)
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{outcome:#?}");
+    engine
+}
+
 #[actix::test]
 async fn records_carry_their_provenance() {
     let world = World::reading(examples_root());
-    let engine = world.engine(&[]).await;
-    assert!(engine
-        .ingest(persona("twain-sampler"), &Kind::ALL)
-        .await
-        .unwrap()
-        .succeeded());
+    let engine = ingested_example(&world).await;
 
     let works = engine
         .store
@@ -113,12 +119,7 @@ async fn records_carry_their_provenance() {
 #[actix::test]
 async fn job_rows_read_as_the_web_app_expects() {
     let world = World::reading(examples_root());
-    let engine = world.engine(&[]).await;
-    assert!(engine
-        .ingest(persona("twain-sampler"), &Kind::ALL)
-        .await
-        .unwrap()
-        .succeeded());
+    let engine = ingested_example(&world).await;
     let rows = latest_jobs(&engine.db, "twain-sampler").await;
     insta::assert_yaml_snapshot!(rows, {
         "[].id" => "[uuid]",

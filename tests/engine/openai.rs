@@ -41,6 +41,20 @@ pub fn embeddings_response(request: &Request) -> ResponseTemplate {
     }))
 }
 
+/// The server answers the first call with `first`, and every later one as the API does.
+async fn answer_once_then_embed(server: &MockServer, first: ResponseTemplate) {
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(embeddings_response)
+        .mount(server)
+        .await;
+}
+
 fn provider(server: &MockServer, timeout: Duration) -> Arc<OpenAiProvider> {
     Arc::new(OpenAiProvider::new(
         &format!("{}/v1", server.uri()),
@@ -143,22 +157,15 @@ async fn calls_hold_at_most_max_batch_inputs() {
 #[actix::test]
 async fn a_429_is_retried_after_its_retry_after() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "1")
-                .set_body_json(
-                    json!({ "error": { "message": "Rate limit reached", "type": "requests" } }),
-                ),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(embeddings_response)
-        .mount(&server)
-        .await;
+    answer_once_then_embed(
+        &server,
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(
+                json!({ "error": { "message": "Rate limit reached", "type": "requests" } }),
+            ),
+    )
+    .await;
     let started = Instant::now();
     let vectors = embed_through_batcher(provider(&server, Duration::from_secs(5)), 3, texts(2))
         .await
@@ -203,16 +210,11 @@ async fn server_errors_are_retried_until_the_budget_is_spent() {
 #[actix::test]
 async fn a_timeout_is_retried_and_then_succeeds() {
     let server = MockServer::start().await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(embeddings_response)
-        .mount(&server)
-        .await;
+    answer_once_then_embed(
+        &server,
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(3)),
+    )
+    .await;
     let vectors = embed_through_batcher(provider(&server, Duration::from_millis(300)), 2, texts(2))
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod broker;
+mod celery_results;
 mod chroma;
 mod chroma_server;
 mod cli;

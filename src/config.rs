@@ -34,6 +34,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub worker: WorkerSettings,
     pub redis: RedisSettings,
+    pub results: ResultsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,18 +171,33 @@ pub struct IngestSettings {
     pub windows_in_flight: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub soft_time_limit: u64,
     pub time_limit: u64,
+    /// The Celery queues `persona-ingest run` serves, in order.
+    pub queues: Vec<String>,
+    /// Seconds a worker's lease lasts without renewal; then its messages are requeued.
+    pub visibility_timeout: u64,
+    /// Seconds running work gets to finish after SIGTERM before the rest is requeued.
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: String,
+    /// Prefix of the engine's own keys (in-flight lists, leases, dead letters).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsSettings {
+    /// Seconds a task's result is kept (Celery's `result_expires`, one day by default).
+    pub expires: u64,
 }
 
 /// A refused configuration; the message names the key.
@@ -260,6 +276,9 @@ impl Settings {
             Environment::with_prefix("ENGINE")
                 .prefix_separator("__")
                 .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("worker.queues")
+                .try_parsing(true)
                 .source(Some(engine_env)),
         );
         for (key, value) in &inputs.overrides {

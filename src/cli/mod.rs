@@ -2,6 +2,7 @@
 
 mod ingest;
 mod query;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Apply pending database migrations (the other commands also do, at start).
     Migrate,
+    /// Serve the Celery queues on Redis (redis.url, worker.queues) until SIGTERM or SIGINT.
+    Run,
 }
 
 /// `--only works,quotes` or `--kind works`.
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
         Command::Status(args) => status::run(args, settings).await,
         Command::Query(args) => query::run(args, settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Run => run::run(settings).await,
     };
     match result {
         Ok(code) => code,

@@ -123,3 +123,15 @@ fn a_missing_config_file_is_refused() {
     };
     assert!(refusal(&inputs).contains("/nonexistent/engine.toml"));
 }
+
+#[test]
+fn queues_come_as_a_comma_separated_list_from_the_environment() {
+    let s = Settings::load(&inputs(&[("ENGINE__WORKER__QUEUES", "personas,celery")])).unwrap();
+    assert_eq!(s.worker.queues, ["personas", "celery"]);
+    let s = Settings::load(&inputs(&[("ENGINE__EMBEDDING__API_KEY", "12345")])).unwrap();
+    assert_eq!(
+        s.embedding.api_key.as_deref(),
+        Some("12345"),
+        "numbers stay strings where strings are wanted"
+    );
+}

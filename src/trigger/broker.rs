@@ -10,11 +10,14 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde_json::{json, Value};
 
 use super::celery::priority_queue;
+
+/// The longest a fetch blocks on an empty queue.
+pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 /// Celery's priority steps on Redis, served in this order.
 const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
@@ -58,6 +61,9 @@ pub struct Delivery {
 
 pub struct Broker {
     con: ConnectionManager,
+    /// A connection of its own for BLMOVE: a blocking command holds up every other command
+    /// multiplexed on its connection.
+    blocking: ConnectionManager,
     /// Prefix of the engine's own keys (in-flight lists, leases, dead letters).
     prefix: String,
     /// The lists to serve, in order: every queue's priority 0 list first, and so on.
@@ -71,13 +77,20 @@ pub struct Broker {
 impl Broker {
     pub async fn connect(url: &str, prefix: &str, queues: &[String]) -> Result<Self, RedisError> {
         let client = redis::Client::open(url)?;
-        let con = ConnectionManager::new(client).await?;
+        let con = ConnectionManager::new(client.clone()).await?;
+        let blocking = ConnectionManager::new_with_config(
+            client,
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5))),
+        )
+        .await?;
         let lists = PRIORITY_STEPS
             .iter()
             .flat_map(|step| queues.iter().map(move |q| priority_queue(q, *step)))
             .collect();
         Ok(Self {
             con,
+            blocking,
             prefix: prefix.to_owned(),
             lists,
             default_queue: queues.first().cloned().unwrap_or_else(|| "celery".into()),
@@ -141,13 +154,14 @@ impl Broker {
             return Ok(Some(Delivery { queue, raw }));
         }
         // Nothing anywhere: block on the default queue's own list for a while.
+        let mut blocking = self.blocking.clone();
         let raw: Option<String> = redis::cmd("BLMOVE")
             .arg(&self.default_queue)
             .arg(&inflight)
             .arg("RIGHT")
             .arg("LEFT")
-            .arg(block.as_secs_f64())
-            .query_async(&mut con)
+            .arg(block.min(MAX_BLOCK).as_secs_f64())
+            .query_async(&mut blocking)
             .await?;
         Ok(raw.map(|raw| Delivery {
             queue: self.default_queue.clone(),

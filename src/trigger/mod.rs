@@ -4,4 +4,5 @@
 
 pub mod broker;
 pub mod celery;
+pub mod consumer;
 pub mod results;

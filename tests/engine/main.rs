@@ -4,6 +4,7 @@
 mod bad_input;
 mod broker;
 mod celery_results;
+mod celery_worker;
 mod chroma;
 mod chroma_server;
 mod cli;

@@ -1,0 +1,72 @@
+//! `persona-ingest run`: the engine daemon, serving the Celery queues on Redis until SIGTERM or
+//! SIGINT, then stopping intake, letting running work finish within `worker.shutdown_grace`,
+//! requeueing the rest, and exiting 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::pipeline::Engine;
+use crate::trigger::broker::Broker;
+use crate::trigger::celery::TaskNames;
+use crate::trigger::consumer::{hostname, serve, ConsumerConfig};
+use crate::trigger::results::ResultBackend;
+
+pub async fn run(settings: Settings) -> anyhow::Result<i32> {
+    let redis = crate::db::redact(&settings.redis.url);
+    let engine = Engine::start(settings.clone()).await?;
+    let broker = Broker::connect(
+        &settings.redis.url,
+        &settings.redis.key_prefix,
+        &settings.worker.queues,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let results = ResultBackend::connect(
+        &settings.redis.url,
+        Duration::from_secs(settings.results.expires),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let (stop, shutdown) = watch::channel(false);
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    actix::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = stop.send(true);
+    });
+    let config = ConsumerConfig {
+        worker_id: ConsumerConfig::worker_id(),
+        hostname: hostname(),
+        concurrency: settings.worker.concurrency,
+        visibility_timeout: Duration::from_secs(settings.worker.visibility_timeout),
+        shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace),
+        names: TaskNames::default(),
+    };
+    eprintln!(
+        "persona-ingest worker {} serving {} on {redis} ({} at once)",
+        config.worker_id,
+        settings.worker.queues.join(", "),
+        config.concurrency
+    );
+    let report = serve(
+        config,
+        Arc::new(broker),
+        Arc::new(results),
+        engine.supervisor.clone().recipient(),
+        shutdown,
+    )
+    .await?;
+    engine.shutdown().await;
+    eprintln!(
+        "stopped: {} task(s) answered, {} dead-lettered, {} requeued",
+        report.served, report.dead_lettered, report.requeued_at_exit
+    );
+    Ok(0)
+}

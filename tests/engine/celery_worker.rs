@@ -1,0 +1,168 @@
+//! `persona-ingest run` serving the real Celery client: `send_task` from Python, results read
+//! with `AsyncResult(...).get()`, as the web app does; SIGTERM ends it with exit code 0.
+
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn redis_url() -> String {
+    std::env::var("PERSONA_INGEST_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn python() -> std::path::PathBuf {
+    std::env::var_os("PERSONA_INGEST_PYTHON")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+        })
+}
+
+/// The web app's side: one persona that ingests, one that does not exist.
+const CLIENT: &str = r#"
+import json, sys, uuid
+from celery import Celery
+url, queue = sys.argv[1], sys.argv[2]
+app = Celery("workers", broker=url, backend=url)
+job_ids = {kind: str(uuid.uuid4()) for kind in ("works", "quotes", "profile")}
+good = app.send_task("workers.tasks.ingest_full_persona",
+                     kwargs={"persona_id": "twain-sampler", "job_ids": job_ids}, queue=queue)
+children = good.get(timeout=60)
+counts = {kind: app.AsyncResult(task).get(timeout=10) for kind, task in children.items()}
+bad = app.send_task("workers.tasks.ingest_full_persona", args=["ghost", {"works": str(uuid.uuid4())}], queue=queue)
+try:
+    bad.get(timeout=60)
+    failure = None
+except Exception as e:
+    failure = {"status": bad.status, "type": type(e).__name__, "message": str(e)}
+print(json.dumps({"job_ids": job_ids, "task": good.id, "children": children, "counts": counts, "failure": failure}))
+"#;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix::test]
+async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
+    let world = World::reading(examples_root());
+    let prefix = format!("pi-test-{}", uuid::Uuid::new_v4().simple());
+    let queue = format!("{prefix}-celery");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args(["run", "--data-root", world.data_root.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", world.db_url())
+        .env("ENGINE__STORE__PATH", world.store_path())
+        .env("REDIS_URL", redis_url())
+        .env("ENGINE__WORKER__QUEUES", &queue)
+        .env("ENGINE__REDIS__KEY_PREFIX", &prefix)
+        .current_dir(world.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(daemon);
+
+    let client = Command::new(python())
+        .args(["-c", CLIENT, &redis_url(), &queue])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&client.stdout).unwrap();
+    assert_eq!(
+        answer["counts"],
+        json!({ "profile": 4, "works": 20, "quotes": 12 })
+    );
+    assert_eq!(answer["failure"]["status"], "FAILURE");
+    assert_eq!(answer["failure"]["type"], "RuntimeError");
+    let message = answer["failure"]["message"].as_str().unwrap();
+    assert!(message.contains("persona ghost not found"), "{message}");
+
+    // The job rows the web app created ids for carry the sub-task ids.
+    let db = persona_ingest::db::connect(&world.settings(&[]).database)
+        .await
+        .unwrap();
+    let rows = latest_jobs(&db, "twain-sampler").await;
+    for row in &rows {
+        assert_eq!(
+            row.id.to_string(),
+            answer["job_ids"][row.kind.as_str()].as_str().unwrap()
+        );
+        assert_eq!(
+            row.task_id.as_deref(),
+            answer["children"][row.kind.as_str()].as_str()
+        );
+        assert_eq!(row.status, persona_ingest::JobStatus::Completed);
+    }
+
+    // SIGTERM: nothing running, nothing in flight, exit 0.
+    let pid = daemon.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = daemon.0.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stopped: 2 task(s) answered, 0 dead-lettered, 0 requeued"),
+        "{stderr}"
+    );
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let inflight: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:inflight:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for key in &inflight {
+        let left: usize = redis::cmd("LLEN")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "{key}");
+    }
+    let mine: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    if !mine.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(mine)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    for task in [answer["task"].as_str().unwrap().to_owned()]
+        .into_iter()
+        .chain(
+            answer["children"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_str().unwrap().to_owned()),
+        )
+    {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("celery-task-meta-{task}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+}

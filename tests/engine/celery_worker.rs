@@ -68,6 +68,29 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
         .unwrap();
     let mut daemon = Daemon(daemon);
 
+    // Two messages no worker can run, ahead of the good ones.
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let unknown = persona_ingest::trigger::celery::encode(
+        "workers.tasks.send_newsletter",
+        "unknown-1",
+        &[],
+        &serde_json::Map::new(),
+        &queue,
+        "test@host",
+    );
+    for raw in ["not json at all".to_owned(), unknown] {
+        let _: () = redis::cmd("LPUSH")
+            .arg(&queue)
+            .arg(raw)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+
     let client = Command::new(python())
         .args(["-c", CLIENT, &redis_url(), &queue])
         .output()
@@ -116,14 +139,34 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("stopped: 2 task(s) answered, 0 dead-lettered, 0 requeued"),
+        stderr.contains("stopped: 2 task(s) answered, 2 dead-lettered, 0 requeued"),
         "{stderr}"
     );
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let dead: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{prefix}:dead-letters"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
         .await
         .unwrap();
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("not a JSON envelope")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"unknown task \"workers.tasks.send_newsletter\"".to_owned()),
+        "{reasons:?}"
+    );
     let inflight: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}:inflight:*"))
         .query_async(&mut con)

@@ -17,16 +17,40 @@ pub enum DbError {
     Migrate { url: String, source: DbErr },
 }
 
-/// Connects and applies pending migrations.
+/// Connects and applies pending migrations. Several processes may start at once on one
+/// database: on a new SQLite file they meet "database is locked" while one of them turns WAL
+/// on, and they race to apply the same migration. Such an attempt is tried again, and after a
+/// failed one what counts is whether anything is still pending, seen through a new connection
+/// (the failed attempt's connections may hold a snapshot from before the winner's commit).
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
-    let db = connect_only(settings).await?;
-    Migrator::up(&db, None)
-        .await
-        .map_err(|source| DbError::Migrate {
-            url: redact(&settings.url),
-            source,
-        })?;
-    Ok(db)
+    const ATTEMPTS: u64 = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match connect_only(settings).await {
+            Err(e) => e,
+            Ok(db) => match Migrator::up(&db, None).await {
+                Ok(()) => return Ok(db),
+                Err(source) => {
+                    let _ = db.close().await;
+                    DbError::Migrate {
+                        url: redact(&settings.url),
+                        source,
+                    }
+                }
+            },
+        };
+        if attempt >= ATTEMPTS {
+            return Err(error);
+        }
+        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        if let (DbError::Migrate { .. }, Ok(db)) = (&error, connect_only(settings).await) {
+            if Migrator::get_pending_migrations(&db).await.map(|p| p.len()) == Ok(0) {
+                return Ok(db);
+            }
+            let _ = db.close().await;
+        }
+    }
 }
 
 /// Connects without touching the schema.

@@ -87,28 +87,66 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
             }
             Some(_) => {}
             None => {
-                ingestion_job::ActiveModel {
-                    id: Set(job.id),
-                    persona_id: Set(persona_id.to_string()),
-                    kind: Set(job.kind),
-                    status: Set(JobStatus::Pending),
-                    progress: Set(0),
-                    total_vectors: Set(0),
-                    error_message: Set(None),
-                    warning_message: Set(None),
-                    task_id: Set(job.task_id.clone()),
-                    attempts: Set(0),
-                    created_at: Set(now),
-                    started_at: Set(None),
-                    completed_at: Set(None),
-                }
-                .insert(&txn)
-                .await?;
+                new_job(persona_id, job, now).insert(&txn).await?;
             }
         }
     }
     txn.commit().await?;
     Ok(())
+}
+
+/// Creates the rows the web app creates before it enqueues: the persona (a draft) if missing,
+/// and the jobs, pending. Nothing else changes.
+pub async fn create_pending<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    persona_id: &PersonaId,
+    jobs: &[JobRef],
+) -> Result<(), TransitionError> {
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    if persona::Entity::find_by_id(persona_id.as_str())
+        .one(&txn)
+        .await?
+        .is_none()
+    {
+        persona::ActiveModel {
+            id: Set(persona_id.to_string()),
+            name: Set(persona_id.to_string()),
+            status: Set(PersonaStatus::Draft),
+            error_message: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+    }
+    for job in jobs {
+        new_job(persona_id, job, now).insert(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+fn new_job(
+    persona_id: &PersonaId,
+    job: &JobRef,
+    now: chrono::DateTime<Utc>,
+) -> ingestion_job::ActiveModel {
+    ingestion_job::ActiveModel {
+        id: Set(job.id),
+        persona_id: Set(persona_id.to_string()),
+        kind: Set(job.kind),
+        status: Set(JobStatus::Pending),
+        progress: Set(0),
+        total_vectors: Set(0),
+        error_message: Set(None),
+        warning_message: Set(None),
+        task_id: Set(job.task_id.clone()),
+        attempts: Set(0),
+        created_at: Set(now),
+        started_at: Set(None),
+        completed_at: Set(None),
+    }
 }
 
 async fn job<C: ConnectionTrait>(

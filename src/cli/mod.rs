@@ -1,5 +1,6 @@
 //! The command line: flags, the settings they override, and one module per command.
 
+mod enqueue;
 mod ingest;
 mod query;
 mod run;
@@ -57,6 +58,8 @@ pub enum Command {
     Migrate,
     /// Serve the Celery queues on Redis (redis.url, worker.queues) until SIGTERM or SIGINT.
     Run,
+    /// Create the job rows and send the Celery message the web app would; prints the task id.
+    Enqueue(enqueue::EnqueueArgs),
 }
 
 /// `--only works,quotes` or `--kind works`.
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
         Command::Query(args) => query::run(args, settings).await,
         Command::Migrate => migrate(settings).await,
         Command::Run => run::run(settings).await,
+        Command::Enqueue(args) => enqueue::run(args, settings).await,
     };
     match result {
         Ok(code) => code,
@@ -105,9 +109,8 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
 async fn migrate(settings: Settings) -> anyhow::Result<i32> {
     let db = crate::db::connect_only(&settings.database).await?;
     let (_, pending) = crate::db::migration_status(&db).await?;
-    <migration::Migrator as migration::MigratorTrait>::up(&db, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
+    let _ = db.close().await;
+    let db = crate::db::connect(&settings.database).await?;
     let (applied, _) = crate::db::migration_status(&db).await?;
     println!(
         "database {}: {} migration(s) applied now, {} in all",

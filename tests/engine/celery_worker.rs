@@ -48,25 +48,39 @@ impl Drop for Daemon {
     }
 }
 
+/// `persona-ingest run` on `world`, serving `queue`, with keys under `prefix`.
+fn start_daemon(world: &World, prefix: &str, queue: &str) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args(["run", "--data-root", world.data_root.to_str().unwrap()])
+        .env_clear()
+        .envs(daemon_env(world, prefix, queue))
+        .current_dir(world.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+fn daemon_env(world: &World, prefix: &str, queue: &str) -> Vec<(String, String)> {
+    vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("DATABASE_URL".into(), world.db_url()),
+        (
+            "ENGINE__STORE__PATH".into(),
+            world.store_path().display().to_string(),
+        ),
+        ("REDIS_URL".into(), redis_url()),
+        ("ENGINE__WORKER__QUEUES".into(), queue.into()),
+        ("ENGINE__REDIS__KEY_PREFIX".into(), prefix.into()),
+    ]
+}
+
 #[actix::test]
 async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
     let world = World::reading(examples_root());
     let prefix = format!("pi-test-{}", uuid::Uuid::new_v4().simple());
     let queue = format!("{prefix}-celery");
-    let daemon = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
-        .args(["run", "--data-root", world.data_root.to_str().unwrap()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", world.db_url())
-        .env("ENGINE__STORE__PATH", world.store_path())
-        .env("REDIS_URL", redis_url())
-        .env("ENGINE__WORKER__QUEUES", &queue)
-        .env("ENGINE__REDIS__KEY_PREFIX", &prefix)
-        .current_dir(world.dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon(daemon);
+    let mut daemon = start_daemon(&world, &prefix, &queue);
 
     // Two messages no worker can run, ahead of the good ones.
     let mut con = redis::Client::open(redis_url())
@@ -180,32 +194,79 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
             .unwrap();
         assert_eq!(left, 0, "{key}");
     }
-    let mine: Vec<String> = redis::cmd("KEYS")
+    forget(&prefix, answer["task"].as_str().unwrap()).await;
+}
+
+/// `AsyncResult(task).get()`, then each child's, as JSON.
+const READ_RUN: &str = r#"
+import json, sys
+from celery import Celery
+app = Celery("workers", broker=sys.argv[1], backend=sys.argv[1])
+children = app.AsyncResult(sys.argv[2]).get(timeout=60)
+print(json.dumps({kind: app.AsyncResult(task).get(timeout=10) for kind, task in children.items()}))
+"#;
+
+#[actix::test]
+async fn enqueue_sends_what_the_web_app_sends_and_the_daemon_serves_it() {
+    let world = World::reading(examples_root());
+    let prefix = format!("pi-test-{}", uuid::Uuid::new_v4().simple());
+    let queue = format!("{prefix}-celery");
+    let _daemon = start_daemon(&world, &prefix, &queue);
+    let enqueued = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args([
+            "enqueue",
+            "twain-sampler",
+            "--data-root",
+            world.data_root.to_str().unwrap(),
+        ])
+        .env_clear()
+        .envs(daemon_env(&world, &prefix, &queue))
+        .current_dir(world.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        enqueued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enqueued.stderr)
+    );
+    let task_id = String::from_utf8(enqueued.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let read = Command::new(python())
+        .args(["-c", READ_RUN, &redis_url(), &task_id])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let counts: Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(counts, json!({ "profile": 4, "works": 20, "quotes": 12 }));
+    forget(&prefix, &task_id).await;
+}
+
+/// Deletes the test's own keys and the results of `task_id` and its sub-tasks.
+async fn forget(prefix: &str, task_id: &str) {
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut con)
         .await
         .unwrap();
-    if !mine.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(mine)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+    keys.push(format!("celery-task-meta-{task_id}"));
+    for kind in persona_ingest::Kind::ALL {
+        let child = persona_ingest::trigger::consumer::subtask_id(task_id, kind);
+        keys.push(format!("celery-task-meta-{child}"));
     }
-    for task in [answer["task"].as_str().unwrap().to_owned()]
-        .into_iter()
-        .chain(
-            answer["children"]
-                .as_object()
-                .unwrap()
-                .values()
-                .map(|v| v.as_str().unwrap().to_owned()),
-        )
-    {
-        let _: () = redis::cmd("DEL")
-            .arg(format!("celery-task-meta-{task}"))
-            .query_async(&mut con)
-            .await
-            .unwrap();
-    }
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut con)
+        .await
+        .unwrap();
 }

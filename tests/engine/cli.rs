@@ -202,3 +202,25 @@ fn a_50_mb_single_line_file_is_ingested_in_bounded_memory() {
     eprintln!("peak resident memory: {peak} bytes");
     assert!(peak < 35_000_000, "peak resident memory {peak} bytes");
 }
+
+#[test]
+fn processes_starting_at_once_on_a_new_database_all_start() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = ["migrate", "status", "migrate", "status"]
+            .iter()
+            .map(|command| {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+                c.current_dir(dir.path()).arg(command).env_clear();
+                c.env("PATH", std::env::var("PATH").unwrap_or_default());
+                c.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped());
+                c.spawn().unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+    }
+}

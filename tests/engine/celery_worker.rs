@@ -247,18 +247,24 @@ async fn enqueue_sends_what_the_web_app_sends_and_the_daemon_serves_it() {
     forget(&prefix, &task_id).await;
 }
 
-/// Deletes the test's own keys and the results of `task_id` and its sub-tasks.
+/// Deletes the test's own keys, the queue bindings of Celery's client, and the results of
+/// `task_id` and its sub-tasks.
 async fn forget(prefix: &str, task_id: &str) {
     let mut con = redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let mut keys = Vec::new();
+    // Ours, and the queue bindings Celery's client (kombu) declared.
+    for pattern in [format!("{prefix}*"), format!("_kombu.binding*.{prefix}*")] {
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        keys.extend(found);
+    }
     keys.push(format!("celery-task-meta-{task_id}"));
     for kind in persona_ingest::Kind::ALL {
         let child = persona_ingest::trigger::consumer::subtask_id(task_id, kind);

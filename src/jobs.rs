@@ -60,16 +60,9 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
             row.update(&txn).await?;
         }
         None => {
-            persona::ActiveModel {
-                id: Set(persona_id.to_string()),
-                name: Set(persona_id.to_string()),
-                status: Set(PersonaStatus::Ingesting),
-                error_message: Set(None),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
+            new_persona(persona_id, PersonaStatus::Ingesting, now)
+                .insert(&txn)
+                .await?;
         }
     }
     for job in jobs {
@@ -109,16 +102,9 @@ pub async fn create_pending<C: ConnectionTrait + TransactionTrait>(
         .await?
         .is_none()
     {
-        persona::ActiveModel {
-            id: Set(persona_id.to_string()),
-            name: Set(persona_id.to_string()),
-            status: Set(PersonaStatus::Draft),
-            error_message: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
+        new_persona(persona_id, PersonaStatus::Draft, now)
+            .insert(&txn)
+            .await?;
     }
     for job in jobs {
         new_job(persona_id, job, now).insert(&txn).await?;

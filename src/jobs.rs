@@ -113,6 +113,22 @@ pub async fn create_pending<C: ConnectionTrait + TransactionTrait>(
     Ok(())
 }
 
+/// A persona row seen for the first time: its name is its id until the web app says better.
+fn new_persona(
+    persona_id: &PersonaId,
+    status: PersonaStatus,
+    now: chrono::DateTime<Utc>,
+) -> persona::ActiveModel {
+    persona::ActiveModel {
+        id: Set(persona_id.to_string()),
+        name: Set(persona_id.to_string()),
+        status: Set(status),
+        error_message: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
 fn new_job(
     persona_id: &PersonaId,
     job: &JobRef,

@@ -11,7 +11,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::Observe;
+use super::{jittered_backoff, Observe};
 use crate::ids::WrittenIds;
 use crate::store::{CollectionInfo, CollectionSpec, Record, StoreError, VectorStore};
 
@@ -115,10 +115,8 @@ where
             Err(e) if e.is_transient() && attempt < limits.max_retries => {
                 attempt += 1;
                 *retries += 1;
-                let delay = limits
-                    .backoff_base
-                    .saturating_mul(1 << (attempt - 1).min(10));
-                tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
+                let cap = limits.backoff_base.saturating_mul(1 << 10);
+                tokio::time::sleep(jittered_backoff(limits.backoff_base, attempt, cap)).await;
             }
             Err(StoreError::Backend {
                 transient: true,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{panic_message, Observe};
+use super::{jittered_backoff, panic_message, Observe};
 use crate::config::EmbeddingSettings;
 use crate::embed::{EmbedError, EmbeddingProvider};
 use crate::sources::chunker::estimate_tokens;
@@ -47,13 +47,8 @@ impl BatchLimits {
     /// The wait before retry number `attempt` (1-based): exponential with jitter in
     /// [50%, 100%], and never shorter than what the provider asked for.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exponential = self
-            .backoff_base
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
-        let jittered = exponential
-            .min(self.backoff_max)
-            .mul_f64(0.5 + fastrand::f64() * 0.5);
-        jittered.max(retry_after.unwrap_or_default())
+        jittered_backoff(self.backoff_base, attempt, self.backoff_max)
+            .max(retry_after.unwrap_or_default())
     }
 }
 

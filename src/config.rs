@@ -35,6 +35,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub redis: RedisSettings,
     pub results: ResultsSettings,
+    pub tasks: TaskSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,6 +184,22 @@ pub struct WorkerSettings {
     pub visibility_timeout: u64,
     /// Seconds running work gets to finish after SIGTERM before the rest is requeued.
     pub shutdown_grace: u64,
+    /// Messages taken per concurrency slot (Celery's `worker_prefetch_multiplier`).
+    pub prefetch: usize,
+    /// Runs of a task whose failure was transient, after the first (Celery's `max_retries`).
+    pub max_retries: u32,
+    /// Seconds before the first retry; doubled for each next one, jittered, at most 600.
+    pub retry_delay: f64,
+}
+
+/// The Celery task names served: the web app's, by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    pub full_persona: String,
+    pub works: String,
+    pub quotes: String,
+    pub profile: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,7 +58,41 @@ pub struct IngestorLimits {
 pub struct IngestFinished {
     pub job_id: Uuid,
     pub kind: Kind,
-    pub result: Result<JobStats, String>,
+    pub result: Result<JobStats, JobError>,
+}
+
+/// Why a job failed, and whether running it again later may succeed: the embedding provider or
+/// the vector store stayed unavailable through every retry of a call. Bad input, a time limit or
+/// a provider that refuses the request are not worth another run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl JobError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            retryable: false,
+        }
+    }
+}
+
+impl From<&str> for JobError {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -149,7 +183,7 @@ impl Ingestor {
         }
     }
 
-    fn report(&mut self, result: Result<JobStats, String>) {
+    fn report(&mut self, result: Result<JobStats, JobError>) {
         self.finished = true;
         self.report_to.do_send(IngestFinished {
             job_id: self.job.job_id,
@@ -206,7 +240,7 @@ impl Handler<AbortIngest> for Ingestor {
             async move { record(&recorder, failed).await }
                 .into_actor(self)
                 .map(move |_, act, ctx| {
-                    act.report(Err(reason));
+                    act.report(Err(reason.into()));
                     ctx.stop();
                 }),
         );

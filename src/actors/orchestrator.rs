@@ -114,7 +114,7 @@ impl Orchestrator {
                 job_id: job.id,
                 kind: job.kind,
                 collection,
-                result: Err(error),
+                result: Err(error.into()),
             },
         );
     }
@@ -204,7 +204,7 @@ impl Orchestrator {
             .outcomes
             .iter()
             .filter(|(id, _)| !self.spawned.contains(*id))
-            .filter_map(|(id, o)| o.result.as_ref().err().map(|e| (*id, e.clone())))
+            .filter_map(|(id, o)| o.result.as_ref().err().map(|e| (*id, e.message.clone())))
             .collect();
         let jobs: Vec<JobOutcome> = self
             .request
@@ -356,15 +356,14 @@ impl Handler<IngestFinished> for Orchestrator {
         }
         self.counters.finished.push(msg.kind);
         let collection = self.collection(msg.kind).name;
-        self.outcomes.insert(
-            msg.job_id,
-            JobOutcome {
-                job_id: msg.job_id,
-                kind: msg.kind,
-                collection,
-                result: msg.result,
-            },
-        );
+        let outcome = JobOutcome {
+            job_id: msg.job_id,
+            kind: msg.kind,
+            collection,
+            result: msg.result,
+        };
+        self.request.watch.tell(&outcome);
+        self.outcomes.insert(msg.job_id, outcome);
         if self.running.is_empty() {
             self.finish(ctx);
         }
@@ -381,7 +380,7 @@ impl Handler<Observe<OrchestratorCounters>> for Orchestrator {
 
 mod run;
 
-pub use run::{JobOutcome, RunOutcome, RunRequest};
+pub use run::{JobOutcome, JobWatch, RunOutcome, RunRequest};
 
 #[cfg(test)]
 mod tests;

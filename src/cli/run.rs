@@ -45,9 +45,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         worker_id: ConsumerConfig::worker_id(),
         hostname: hostname(),
         concurrency: settings.worker.concurrency,
+        prefetch: settings.worker.prefetch,
+        max_retries: settings.worker.max_retries,
+        retry_delay: Duration::from_secs_f64(settings.worker.retry_delay),
         visibility_timeout: Duration::from_secs(settings.worker.visibility_timeout),
         shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace),
-        names: TaskNames::default(),
+        names: TaskNames::from_settings(&settings.tasks),
     };
     eprintln!(
         "persona-ingest worker {} serving {} on {redis} ({} at once)",

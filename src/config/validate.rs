@@ -37,6 +37,7 @@ impl Settings {
             ("ingest.window_chunks", self.ingest.window_chunks),
             ("ingest.windows_in_flight", self.windows_in_flight()),
             ("worker.concurrency", self.worker.concurrency),
+            ("worker.prefetch", self.worker.prefetch),
             ("quotes.max_record_bytes", self.quotes.max_record_bytes),
             (
                 "database.max_connections",
@@ -88,6 +89,25 @@ impl Settings {
                     w.soft_time_limit, w.time_limit
                 ),
             );
+        }
+        if !(w.retry_delay.is_finite() && w.retry_delay >= 0.0) {
+            return refuse(
+                "worker.retry_delay",
+                format!("{} must be a number of seconds, 0 or more", w.retry_delay),
+            );
+        }
+        let t = &self.tasks;
+        let names = [&t.full_persona, &t.works, &t.quotes, &t.profile];
+        for (key, name) in ["full_persona", "works", "quotes", "profile"]
+            .iter()
+            .zip(names)
+        {
+            if name.trim().is_empty() {
+                return refuse(&format!("tasks.{key}"), "must not be empty".into());
+            }
+            if names.iter().filter(|n| **n == name).count() > 1 {
+                return refuse(&format!("tasks.{key}"), format!("{name:?} names two tasks"));
+            }
         }
         let template = &self.collections.name_template;
         if !template.contains("{persona}") || !template.contains("{kind}") {

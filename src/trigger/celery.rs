@@ -250,6 +250,12 @@ pub enum TaskState {
         exc_module: String,
         traceback: Option<String>,
     },
+    /// To be run again: the exception that made it so, as Celery's `mark_as_retry` stores it.
+    Retry {
+        exc_type: String,
+        exc_message: String,
+        exc_module: String,
+    },
 }
 
 /// The value stored under `result_key`, as Celery's Redis backend writes it.
@@ -273,6 +279,17 @@ pub fn result_value(task_id: &str, state: &TaskState, now: DateTime<Utc>) -> Str
             json!({ "exc_type": exc_type, "exc_message": [exc_message], "exc_module": exc_module }),
             traceback.clone(),
             Some(date_done),
+        ),
+        TaskState::Retry {
+            exc_type,
+            exc_message,
+            exc_module,
+        } => (
+            "RETRY",
+            json!({ "exc_type": exc_type, "exc_message": [exc_message], "exc_module": exc_module }),
+            None,
+            // Celery dates only the states a task ends in.
+            None,
         ),
     };
     json!({
@@ -302,6 +319,30 @@ impl Default for TaskNames {
                 .map(|k| (format!("workers.tasks.ingest_persona_{k}"), *k))
                 .collect(),
         }
+    }
+}
+
+impl TaskNames {
+    pub fn from_settings(tasks: &crate::config::TaskSettings) -> Self {
+        Self {
+            full_persona: tasks.full_persona.clone(),
+            one_kind: [
+                (tasks.works.clone(), Kind::Works),
+                (tasks.quotes.clone(), Kind::Quotes),
+                (tasks.profile.clone(), Kind::Profile),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    /// The task that ingests one kind.
+    pub fn of_kind(&self, kind: Kind) -> &str {
+        self.one_kind
+            .iter()
+            .find(|(_, k)| **k == kind)
+            .map(|(name, _)| name.as_str())
+            .expect("every kind has a task")
     }
 }
 

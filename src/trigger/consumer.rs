@@ -1,28 +1,22 @@
 //! The consumer: serves Celery task messages from Redis with the engine. Each message is taken
-//! into this worker's in-flight list, decoded (or dead-lettered with the reason), run through
-//! the Supervisor, answered in Celery's result backend (STARTED, then SUCCESS or FAILURE), and
-//! only then acknowledged. The worker's lease is renewed while it lives, and the messages of
+//! into this worker's in-flight list, at most `concurrency * prefetch` at once, and handled as
+//! `task` says (answered, then acknowledged). The worker's lease is renewed while it lives, and the messages of
 //! workers whose lease lapsed are requeued. Shutdown is explicit: when `shutdown` turns true,
 //! intake stops, running work gets `grace` to finish, and what is left goes back to its queue.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
-use chrono::Utc;
-use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::broker::{Broker, Delivery};
-use super::celery::{decode, ingest_call, IngestCall, TaskMessage, TaskNames, TaskState};
+use super::broker::Broker;
+use super::celery::TaskNames;
 use super::results::ResultBackend;
-use crate::actors::orchestrator::{RunOutcome, RunRequest};
+use super::task::{handle, Served};
 use crate::actors::supervisor::IngestPersona;
-use crate::jobs::JobRef;
-use crate::{Kind, PersonaId};
 
 /// How long one fetch blocks before looking at `shutdown` again.
 const FETCH_BLOCK: Duration = Duration::from_secs(1);
@@ -33,6 +27,11 @@ pub struct ConsumerConfig {
     pub worker_id: String,
     pub hostname: String,
     pub concurrency: usize,
+    /// Messages taken per concurrency slot.
+    pub prefetch: usize,
+    /// Runs of a transiently failing task after its first, and the wait before the first one.
+    pub max_retries: u32,
+    pub retry_delay: Duration,
     pub visibility_timeout: Duration,
     pub shutdown_grace: Duration,
     pub names: TaskNames,
@@ -61,17 +60,12 @@ pub struct ConsumerReport {
     pub requeued_at_exit: usize,
 }
 
-/// The sub-task id of one kind of an `ingest_full_persona` task: derived from the task id, so
-/// that a redelivered message answers under the same ids.
-pub fn subtask_id(task_id: &str, kind: Kind) -> String {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{task_id}/{kind}").as_bytes()).to_string()
-}
-
-struct Context {
-    config: ConsumerConfig,
-    broker: Arc<Broker>,
-    results: Arc<ResultBackend>,
-    supervisor: Recipient<IngestPersona>,
+/// What every message's handling shares.
+pub(super) struct Context {
+    pub(super) config: ConsumerConfig,
+    pub(super) broker: Arc<Broker>,
+    pub(super) results: Arc<ResultBackend>,
+    pub(super) supervisor: Recipient<IngestPersona>,
 }
 
 /// Serves until `shutdown` turns true; then drains as the module says.
@@ -100,7 +94,9 @@ pub async fn serve(
         );
     }
     let upkeep = tokio::spawn(upkeep(ctx.clone()));
-    let slots = Arc::new(Semaphore::new(ctx.config.concurrency.max(1)));
+    // The Supervisor runs `concurrency` personas at once; prefetched messages wait behind them.
+    let taken_at_once = ctx.config.concurrency.max(1) * ctx.config.prefetch.max(1);
+    let slots = Arc::new(Semaphore::new(taken_at_once));
     let mut running = JoinSet::new();
     let mut report = ConsumerReport::default();
     while !*shutdown.borrow() {
@@ -122,8 +118,9 @@ pub async fn serve(
             }
         };
         let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
         running.spawn(async move {
-            let served = handle(&ctx, &delivery).await;
+            let served = handle(&ctx, &delivery, shutdown).await;
             drop(permit);
             served
         });
@@ -177,180 +174,4 @@ async fn upkeep(ctx: Arc<Context>) {
             }
         }
     }
-}
-
-enum Served {
-    Answered,
-    DeadLettered,
-    /// Left in flight (Redis unreachable): requeued at exit or by another worker's reaper.
-    Left,
-}
-
-async fn handle(ctx: &Context, delivery: &Delivery) -> Served {
-    let worker = &ctx.config.worker_id;
-    let call = decode(delivery.raw.as_bytes())
-        .map_err(|e| e.to_string())
-        .and_then(|msg| ingest_call(&msg, &ctx.config.names).map(|call| (msg, call)));
-    let (msg, call) = match call {
-        Ok(understood) => understood,
-        Err(reason) => {
-            tracing::warn!(queue = %delivery.queue, "dead-lettered: {reason}");
-            return match ctx.broker.dead_letter(worker, delivery, &reason).await {
-                Ok(()) => Served::DeadLettered,
-                Err(e) => {
-                    tracing::error!("dead-lettering failed: {e}");
-                    Served::Left
-                }
-            };
-        }
-    };
-    let answered = run(ctx, &msg, call).await;
-    if let Err(e) = answered {
-        tracing::error!(task_id = %msg.id, "the result could not be recorded, the message stays in flight: {e}");
-        return Served::Left;
-    }
-    match ctx.broker.ack(worker, delivery).await {
-        Ok(()) => Served::Answered,
-        Err(e) => {
-            tracing::error!(task_id = %msg.id, "acknowledging failed: {e}");
-            Served::Left
-        }
-    }
-}
-
-/// A failure as an exception Celery's client can rebuild: `RuntimeError` for a failed
-/// ingestion, `ValueError` for a bad argument, `celery.exceptions.TaskRevokedError` for an
-/// expired message.
-fn failure(exc_type: &str, message: String) -> TaskState {
-    let exc_module = if exc_type == "TaskRevokedError" {
-        "celery.exceptions"
-    } else {
-        "builtins"
-    };
-    TaskState::Failure {
-        exc_type: exc_type.into(),
-        exc_message: message,
-        exc_module: exc_module.into(),
-        traceback: None,
-    }
-}
-
-/// Runs the call and records its results; an error means Redis could not be written.
-async fn run(ctx: &Context, msg: &TaskMessage, call: IngestCall) -> Result<(), redis::RedisError> {
-    let results = &ctx.results;
-    if msg.expires.is_some_and(|at| at < Utc::now()) {
-        results
-            .store(&msg.id, &failure("TaskRevokedError", "expired".into()))
-            .await?;
-        return Ok(());
-    }
-    if let Some(eta) = msg.eta {
-        if let Ok(wait) = (eta.with_timezone(&Utc) - Utc::now()).to_std() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-    let started = TaskState::Started {
-        pid: std::process::id(),
-        hostname: ctx.config.hostname.clone(),
-    };
-    results.store(&msg.id, &started).await?;
-    let (persona_id, jobs) = match &call {
-        IngestCall::FullPersona {
-            persona_id,
-            job_ids,
-        } => (
-            persona_id,
-            job_ids
-                .iter()
-                .map(|(kind, id)| JobRef {
-                    id: *id,
-                    kind: *kind,
-                    task_id: Some(subtask_id(&msg.id, *kind)),
-                })
-                .collect::<Vec<_>>(),
-        ),
-        IngestCall::OneKind {
-            kind,
-            persona_id,
-            job_id,
-        } => (
-            persona_id,
-            vec![JobRef {
-                id: *job_id,
-                kind: *kind,
-                task_id: Some(msg.id.clone()),
-            }],
-        ),
-    };
-    let persona = match PersonaId::parse(persona_id) {
-        Ok(persona) => persona,
-        Err(e) => {
-            results
-                .store(&msg.id, &failure("ValueError", e.to_string()))
-                .await?;
-            return Ok(());
-        }
-    };
-    let request = RunRequest {
-        persona,
-        jobs,
-        // At least once: a redelivered message may find its jobs in any state.
-        restart: true,
-        soft_time_limit: msg.soft_time_limit.map(Duration::from_secs_f64),
-        time_limit: msg.time_limit.map(Duration::from_secs_f64),
-    };
-    let outcome = match ctx.supervisor.send(IngestPersona(request)).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            results
-                .store(
-                    &msg.id,
-                    &failure("RuntimeError", format!("the engine is not running: {e}")),
-                )
-                .await?;
-            return Ok(());
-        }
-    };
-    record_outcome(results, msg, &call, &outcome).await
-}
-
-async fn record_outcome(
-    results: &ResultBackend,
-    msg: &TaskMessage,
-    call: &IngestCall,
-    outcome: &RunOutcome,
-) -> Result<(), redis::RedisError> {
-    let job_state = |kind: Kind| match outcome
-        .jobs
-        .iter()
-        .find(|j| j.kind == kind)
-        .map(|j| &j.result)
-    {
-        Some(Ok(stats)) => TaskState::Success(json!(stats.vectors)),
-        Some(Err(e)) => failure("RuntimeError", e.clone()),
-        None => failure(
-            "RuntimeError",
-            outcome.error.clone().unwrap_or_else(|| "not run".into()),
-        ),
-    };
-    match call {
-        IngestCall::FullPersona { job_ids, .. } => {
-            let mut children = BTreeMap::new();
-            for kind in job_ids.keys() {
-                let id = subtask_id(&msg.id, *kind);
-                results.store(&id, &job_state(*kind)).await?;
-                children.insert(kind.to_string(), Value::from(id));
-            }
-            let state = if outcome.succeeded() {
-                TaskState::Success(Value::Object(children.into_iter().collect()))
-            } else {
-                failure("RuntimeError", outcome.error.clone().unwrap_or_default())
-            };
-            results.store(&msg.id, &state).await?;
-        }
-        IngestCall::OneKind { kind, .. } => {
-            results.store(&msg.id, &job_state(*kind)).await?;
-        }
-    }
-    Ok(())
 }

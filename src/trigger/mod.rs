@@ -1,8 +1,11 @@
-//! The Redis trigger: serving the calls the web app makes to Celery. So far, Celery's wire
-//! format (`celery`), the Redis side of delivery (`broker`) and the result backend
-//! (`results`); the consumer and the daemon (`persona-ingest run`) come with issue #4.
+//! The Redis trigger: serving the calls the web app makes to Celery, as a drop-in for its Celery
+//! workers. Celery's wire format (`celery`), the Redis side of delivery (`broker`), the result
+//! backend (`results`), the serving loop with its lease and shutdown (`consumer`) and the
+//! handling of one message (`task`).
 
 pub mod broker;
 pub mod celery;
 pub mod consumer;
+pub mod enqueue;
 pub mod results;
+pub mod task;

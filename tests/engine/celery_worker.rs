@@ -267,7 +267,7 @@ async fn forget(prefix: &str, task_id: &str) {
     }
     keys.push(format!("celery-task-meta-{task_id}"));
     for kind in persona_ingest::Kind::ALL {
-        let child = persona_ingest::trigger::consumer::subtask_id(task_id, kind);
+        let child = persona_ingest::trigger::task::subtask_id(task_id, kind);
         keys.push(format!("celery-task-meta-{child}"));
     }
     let _: () = redis::cmd("DEL")

@@ -12,14 +12,14 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::{IngestJob, IngestorLimits, IngestorPeers, JobStats, Shared};
+use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
 use crate::actors::chroma_writer::{PruneCollection, WriteRecords};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
 use crate::ids::{record_id, WrittenIds};
 use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
-use crate::store::Record;
+use crate::store::{Record, StoreError};
 use crate::Kind;
 
 /// Runs the job and records its end; never panics, never leaves the job processing unless the
@@ -29,7 +29,7 @@ pub(super) async fn execute(
     peers: IngestorPeers,
     limits: IngestorLimits,
     shared: Arc<Shared>,
-) -> Result<JobStats, String> {
+) -> Result<JobStats, JobError> {
     let recorder = peers.recorder.clone();
     let job_id = job.job_id;
     let started = record(
@@ -48,12 +48,14 @@ pub(super) async fn execute(
             error: error.clone(),
         };
         let _ = record(&recorder, failed).await;
-        return Err(error);
+        return Err(error.into());
     }
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| Err(format!("ingestor panicked: {}", panic_message(&*panic))));
+        .unwrap_or_else(|panic| {
+            Err(format!("ingestor panicked: {}", panic_message(&*panic)).into())
+        });
     let update = match &outcome {
         Ok(stats) => StatusUpdate::JobCompleted {
             job_id,
@@ -62,7 +64,7 @@ pub(super) async fn execute(
         },
         Err(error) => StatusUpdate::JobFailed {
             job_id,
-            error: error.clone(),
+            error: error.message.clone(),
         },
     };
     match record(&recorder, update).await {
@@ -77,7 +79,7 @@ pub(super) async fn execute(
                 },
             )
             .await;
-            Err(error)
+            Err(error.into())
         }
     }
 }
@@ -154,7 +156,7 @@ async fn run(
     peers: IngestorPeers,
     limits: IngestorLimits,
     shared: Arc<Shared>,
-) -> Result<JobStats, String> {
+) -> Result<JobStats, JobError> {
     let started = Instant::now();
     let total_bytes = job.plan.total_bytes().max(1);
     let capacity = limits.window_chunks * limits.windows_in_flight;
@@ -179,7 +181,7 @@ async fn run(
             let bytes_done = window.last().map_or(0, |p| p.bytes_done);
             let count = window.len();
             let ids = write_window(job_ref, peers_ref, window).await?;
-            Ok::<_, String>((ids, count, bytes_done))
+            Ok::<_, JobError>((ids, count, bytes_done))
         })
         .buffered(limits.windows_in_flight);
 
@@ -231,12 +233,12 @@ async fn run(
         Ok(warnings) => warnings,
         Err(SourceError::Stopped { rel }) => {
             let reason = shared.stop_reason().unwrap_or_else(|| "stopped".into());
-            return Err(format!("{reason} (stopped while reading {rel})"));
+            return Err(format!("{reason} (stopped while reading {rel})").into());
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.to_string().into()),
     };
     if let Some(reason) = shared.stop_reason() {
-        return Err(reason);
+        return Err(reason.into());
     }
     ids.seal();
     let vectors = ids.len() as u64;
@@ -248,7 +250,12 @@ async fn run(
         })
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
-        .map_err(|e| format!("removing stale records from {}: {e}", job.collection.name))?;
+        .map_err(|e| {
+            store_failed(
+                format!("removing stale records from {}", job.collection.name),
+                e,
+            )
+        })?;
     if pruned > 0 {
         tracing::info!(job_id = %job.job_id, collection = %job.collection.name, pruned, "removed stale records");
     }
@@ -278,14 +285,17 @@ async fn write_window(
     job: &IngestJob,
     peers: &IngestorPeers,
     window: Vec<Prepared>,
-) -> Result<Vec<(String, u32)>, String> {
+) -> Result<Vec<(String, u32)>, JobError> {
     let texts: Vec<String> = window.iter().map(|p| p.record.document.clone()).collect();
     let vectors = peers
         .embedder
         .send(EmbedTexts { texts })
         .await
         .map_err(|e| format!("embedding batcher unreachable: {e}"))?
-        .map_err(|e| format!("embedding failed: {e}"))?;
+        .map_err(|e| JobError {
+            message: format!("embedding failed: {e}"),
+            retryable: e.transient,
+        })?;
     let mut written = Vec::with_capacity(window.len());
     let mut records = Vec::with_capacity(window.len());
     for (prepared, embedding) in window.into_iter().zip(vectors) {
@@ -303,8 +313,15 @@ async fn write_window(
         })
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
-        .map_err(|e| format!("writing to {}: {e}", job.collection.name))?;
+        .map_err(|e| store_failed(format!("writing to {}", job.collection.name), e))?;
     Ok(written)
+}
+
+fn store_failed(what: String, e: StoreError) -> JobError {
+    JobError {
+        message: format!("{what}: {e}"),
+        retryable: e.is_transient(),
+    }
 }
 
 /// What every record of a job carries besides its chunk's own metadata.

@@ -147,11 +147,17 @@ async fn progress_rises_and_reaches_100_exactly_once() {
 }
 
 async fn failure_of(peers: &Peers) -> String {
+    let error = job_error_of(peers).await;
+    assert!(!error.retryable, "{error:?}");
+    error.message
+}
+
+async fn job_error_of(peers: &Peers) -> JobError {
     let finished = peers.report.expect_message().await;
     let error = finished.result.unwrap_err();
     let recorded = updates(&peers.recorder);
     assert!(
-        matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error),
+        matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error.message),
         "{recorded:?}"
     );
     assert_eq!(peers.pruner.count(), 0, "a failed job prunes nothing");
@@ -194,6 +200,22 @@ async fn an_embedding_failure_fails_the_job_and_stops_the_reader() {
     assert_eq!(
         failure_of(&peers).await,
         "embedding failed: 401 Unauthorized"
+    );
+}
+
+#[actix::test]
+async fn a_provider_still_unavailable_after_its_retries_fails_the_job_as_retryable() {
+    let peers = peers();
+    peers.embedder.reply_with(|_| {
+        Err(EmbedError::transient(
+            "503 Service Unavailable (gave up after 6 attempts)",
+            None,
+        ))
+    });
+    start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
+    assert_eq!(
+        job_error_of(&peers).await,
+        JobError::retryable("embedding failed: 503 Service Unavailable (gave up after 6 attempts)")
     );
 }
 

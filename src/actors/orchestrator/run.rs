@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::actors::ingestor::JobStats;
+use crate::actors::ingestor::{JobError, JobStats};
 use crate::jobs::JobRef;
 use crate::{Kind, PersonaId, PersonaStatus};
 
@@ -21,7 +22,38 @@ pub struct RunRequest {
     /// Overrides of the configured limits (a Celery message's own `timelimit`).
     pub soft_time_limit: Option<Duration>,
     pub time_limit: Option<Duration>,
+    /// Told of each job that ran as soon as it ends, before the run is over.
+    #[serde(skip)]
+    pub watch: JobWatch,
 }
+
+/// Where a run sends each finished job's outcome while its other jobs go on (the trigger answers
+/// a Celery sub-task as its job finishes). Its job row is recorded by then.
+#[derive(Clone, Debug, Default)]
+pub struct JobWatch(Option<mpsc::UnboundedSender<JobOutcome>>);
+
+impl JobWatch {
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<JobOutcome>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(Some(tx)), rx)
+    }
+
+    pub(super) fn tell(&self, outcome: &JobOutcome) {
+        if let Some(tx) = &self.0 {
+            // A watcher that is gone no longer cares.
+            let _ = tx.send(outcome.clone());
+        }
+    }
+}
+
+/// Watching is not part of what a request asks for.
+impl PartialEq for JobWatch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JobWatch {}
 
 impl RunRequest {
     /// A run of `kinds` with new job ids.
@@ -42,6 +74,7 @@ impl RunRequest {
             restart: false,
             soft_time_limit: None,
             time_limit: None,
+            watch: JobWatch::default(),
         }
     }
 }
@@ -51,7 +84,7 @@ pub struct JobOutcome {
     pub job_id: Uuid,
     pub kind: Kind,
     pub collection: String,
-    pub result: Result<JobStats, String>,
+    pub result: Result<JobStats, JobError>,
 }
 
 #[derive(Clone, Debug, Serialize)]

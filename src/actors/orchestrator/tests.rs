@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::actors::ingestor::JobStats;
+use crate::actors::ingestor::{JobError, JobStats};
 use crate::testkit::{self, probe, ProbeHandle, StaticSources};
 use crate::PersonaId;
 
@@ -47,7 +47,7 @@ impl ProbeSpawner {
                     vectors,
                     ..JobStats::default()
                 })
-                .map_err(str::to_owned),
+                .map_err(JobError::from),
         });
     }
 }
@@ -127,6 +127,35 @@ async fn profile_starts_first_and_works_and_quotes_run_alongside() {
     assert_eq!(outcome.status, PersonaStatus::Active);
     assert_eq!(outcome.jobs.len(), 3);
     assert_eq!(finish_run_error(&harness.recorder), None);
+}
+
+#[actix::test]
+async fn each_job_is_told_to_the_watcher_as_it_ends_before_the_run_is_over() {
+    let (watch, mut finished) = JobWatch::channel();
+    let mut harness = start(everything(), RunRequest { watch, ..request() });
+    spawned(&harness, 3).await;
+    harness.spawner.finish(Kind::Profile, Ok(4));
+    let profile = finished.recv().await.unwrap();
+    assert_eq!(
+        (profile.kind, profile.result.unwrap().vectors),
+        (Kind::Profile, 4)
+    );
+    testkit::settle().await;
+    assert!(
+        harness.outcome.try_recv().is_err(),
+        "works and quotes still run"
+    );
+    harness
+        .spawner
+        .finish(Kind::Works, Err("a.txt:3: not valid UTF-8"));
+    let works = finished.recv().await.unwrap();
+    assert_eq!(
+        works.result.unwrap_err().message,
+        "a.txt:3: not valid UTF-8"
+    );
+    harness.spawner.finish(Kind::Quotes, Ok(5));
+    assert_eq!(finished.recv().await.unwrap().kind, Kind::Quotes);
+    harness.outcome.await.unwrap();
 }
 
 #[actix::test]
@@ -217,7 +246,7 @@ async fn the_soft_limit_asks_ingestors_to_stop_and_the_hard_limit_aborts_them() 
     assert_eq!(outcome.status, PersonaStatus::Failed);
     for job in &outcome.jobs {
         assert_eq!(
-            job.result.as_ref().unwrap_err(),
+            job.result.as_ref().unwrap_err().message,
             "hard time limit of 20 s exceeded; the ingestor did not stop"
         );
     }

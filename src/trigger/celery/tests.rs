@@ -182,6 +182,16 @@ fn result_values_read_as_celerys_own() {
                 hostname: "w@h".into(),
             },
         ),
+        (
+            "result-retry.json",
+            "44444444-4444-4444-8444-444444444444",
+            TaskState::Retry {
+                exc_type: "RuntimeError".into(),
+                exc_message: "embedding failed: 503 Service Unavailable (gave up after 6 attempts)"
+                    .into(),
+                exc_module: "builtins".into(),
+            },
+        ),
     ];
     for (name, task_id, state) in cases {
         let (celery, done) = celery_result(name);

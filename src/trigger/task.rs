@@ -1,0 +1,356 @@
+//! One task message, from the in-flight list to its answer: decoded (or dead-lettered with the
+//! reason), run through the Supervisor, each sub-task answered as its job finishes, run again
+//! with backoff while its failures are transient (up to `max_retries`, the task saying RETRY
+//! meanwhile), answered SUCCESS or FAILURE, and only then acknowledged.
+//!
+//! Redis going away does not lose an answer: writes to it are retried until they land. If the
+//! worker stops first, the message is still in flight and goes back to its queue.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::broker::Delivery;
+use super::celery::{decode, ingest_call, IngestCall, TaskMessage, TaskState};
+use super::consumer::Context;
+use crate::actors::ingestor::JobError;
+use crate::actors::jittered_backoff;
+use crate::actors::orchestrator::{JobOutcome, JobWatch, RunOutcome, RunRequest};
+use crate::actors::supervisor::IngestPersona;
+use crate::jobs::JobRef;
+use crate::{Kind, PersonaId};
+
+/// The longest wait between two retries of a task (Celery's `retry_backoff_max`).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+/// How a message left this worker's hands.
+pub(super) enum Served {
+    Answered,
+    DeadLettered,
+    /// Still in flight (the worker is stopping): requeued at exit, or by another worker's reaper.
+    Left,
+}
+
+/// The sub-task id of one kind of an `ingest_full_persona` task: derived from the task id, so
+/// that a redelivered message answers under the same ids.
+pub fn subtask_id(task_id: &str, kind: Kind) -> String {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{task_id}/{kind}").as_bytes()).to_string()
+}
+
+pub(super) async fn handle(
+    ctx: &Context,
+    delivery: &Delivery,
+    shutdown: watch::Receiver<bool>,
+) -> Served {
+    let worker = &ctx.config.worker_id;
+    let call = decode(delivery.raw.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|msg| ingest_call(&msg, &ctx.config.names).map(|call| (msg, call)));
+    let (msg, call) = match call {
+        Ok(understood) => understood,
+        Err(reason) => {
+            tracing::warn!(queue = %delivery.queue, "dead-lettered: {reason}");
+            persist("dead-lettering a message", || {
+                ctx.broker.dead_letter(worker, delivery, &reason)
+            })
+            .await;
+            return Served::DeadLettered;
+        }
+    };
+    let task = Task {
+        ctx,
+        msg: &msg,
+        call: &call,
+        answered: HashSet::new(),
+    };
+    if let Flow::Stopped = task.serve(shutdown).await {
+        return Served::Left;
+    }
+    persist("acknowledging a message", || {
+        ctx.broker.ack(worker, delivery)
+    })
+    .await;
+    Served::Answered
+}
+
+/// Retries a Redis write until it lands, with backoff (Redis restarting, a failover): an answer
+/// or an acknowledgement given up on would be work lost or done twice. The consumer's shutdown
+/// grace bounds how long this can go on.
+async fn persist<F, Fut>(what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), redis::RedisError>>,
+{
+    let mut attempt = 0;
+    while let Err(e) = write().await {
+        attempt += 1;
+        let wait = jittered_backoff(Duration::from_millis(200), attempt, Duration::from_secs(5));
+        tracing::warn!("{what} failed ({e}); trying again in {wait:?}");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+enum Flow {
+    Done,
+    /// The worker is stopping: the message stays in flight to be requeued.
+    Stopped,
+}
+
+struct Task<'a> {
+    ctx: &'a Context,
+    msg: &'a TaskMessage,
+    call: &'a IngestCall,
+    /// Sub-tasks already given the state they end in.
+    answered: HashSet<Kind>,
+}
+
+impl Task<'_> {
+    async fn answer(&self, task_id: &str, state: TaskState) {
+        persist("recording a task result", || async {
+            self.ctx.results.store(task_id, &state).await.map(|_| ())
+        })
+        .await;
+    }
+
+    async fn serve(mut self, mut shutdown: watch::Receiver<bool>) -> Flow {
+        let msg = self.msg;
+        if msg.expires.is_some_and(|at| at < Utc::now()) {
+            self.answer(&msg.id, exception("TaskRevokedError", "expired".into()))
+                .await;
+            return Flow::Done;
+        }
+        if let Some(eta) = msg.eta {
+            if let Ok(wait) = (eta.with_timezone(&Utc) - Utc::now()).to_std() {
+                if stopped_during(wait, &mut shutdown).await {
+                    return Flow::Stopped;
+                }
+            }
+        }
+        let (persona_id, mut pending) = jobs_of(self.call, &msg.id);
+        let persona = match PersonaId::parse(persona_id) {
+            Ok(persona) => persona,
+            Err(e) => {
+                self.answer(&msg.id, exception("ValueError", e.to_string()))
+                    .await;
+                return Flow::Done;
+            }
+        };
+        let config = &self.ctx.config;
+        let mut retries = msg.retries;
+        let mut results: BTreeMap<Kind, Result<u64, JobError>> = BTreeMap::new();
+        loop {
+            self.answer(&msg.id, self.started()).await;
+            let may_retry = retries < config.max_retries;
+            let outcome = match self.run_once(&persona, pending.clone(), may_retry).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    let state = exception("RuntimeError", error);
+                    self.answer_unanswered(&state).await;
+                    self.answer(&msg.id, state).await;
+                    return Flow::Done;
+                }
+            };
+            for job in &outcome.jobs {
+                results.insert(job.kind, job.result.clone().map(|s| s.vectors));
+            }
+            let failed: Vec<&JobOutcome> =
+                outcome.jobs.iter().filter(|j| j.result.is_err()).collect();
+            let transient = !failed.is_empty() && failed.iter().all(|j| is_retryable(&j.result));
+            if outcome.succeeded() || !transient || !may_retry {
+                self.finish(&results, &outcome).await;
+                return Flow::Done;
+            }
+            retries += 1;
+            let wait = jittered_backoff(config.retry_delay, retries, MAX_RETRY_DELAY);
+            let error = outcome.error.clone().unwrap_or_default();
+            tracing::warn!(
+                task_id = %msg.id, persona = %persona, retry = retries,
+                "transient failure, running again in {wait:?}: {error}"
+            );
+            self.answer(&msg.id, retry_state(error)).await;
+            if stopped_during(wait, &mut shutdown).await {
+                return Flow::Stopped;
+            }
+            pending.retain(|job| failed.iter().any(|f| f.job_id == job.id));
+        }
+    }
+
+    fn started(&self) -> TaskState {
+        TaskState::Started {
+            pid: std::process::id(),
+            hostname: self.ctx.config.hostname.clone(),
+        }
+    }
+
+    /// One run of `jobs`; each sub-task is answered as its job ends. An error: the engine did
+    /// not answer at all.
+    async fn run_once(
+        &mut self,
+        persona: &PersonaId,
+        jobs: Vec<JobRef>,
+        may_retry: bool,
+    ) -> Result<RunOutcome, String> {
+        let (watch, mut finished) = JobWatch::channel();
+        let request = RunRequest {
+            persona: persona.clone(),
+            jobs,
+            // At least once: a redelivered or retried message may find its jobs in any state.
+            restart: true,
+            soft_time_limit: self.msg.soft_time_limit.map(Duration::from_secs_f64),
+            time_limit: self.msg.time_limit.map(Duration::from_secs_f64),
+            watch,
+        };
+        let run = self.ctx.supervisor.send(IngestPersona(request));
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                Some(job) = finished.recv() => self.answer_job(&job, may_retry).await,
+            }
+        };
+        while let Ok(job) = finished.try_recv() {
+            self.answer_job(&job, may_retry).await;
+        }
+        outcome.map_err(|e| format!("the engine is not running: {e}"))
+    }
+
+    /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while a
+    /// transient one may still be run again).
+    async fn answer_job(&mut self, job: &JobOutcome, may_retry: bool) {
+        if !matches!(self.call, IngestCall::FullPersona { .. }) {
+            return;
+        }
+        let id = subtask_id(&self.msg.id, job.kind);
+        let state = match &job.result {
+            Ok(stats) => TaskState::Success(json!(stats.vectors)),
+            Err(e) if e.retryable && may_retry => retry_state(e.message.clone()),
+            Err(e) => exception("RuntimeError", e.message.clone()),
+        };
+        if !matches!(state, TaskState::Retry { .. }) {
+            self.answered.insert(job.kind);
+        }
+        self.answer(&id, state).await;
+    }
+
+    /// Gives every sub-task not yet answered for good the same `state`.
+    async fn answer_unanswered(&mut self, state: &TaskState) {
+        if let IngestCall::FullPersona { job_ids, .. } = self.call {
+            for kind in job_ids.keys() {
+                if self.answered.insert(*kind) {
+                    self.answer(&subtask_id(&self.msg.id, *kind), state.clone())
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The task's final answer, and its sub-tasks' where their jobs never ran.
+    async fn finish(&mut self, results: &BTreeMap<Kind, Result<u64, JobError>>, last: &RunOutcome) {
+        let run_error = || last.error.clone().unwrap_or_else(|| "not run".into());
+        let state_of = |kind: Kind| match results.get(&kind) {
+            Some(Ok(vectors)) => TaskState::Success(json!(vectors)),
+            Some(Err(e)) => exception("RuntimeError", e.message.clone()),
+            None => exception("RuntimeError", run_error()),
+        };
+        match self.call {
+            IngestCall::FullPersona { job_ids, .. } => {
+                let mut children = serde_json::Map::new();
+                for kind in job_ids.keys() {
+                    let id = subtask_id(&self.msg.id, *kind);
+                    if self.answered.insert(*kind) {
+                        self.answer(&id, state_of(*kind)).await;
+                    }
+                    children.insert(kind.to_string(), Value::from(id));
+                }
+                let state = if last.succeeded() {
+                    TaskState::Success(Value::Object(children))
+                } else {
+                    exception("RuntimeError", run_error())
+                };
+                self.answer(&self.msg.id, state).await;
+            }
+            IngestCall::OneKind { kind, .. } => {
+                self.answer(&self.msg.id, state_of(*kind)).await;
+            }
+        }
+    }
+}
+
+fn is_retryable<T>(result: &Result<T, JobError>) -> bool {
+    result.as_ref().err().is_some_and(|e| e.retryable)
+}
+
+/// The persona and the jobs a call asks for, with the task ids their results go under.
+fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<JobRef>) {
+    match call {
+        IngestCall::FullPersona {
+            persona_id,
+            job_ids,
+        } => (
+            persona_id,
+            job_ids
+                .iter()
+                .map(|(kind, id)| JobRef {
+                    id: *id,
+                    kind: *kind,
+                    task_id: Some(subtask_id(task_id, *kind)),
+                })
+                .collect(),
+        ),
+        IngestCall::OneKind {
+            kind,
+            persona_id,
+            job_id,
+        } => (
+            persona_id,
+            vec![JobRef {
+                id: *job_id,
+                kind: *kind,
+                task_id: Some(task_id.to_owned()),
+            }],
+        ),
+    }
+}
+
+/// Waits `wait`; answers true if the worker began stopping meanwhile.
+async fn stopped_during(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let stopping = async {
+        if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+            // Nobody can ask this worker to stop any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stopping => true,
+    }
+}
+
+/// A failure as an exception Celery's client can rebuild: `RuntimeError` for a failed
+/// ingestion, `ValueError` for a bad argument, `celery.exceptions.TaskRevokedError` for an
+/// expired message.
+fn exception(exc_type: &str, message: String) -> TaskState {
+    let exc_module = if exc_type == "TaskRevokedError" {
+        "celery.exceptions"
+    } else {
+        "builtins"
+    };
+    TaskState::Failure {
+        exc_type: exc_type.into(),
+        exc_message: message,
+        exc_module: exc_module.into(),
+        traceback: None,
+    }
+}
+
+fn retry_state(message: String) -> TaskState {
+    TaskState::Retry {
+        exc_type: "RuntimeError".into(),
+        exc_message: message,
+        exc_module: "builtins".into(),
+    }
+}

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use self::run::run_error;
-use super::ingestor::{AbortIngest, IngestFinished, IngestJob, StopIngest};
+use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopIngest};
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::{panic_message, Observe};
 use crate::jobs::JobRef;
@@ -82,7 +82,7 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     pub fn new(request: RunRequest, deps: RunDeps, reply: oneshot::Sender<RunOutcome>) -> Self {
-        Self {
+        let mut orchestrator = Self {
             request,
             deps,
             reply: Some(reply),
@@ -91,7 +91,24 @@ impl Orchestrator {
             outcomes: BTreeMap::new(),
             started_at: Instant::now(),
             counters: OrchestratorCounters::default(),
+        };
+        for (job, vectors) in orchestrator.request.done.clone() {
+            let collection = orchestrator.collection(job.kind).name;
+            let stats = JobStats {
+                vectors,
+                ..JobStats::default()
+            };
+            orchestrator.outcomes.insert(
+                job.id,
+                JobOutcome {
+                    job_id: job.id,
+                    kind: job.kind,
+                    collection,
+                    result: Ok(stats),
+                },
+            );
         }
+        orchestrator
     }
 
     fn collection(&self, kind: Kind) -> CollectionSpec {
@@ -208,8 +225,10 @@ impl Orchestrator {
             .collect();
         let jobs: Vec<JobOutcome> = self
             .request
-            .jobs
+            .done
             .iter()
+            .map(|(job, _)| job)
+            .chain(&self.request.jobs)
             .filter_map(|job| self.outcomes.get(&job.id).cloned())
             .collect();
         let error = run_error(&jobs);
@@ -270,7 +289,13 @@ impl Actor for Orchestrator {
                 &recorder,
                 StatusUpdate::BeginRun {
                     persona: request.persona.clone(),
-                    jobs: request.jobs.clone(),
+                    jobs: request
+                        .done
+                        .iter()
+                        .map(|(job, _)| job)
+                        .chain(&request.jobs)
+                        .cloned()
+                        .collect(),
                 },
             )
             .await
@@ -309,9 +334,10 @@ impl Actor for Orchestrator {
             match setup {
                 Err(error) => act.fail_all(&error),
                 Ok(plans) => {
-                    let nothing = plans
-                        .iter()
-                        .all(|(_, p)| p.as_ref().is_ok_and(|(_, p)| p.files.is_empty()));
+                    let nothing = act.request.done.is_empty()
+                        && plans
+                            .iter()
+                            .all(|(_, p)| p.as_ref().is_ok_and(|(_, p)| p.files.is_empty()));
                     if nothing {
                         let looked: Vec<String> = plans
                             .iter()

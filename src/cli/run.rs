@@ -63,6 +63,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         Arc::new(broker),
         Arc::new(results),
         engine.supervisor.clone().recipient(),
+        engine.db.clone(),
         shutdown,
     )
     .await?;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
+use sea_orm::DatabaseConnection;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -66,6 +67,8 @@ pub(super) struct Context {
     pub(super) broker: Arc<Broker>,
     pub(super) results: Arc<ResultBackend>,
     pub(super) supervisor: Recipient<IngestPersona>,
+    /// Read only (the StatusRecorder writes): what a redelivered task already did.
+    pub(super) db: DatabaseConnection,
 }
 
 /// Serves until `shutdown` turns true; then drains as the module says.
@@ -74,6 +77,7 @@ pub async fn serve(
     broker: Arc<Broker>,
     results: Arc<ResultBackend>,
     supervisor: Recipient<IngestPersona>,
+    db: DatabaseConnection,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumerReport> {
     let ctx = Arc::new(Context {
@@ -81,6 +85,7 @@ pub async fn serve(
         broker,
         results,
         supervisor,
+        db,
     });
     let worker = ctx.config.worker_id.clone();
     ctx.broker
@@ -169,8 +174,13 @@ async fn upkeep(ctx: Arc<Context>) {
         }
         ticks += 1;
         if ticks.is_multiple_of(3) {
-            if let Err(e) = ctx.broker.requeue_orphans().await {
-                tracing::warn!("looking for dead workers failed: {e}");
+            match ctx.broker.requeue_orphans().await {
+                Ok(0) => {}
+                Ok(requeued) => tracing::warn!(
+                    requeued,
+                    "requeued the messages of workers whose lease lapsed"
+                ),
+                Err(e) => tracing::warn!("looking for dead workers failed: {e}"),
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::actors::jittered_backoff;
 use crate::actors::orchestrator::{JobOutcome, JobWatch, RunOutcome, RunRequest};
 use crate::actors::supervisor::IngestPersona;
 use crate::jobs::JobRef;
-use crate::{Kind, PersonaId};
+use crate::{JobStatus, Kind, PersonaId};
 
 /// The longest wait between two retries of a task (Celery's `retry_backoff_max`).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
@@ -139,13 +139,21 @@ impl Task<'_> {
                 return Flow::Done;
             }
         };
+        let mut done = self.done_before(&pending).await;
+        pending.retain(|job| !done.iter().any(|(earlier, _)| earlier.id == job.id));
         let config = &self.ctx.config;
         let mut retries = msg.retries;
         let mut results: BTreeMap<Kind, Result<u64, JobError>> = BTreeMap::new();
         loop {
             self.answer(&msg.id, self.started()).await;
             let may_retry = retries < config.max_retries;
-            let outcome = match self.run_once(&persona, pending.clone(), may_retry).await {
+            let run = self.run_once(
+                &persona,
+                pending.clone(),
+                std::mem::take(&mut done),
+                may_retry,
+            );
+            let outcome = match run.await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     let state = exception("RuntimeError", error);
@@ -179,6 +187,25 @@ impl Task<'_> {
         }
     }
 
+    /// The jobs this very task completed before: it is being delivered again (its worker died
+    /// after some of its jobs ended). They are not run twice.
+    async fn done_before(&self, jobs: &[JobRef]) -> Vec<(JobRef, u64)> {
+        let mut done = Vec::new();
+        for job in jobs {
+            match crate::jobs::job_by_id(&self.ctx.db, job.id).await {
+                Ok(Some(row))
+                    if row.status == JobStatus::Completed && row.task_id == job.task_id =>
+                {
+                    done.push((job.clone(), row.total_vectors.max(0) as u64));
+                }
+                Ok(_) => {}
+                // Not knowing costs only work done again (the run is idempotent).
+                Err(e) => tracing::warn!(job_id = %job.id, "could not read the job's row: {e}"),
+            }
+        }
+        done
+    }
+
     fn started(&self) -> TaskState {
         TaskState::Started {
             pid: std::process::id(),
@@ -192,6 +219,7 @@ impl Task<'_> {
         &mut self,
         persona: &PersonaId,
         jobs: Vec<JobRef>,
+        done: Vec<(JobRef, u64)>,
         may_retry: bool,
     ) -> Result<RunOutcome, String> {
         let (watch, mut finished) = JobWatch::channel();
@@ -202,6 +230,7 @@ impl Task<'_> {
             restart: true,
             soft_time_limit: self.msg.soft_time_limit.map(Duration::from_secs_f64),
             time_limit: self.msg.time_limit.map(Duration::from_secs_f64),
+            done,
             watch,
         };
         let run = self.ctx.supervisor.send(IngestPersona(request));

@@ -1,23 +1,12 @@
 //! `persona-ingest run` serving the real Celery client: `send_task` from Python, results read
 //! with `AsyncResult(...).get()`, as the web app does; SIGTERM ends it with exit code 0.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-fn redis_url() -> String {
-    std::env::var("PERSONA_INGEST_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-fn python() -> std::path::PathBuf {
-    std::env::var_os("PERSONA_INGEST_PYTHON")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-        })
-}
+use crate::worker_kit::*;
 
 /// The web app's side: one persona that ingests, one that does not exist.
 const CLIENT: &str = r#"
@@ -39,48 +28,12 @@ except Exception as e:
 print(json.dumps({"job_ids": job_ids, "task": good.id, "children": children, "counts": counts, "failure": failure}))
 "#;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `persona-ingest run` on `world`, serving `queue`, with keys under `prefix`.
-fn start_daemon(world: &World, prefix: &str, queue: &str) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
-        .args(["run", "--data-root", world.data_root.to_str().unwrap()])
-        .env_clear()
-        .envs(daemon_env(world, prefix, queue))
-        .current_dir(world.dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Daemon(child)
-}
-
-fn daemon_env(world: &World, prefix: &str, queue: &str) -> Vec<(String, String)> {
-    vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
-        ("DATABASE_URL".into(), world.db_url()),
-        (
-            "ENGINE__STORE__PATH".into(),
-            world.store_path().display().to_string(),
-        ),
-        ("REDIS_URL".into(), redis_url()),
-        ("ENGINE__WORKER__QUEUES".into(), queue.into()),
-        ("ENGINE__REDIS__KEY_PREFIX".into(), prefix.into()),
-    ]
-}
-
 #[actix::test]
 async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
     let world = World::reading(examples_root());
-    let prefix = format!("pi-test-{}", uuid::Uuid::new_v4().simple());
-    let queue = format!("{prefix}-celery");
-    let mut daemon = start_daemon(&world, &prefix, &queue);
+    let names = Names::new();
+    let (prefix, queue) = (&names.prefix, &names.queue);
+    let daemon = Daemon::start(&world, &names, &redis_url(), &[]);
 
     // Two messages no worker can run, ahead of the good ones.
     let mut con = redis::Client::open(redis_url())
@@ -93,12 +46,12 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
         "unknown-1",
         &[],
         &serde_json::Map::new(),
-        &queue,
+        queue,
         "test@host",
     );
     for raw in ["not json at all".to_owned(), unknown] {
         let _: () = redis::cmd("LPUSH")
-            .arg(&queue)
+            .arg(queue)
             .arg(raw)
             .query_async(&mut con)
             .await
@@ -106,7 +59,7 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
     }
 
     let client = Command::new(python())
-        .args(["-c", CLIENT, &redis_url(), &queue])
+        .args(["-c", CLIENT, &redis_url(), queue])
         .output()
         .unwrap();
     assert!(
@@ -142,16 +95,8 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
     }
 
     // SIGTERM: nothing running, nothing in flight, exit 0.
-    let pid = daemon.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = daemon.0.wait().unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("stopped: 2 task(s) answered, 2 dead-lettered, 0 requeued"),
         "{stderr}"
@@ -181,20 +126,8 @@ async fn the_celery_client_gets_its_results_and_sigterm_exits_cleanly() {
         reasons.contains(&"unknown task \"workers.tasks.send_newsletter\"".to_owned()),
         "{reasons:?}"
     );
-    let inflight: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:inflight:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    for key in &inflight {
-        let left: usize = redis::cmd("LLEN")
-            .arg(key)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "{key}");
-    }
-    forget(&prefix, answer["task"].as_str().unwrap()).await;
+    assert_eq!(in_flight(&mut con, prefix).await, 0);
+    forget(&redis_url(), prefix, &[answer["task"].as_str().unwrap()]).await;
 }
 
 /// `AsyncResult(task).get()`, then each child's, as JSON.
@@ -209,9 +142,8 @@ print(json.dumps({kind: app.AsyncResult(task).get(timeout=10) for kind, task in 
 #[actix::test]
 async fn enqueue_sends_what_the_web_app_sends_and_the_daemon_serves_it() {
     let world = World::reading(examples_root());
-    let prefix = format!("pi-test-{}", uuid::Uuid::new_v4().simple());
-    let queue = format!("{prefix}-celery");
-    let _daemon = start_daemon(&world, &prefix, &queue);
+    let names = Names::new();
+    let _daemon = Daemon::start(&world, &names, &redis_url(), &[]);
     let enqueued = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
         .args([
             "enqueue",
@@ -220,7 +152,7 @@ async fn enqueue_sends_what_the_web_app_sends_and_the_daemon_serves_it() {
             world.data_root.to_str().unwrap(),
         ])
         .env_clear()
-        .envs(daemon_env(&world, &prefix, &queue))
+        .envs(daemon_env(&world, &names, &redis_url()))
         .current_dir(world.dir.path())
         .output()
         .unwrap();
@@ -244,35 +176,5 @@ async fn enqueue_sends_what_the_web_app_sends_and_the_daemon_serves_it() {
     );
     let counts: Value = serde_json::from_slice(&read.stdout).unwrap();
     assert_eq!(counts, json!({ "profile": 4, "works": 20, "quotes": 12 }));
-    forget(&prefix, &task_id).await;
-}
-
-/// Deletes the test's own keys, the queue bindings of Celery's client, and the results of
-/// `task_id` and its sub-tasks.
-async fn forget(prefix: &str, task_id: &str) {
-    let mut con = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let mut keys = Vec::new();
-    // Ours, and the queue bindings Celery's client (kombu) declared.
-    for pattern in [format!("{prefix}*"), format!("_kombu.binding*.{prefix}*")] {
-        let found: Vec<String> = redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        keys.extend(found);
-    }
-    keys.push(format!("celery-task-meta-{task_id}"));
-    for kind in persona_ingest::Kind::ALL {
-        let child = persona_ingest::trigger::task::subtask_id(task_id, kind);
-        keys.push(format!("celery-task-meta-{child}"));
-    }
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
 }

@@ -10,6 +10,8 @@ mod chroma_server;
 mod cli;
 mod common;
 mod corpus;
+mod delivery;
 mod many_personas;
 mod migrations;
 mod openai;
+mod worker_kit;

@@ -22,6 +22,9 @@ pub struct RunRequest {
     /// Overrides of the configured limits (a Celery message's own `timelimit`).
     pub soft_time_limit: Option<Duration>,
     pub time_limit: Option<Duration>,
+    /// Jobs of this run completed before (a redelivered message finding its earlier run's
+    /// work done), with their vector counts: not run again, but part of the outcome.
+    pub done: Vec<(JobRef, u64)>,
     /// Told of each job that ran as soon as it ends, before the run is over.
     #[serde(skip)]
     pub watch: JobWatch,
@@ -74,6 +77,7 @@ impl RunRequest {
             restart: false,
             soft_time_limit: None,
             time_limit: None,
+            done: Vec::new(),
             watch: JobWatch::default(),
         }
     }

@@ -1,0 +1,343 @@
+//! Nothing lost, nothing done twice: `persona-ingest run` killed in the middle of an ingestion,
+//! stopped with SIGTERM during work, its Redis restarted under it, flooded with messages it
+//! cannot run, and facing an embedding provider that is down for a while.
+
+use std::time::Duration;
+
+use persona_ingest::trigger::celery::encode;
+use persona_ingest::trigger::task::subtask_id;
+use persona_ingest::{JobStatus, Kind, PersonaStatus};
+use serde_json::{json, Map, Value};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::*;
+use crate::openai::embeddings_response;
+use crate::worker_kit::*;
+
+/// What a clean run of the example persona gives.
+const CLEAN_RUN: [(Kind, i64); 3] = [(Kind::Works, 20), (Kind::Quotes, 12), (Kind::Profile, 4)];
+
+const PERSONA: &str = "twain-sampler";
+
+/// The task succeeded with the clean run's counts under each sub-task, every job row is
+/// completed with them, and the store holds exactly that many records.
+async fn assert_clean_outcome(world: &World, redis: &str, task_id: &str, result: &Value) {
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    let mut con = connect(redis).await;
+    for (kind, vectors) in CLEAN_RUN {
+        let child = subtask_id(task_id, kind);
+        assert_eq!(result["result"][kind.as_str()], json!(child));
+        let answered = result_of(&mut con, &child).await.unwrap();
+        assert_eq!(answered["result"], json!(vectors), "{kind}: {answered}");
+    }
+    let engine = world.engine(&[]).await;
+    let rows = latest_jobs(&engine.db, PERSONA).await;
+    for (kind, vectors) in CLEAN_RUN {
+        let row = job_of(&rows, kind);
+        assert_eq!(
+            (row.status, row.total_vectors),
+            (JobStatus::Completed, vectors)
+        );
+    }
+    assert_store_matches_rows(&engine, PERSONA).await;
+    assert_eq!(
+        persona_row(&engine.db, PERSONA).await.status,
+        PersonaStatus::Active
+    );
+}
+
+async fn job_rows(world: &World) -> Vec<entities::ingestion_job::Model> {
+    let db = persona_ingest::db::connect(&world.settings(&[]).database)
+        .await
+        .unwrap();
+    latest_jobs(&db, PERSONA).await
+}
+
+/// Waits until the embedder has been called `calls` times: the run is under way.
+async fn under_way(embedder: &MockServer, calls: usize) {
+    wait_for("embedding calls", Duration::from_secs(30), || async {
+        let made = embedder.received_requests().await.unwrap_or_default().len();
+        (made >= calls).then_some(())
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_daemon_killed_mid_ingestion_is_replaced_and_each_job_completes_once() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let embedder = slow_embedder(Duration::from_millis(250)).await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[("ENGINE__WORKER__VISIBILITY_TIMEOUT", "2")]));
+    let first = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    // The profile's two calls are over before the works' ten.
+    wait_for(
+        "the profile to complete",
+        Duration::from_secs(30),
+        || async {
+            let rows = job_rows(&world).await;
+            rows.iter()
+                .any(|r| r.kind == Kind::Profile && r.status == JobStatus::Completed)
+                .then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    let rows = job_rows(&world).await;
+    assert_eq!(job_of(&rows, Kind::Works).status, JobStatus::Processing);
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 1);
+    let profile_done_at = job_of(&rows, Kind::Profile).completed_at;
+
+    // A new worker requeues the dead one's message once its lease lapses, and serves it.
+    let second = Daemon::start(&world, &names, &redis_url(), &env);
+    let result = final_result(&redis_url(), &task_id, Duration::from_secs(60)).await;
+    assert_clean_outcome(&world, &redis_url(), &task_id, &result).await;
+    let rows = job_rows(&world).await;
+    let profile = job_of(&rows, Kind::Profile);
+    assert_eq!(
+        (profile.attempts, profile.completed_at),
+        (1, profile_done_at),
+        "the completed job was not run again"
+    );
+    assert_eq!(job_of(&rows, Kind::Works).attempts, 2);
+    let (code, stderr) = second.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("requeued the messages of workers whose lease lapsed"),
+        "{stderr}"
+    );
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 0);
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
+}
+
+#[actix::test]
+async fn sigterm_during_work_lets_it_finish_or_requeues_it_and_exits_0() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let embedder = slow_embedder(Duration::from_millis(150)).await;
+    let mut con = connect(&redis_url()).await;
+
+    // A grace long enough: the run ends, is answered, and the daemon exits 0.
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[("ENGINE__WORKER__SHUTDOWN_GRACE", "60")]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let finished = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    under_way(&embedder, 2).await;
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stopped: 1 task(s) answered, 0 dead-lettered, 0 requeued"),
+        "{stderr}"
+    );
+    let result = result_of(&mut con, &finished).await.unwrap();
+    assert_clean_outcome(&world, &redis_url(), &finished, &result).await;
+
+    // A grace too short: the message goes back to its queue, and the next worker serves it.
+    embedder.reset().await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(|r: &wiremock::Request| {
+            embeddings_response(r).set_delay(Duration::from_millis(300))
+        })
+        .mount(&embedder)
+        .await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[("ENGINE__WORKER__SHUTDOWN_GRACE", "1")]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let requeued = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    under_way(&embedder, 2).await;
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("0 task(s) answered, 0 dead-lettered, 1 requeued"),
+        "{stderr}"
+    );
+    let queued: usize = redis::cmd("LLEN")
+        .arg(&names.queue)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!((queued, in_flight(&mut con, &names.prefix).await), (1, 0));
+    let _daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let result = final_result(&redis_url(), &requeued, Duration::from_secs(60)).await;
+    assert_clean_outcome(&world, &redis_url(), &requeued, &result).await;
+    forget(&redis_url(), &names.prefix, &[&finished, &requeued]).await;
+}
+
+#[actix::test]
+async fn redis_restarting_under_a_running_daemon_loses_nothing() {
+    let mut redis = OwnRedis::start().await;
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let embedder = slow_embedder(Duration::from_millis(200)).await;
+    let _daemon = Daemon::start(&world, &names, &redis.url(), &slow_embedder_env(&embedder));
+    let mut con = connect(&redis.url()).await;
+    let during = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    under_way(&embedder, 2).await;
+
+    // Down for two seconds in the middle of the run, then back with what it had persisted.
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.run().await;
+    let result = final_result(&redis.url(), &during, Duration::from_secs(60)).await;
+    assert_clean_outcome(&world, &redis.url(), &during, &result).await;
+
+    // And it serves new work.
+    let mut con = connect(&redis.url()).await;
+    let after = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    let result = final_result(&redis.url(), &after, Duration::from_secs(60)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    wait_for("nothing in flight", Duration::from_secs(10), || {
+        let mut con = con.clone();
+        let prefix = names.prefix.clone();
+        async move { (in_flight(&mut con, &prefix).await == 0).then_some(()) }
+    })
+    .await;
+}
+
+/// 1,000 messages no worker can run, of every kind of wrong.
+fn malformed(queue: &str) -> Vec<(String, &'static str)> {
+    let envelope = |task: &str, kwargs: Value| {
+        let Value::Object(kwargs) = kwargs else {
+            unreachable!()
+        };
+        encode(
+            task,
+            &uuid::Uuid::new_v4().to_string(),
+            &[],
+            &kwargs,
+            queue,
+            "t@h",
+        )
+    };
+    let full = "workers.tasks.ingest_full_persona";
+    (0..1000)
+        .map(|i| match i % 8 {
+            0 => (format!("garbage {i}"), "not a JSON envelope"),
+            1 => (json!([i]).to_string(), "not a JSON envelope"),
+            2 => {
+                let mut v: Value = serde_json::from_str(&envelope(full, json!({}))).unwrap();
+                v["body"] = "%%% not base64 %%%".into();
+                (v.to_string(), "body: not base64")
+            }
+            3 => {
+                let mut v: Value = serde_json::from_str(&envelope(full, json!({}))).unwrap();
+                v["content-type"] = "application/x-python-serialize".into();
+                (v.to_string(), "content type")
+            }
+            4 => (
+                envelope("workers.tasks.send_newsletter", json!({})),
+                "unknown task",
+            ),
+            5 => (envelope(full, json!({})), "missing argument"),
+            6 => (
+                envelope(full, json!({ "persona_id": 7, "job_ids": {} })),
+                "must be a string",
+            ),
+            _ => (
+                envelope(
+                    full,
+                    json!({ "persona_id": "p", "job_ids": { "works": "x" } }),
+                ),
+                "must be a UUID",
+            ),
+        })
+        .collect()
+}
+
+#[actix::test]
+async fn a_thousand_malformed_or_unknown_messages_are_dead_lettered_and_work_goes_on() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let mut con = connect(&redis_url()).await;
+    let bad = malformed(&names.queue);
+    let raws: Vec<String> = bad.iter().map(|(raw, _)| raw.clone()).collect();
+    push(&mut con, &names.queue, &raws).await;
+    let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    let daemon = Daemon::start(&world, &names, &redis_url(), &[]);
+    let result = final_result(&redis_url(), &task_id, Duration::from_secs(120)).await;
+    assert_clean_outcome(&world, &redis_url(), &task_id, &result).await;
+
+    let dead: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:dead-letters", names.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1000);
+    let mut by_message: Map<String, Value> = Map::new();
+    for entry in &dead {
+        let entry: Value = serde_json::from_str(entry).unwrap();
+        by_message.insert(entry["message"].as_str().unwrap().into(), entry);
+    }
+    for (raw, why) in &bad {
+        let entry = &by_message[raw.as_str()];
+        let reason = entry["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{reason:?} should say {why:?}");
+        assert_eq!(entry["queue"], json!(names.queue));
+    }
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 task(s) answered, 1000 dead-lettered"),
+        "{stderr}"
+    );
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
+}
+
+#[actix::test]
+async fn a_provider_down_for_a_while_is_retried_with_backoff_and_counted_in_attempts() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let embedder = MockServer::start().await;
+    // Down for the first three calls, whatever they carry.
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&embedder)
+        .await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(embeddings_response)
+        .mount(&embedder)
+        .await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[
+        // One call for the whole persona, not retried by the batcher: the task is.
+        ("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "256"),
+        ("ENGINE__EMBEDDING__MAX_IN_FLIGHT", "1"),
+        ("ENGINE__EMBEDDING__MAX_RETRIES", "0"),
+        ("ENGINE__INGEST__WINDOW_CHUNKS", "64"),
+        ("ENGINE__WORKER__RETRY_DELAY", "0.3"),
+        ("ENGINE__WORKER__MAX_RETRIES", "5"),
+    ]));
+    let _daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    let retry = wait_for("a RETRY state", Duration::from_secs(30), || {
+        let mut con = con.clone();
+        let task_id = task_id.clone();
+        async move {
+            let found = result_of(&mut con, &task_id).await?;
+            (found["status"] == "RETRY").then_some(found)
+        }
+    })
+    .await;
+    assert_eq!(retry["result"]["exc_type"], "RuntimeError");
+    let message = retry["result"]["exc_message"][0].as_str().unwrap();
+    assert!(message.contains("503"), "{message}");
+
+    let result = final_result(&redis_url(), &task_id, Duration::from_secs(60)).await;
+    assert_clean_outcome(&world, &redis_url(), &task_id, &result).await;
+    let attempts: i32 = job_rows(&world)
+        .await
+        .iter()
+        .map(|r| r.attempts)
+        .max()
+        .unwrap();
+    assert!(attempts >= 2, "attempts {attempts}");
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
+}

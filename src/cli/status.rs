@@ -1,4 +1,8 @@
-//! `persona-ingest status`: personas and their jobs as tables, or one job in full.
+//! `persona-ingest status`: personas and their jobs as tables, or one job in full; and what the
+//! workers are doing, as Redis knows it (queue lengths, workers with their leases and in-flight
+//! tasks, dead letters) when Redis can be reached.
+
+use std::time::Duration;
 
 use clap::Args;
 use entities::ingestion_job;
@@ -6,6 +10,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::jobs;
+use crate::trigger::broker::{Broker, BrokerOverview};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -23,15 +28,23 @@ pub async fn run(args: &StatusArgs, settings: Settings) -> anyhow::Result<i32> {
         None => {
             let personas = jobs::personas(&db).await?;
             let latest = jobs::latest_jobs(&db).await?;
+            let broker = broker_overview(&settings).await;
             if args.json {
+                let broker = match &broker {
+                    Ok(overview) => serde_json::to_value(overview)?,
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "personas": personas, "latest_jobs": latest })
-                    )?
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "personas": personas,
+                        "latest_jobs": latest,
+                        "broker": broker,
+                    }))?
                 );
                 return Ok(0);
             }
+            print_broker(&broker);
             if personas.is_empty() {
                 println!("no persona yet: try `persona-ingest ingest --data-root examples twain-sampler`");
                 return Ok(0);
@@ -90,6 +103,69 @@ pub async fn run(args: &StatusArgs, settings: Settings) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// What Redis says of the served queues and the workers; an error says why it could not tell.
+async fn broker_overview(settings: &Settings) -> Result<BrokerOverview, String> {
+    let redis = crate::db::redact(&settings.redis.url);
+    let look = async {
+        let broker = Broker::connect(
+            &settings.redis.url,
+            &settings.redis.key_prefix,
+            &settings.worker.queues,
+        )
+        .await?;
+        broker.overview(&settings.worker.queues).await
+    };
+    match tokio::time::timeout(Duration::from_secs(3), look).await {
+        Ok(Ok(overview)) => Ok(overview),
+        Ok(Err(e)) => Err(format!("redis {redis}: {e}")),
+        Err(_) => Err(format!("redis {redis}: no answer within 3 s")),
+    }
+}
+
+fn print_broker(broker: &Result<BrokerOverview, String>) {
+    let overview = match broker {
+        Ok(overview) => overview,
+        Err(e) => {
+            println!("workers: unknown ({e})\n");
+            return;
+        }
+    };
+    let queues: Vec<String> = overview
+        .queues
+        .iter()
+        .map(|q| format!("{} {} waiting", q.queue, q.waiting))
+        .collect();
+    println!(
+        "queues: {}; dead letters: {}",
+        queues.join(", "),
+        overview.dead_letters
+    );
+    if overview.workers.is_empty() {
+        println!("no worker has served these queues\n");
+        return;
+    }
+    let mut table = super::table(&["worker", "lease", "in flight"]);
+    for worker in &overview.workers {
+        let lease = match worker.lease_left_ms {
+            Some(ms) => format!("{:.1} s left", ms as f64 / 1000.0),
+            None => "lapsed: its messages will be requeued".into(),
+        };
+        let tasks: Vec<String> = worker
+            .in_flight
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}",
+                    m.task.as_deref().unwrap_or("(undecodable)"),
+                    m.task_id.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        table.add_row(vec![worker.worker.clone(), lease, tasks.join("\n")]);
+    }
+    println!("{table}\n");
 }
 
 fn jobs_table(jobs: &[ingestion_job::Model]) -> comfy_table::Table {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::celery::priority_queue;
@@ -50,6 +51,38 @@ if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
 end
 return 0
 "#;
+
+/// What the broker holds, for `status` and the HTTP API.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BrokerOverview {
+    /// Messages waiting in each served queue (its priority lists together).
+    pub queues: Vec<QueueLength>,
+    pub workers: Vec<WorkerState>,
+    pub dead_letters: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueLength {
+    pub queue: String,
+    pub waiting: u64,
+}
+
+/// A worker known to the broker: whether its lease holds, and the messages it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerState {
+    pub worker: String,
+    /// Milliseconds left on its lease; `None` when it lapsed (its messages will be requeued).
+    pub lease_left_ms: Option<u64>,
+    pub in_flight: Vec<InFlight>,
+}
+
+/// One in-flight message, as far as it can be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InFlight {
+    pub task_id: Option<String>,
+    pub task: Option<String>,
+    pub queue: String,
+}
 
 /// A message taken from a queue, now in this worker's in-flight list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,6 +290,73 @@ impl Broker {
                 .await?;
         }
         Ok(moved)
+    }
+
+    /// Queue lengths, workers with their leases and in-flight messages, dead letters.
+    pub async fn overview(&self, queues: &[String]) -> Result<BrokerOverview, RedisError> {
+        let mut con = self.con.clone();
+        let mut overview = BrokerOverview::default();
+        for queue in queues {
+            let mut waiting = 0;
+            for step in PRIORITY_STEPS {
+                let n: u64 = redis::cmd("LLEN")
+                    .arg(priority_queue(queue, step))
+                    .query_async(&mut con)
+                    .await?;
+                waiting += n;
+            }
+            overview.queues.push(QueueLength {
+                queue: queue.clone(),
+                waiting,
+            });
+        }
+        let mut workers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.workers_key())
+            .query_async(&mut con)
+            .await?;
+        workers.sort();
+        for worker in workers {
+            let ttl: i64 = redis::cmd("PTTL")
+                .arg(self.lease_key(&worker))
+                .query_async(&mut con)
+                .await?;
+            let messages: Vec<String> = redis::cmd("LRANGE")
+                .arg(self.inflight_key(&worker))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut con)
+                .await?;
+            let in_flight = messages
+                .iter()
+                .map(|raw| {
+                    let headers = serde_json::from_str::<Value>(raw)
+                        .ok()
+                        .and_then(|v| v.get("headers").cloned());
+                    let header = |name: &str| {
+                        headers
+                            .as_ref()
+                            .and_then(|h| h.get(name))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    InFlight {
+                        task_id: header("id"),
+                        task: header("task"),
+                        queue: self.queue_of(raw),
+                    }
+                })
+                .collect();
+            overview.workers.push(WorkerState {
+                worker,
+                lease_left_ms: u64::try_from(ttl).ok(),
+                in_flight,
+            });
+        }
+        overview.dead_letters = redis::cmd("LLEN")
+            .arg(self.dead_letters_key())
+            .query_async(&mut con)
+            .await?;
+        Ok(overview)
     }
 
     /// The list a message goes back to: its routing key and priority, or the default queue for

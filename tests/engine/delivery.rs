@@ -89,6 +89,20 @@ async fn a_daemon_killed_mid_ingestion_is_replaced_and_each_job_completes_once()
     let rows = job_rows(&world).await;
     assert_eq!(job_of(&rows, Kind::Works).status, JobStatus::Processing);
     assert_eq!(in_flight(&mut con, &names.prefix).await, 1);
+    // `status` shows what the dead worker holds.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args(["status", "--json"])
+        .env_clear()
+        .envs(daemon_env(&world, &names, &redis_url()))
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let workers = status["broker"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{status}");
+    assert_eq!(
+        workers[0]["in_flight"],
+        json!([{ "task_id": task_id, "task": "workers.tasks.ingest_full_persona", "queue": names.queue }])
+    );
     let profile_done_at = job_of(&rows, Kind::Profile).completed_at;
 
     // A new worker requeues the dead one's message once its lease lapses, and serves it.

@@ -78,6 +78,16 @@ pub struct Orchestrator {
     outcomes: BTreeMap<Uuid, JobOutcome>,
     started_at: Instant,
     counters: OrchestratorCounters,
+    /// Why the run was aborted, if it was (later aborts change nothing).
+    aborted: Option<String>,
+}
+
+/// Ends the run now, failing its unfinished jobs with `reason`, as the hard time limit does
+/// (the worker is shutting down and gives the message back to its queue).
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbortRun {
+    pub reason: String,
 }
 
 impl Orchestrator {
@@ -91,6 +101,7 @@ impl Orchestrator {
             outcomes: BTreeMap::new(),
             started_at: Instant::now(),
             counters: OrchestratorCounters::default(),
+            aborted: None,
         };
         for (job, vectors) in orchestrator.request.done.clone() {
             let collection = orchestrator.collection(job.kind).name;
@@ -187,28 +198,35 @@ impl Orchestrator {
         });
         ctx.run_later(hard, move |act, ctx| {
             act.counters.hard_limit_hit = true;
-            let reason = format!("hard time limit of {} s exceeded", hard.as_secs());
-            for handle in act.running.values() {
-                handle.abort.do_send(AbortIngest {
-                    reason: reason.clone(),
-                });
-            }
-            // An ingestor that does not even answer an abort is given up on: its job is
-            // failed here, so that nothing stays processing.
-            ctx.run_later(ABORT_GRACE, move |act, ctx| {
-                let stuck: Vec<Uuid> = act.running.keys().copied().collect();
-                if stuck.is_empty() {
-                    return;
-                }
-                for job_id in stuck {
-                    act.running.remove(&job_id);
-                    act.spawned.remove(&job_id);
-                    if let Some(job) = act.request.jobs.iter().find(|j| j.id == job_id).cloned() {
-                        act.job_failed_early(&job, format!("{reason}; the ingestor did not stop"));
-                    }
-                }
-                act.finish(ctx);
+            act.abort(
+                format!("hard time limit of {} s exceeded", hard.as_secs()),
+                ctx,
+            );
+        });
+    }
+
+    /// Aborts every running ingestor with `reason` (each fails its job with it). One that does
+    /// not even answer an abort is given up on after `ABORT_GRACE`: its job is failed here, so
+    /// that nothing stays processing.
+    fn abort(&mut self, reason: String, ctx: &mut Context<Self>) {
+        for handle in self.running.values() {
+            handle.abort.do_send(AbortIngest {
+                reason: reason.clone(),
             });
+        }
+        ctx.run_later(ABORT_GRACE, move |act, ctx| {
+            let stuck: Vec<Uuid> = act.running.keys().copied().collect();
+            if stuck.is_empty() {
+                return;
+            }
+            for job_id in stuck {
+                act.running.remove(&job_id);
+                act.spawned.remove(&job_id);
+                if let Some(job) = act.request.jobs.iter().find(|j| j.id == job_id).cloned() {
+                    act.job_failed_early(&job, format!("{reason}; the ingestor did not stop"));
+                }
+            }
+            act.finish(ctx);
         });
     }
 
@@ -392,6 +410,17 @@ impl Handler<IngestFinished> for Orchestrator {
         self.outcomes.insert(msg.job_id, outcome);
         if self.running.is_empty() {
             self.finish(ctx);
+        }
+    }
+}
+
+impl Handler<AbortRun> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: AbortRun, ctx: &mut Context<Self>) {
+        if self.aborted.is_none() {
+            self.aborted = Some(msg.reason.clone());
+            self.abort(msg.reason, ctx);
         }
     }
 }

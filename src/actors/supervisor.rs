@@ -7,7 +7,7 @@
 //! is answered as failed, its unfinished jobs and its persona are marked failed with the
 //! reason, and the Supervisor goes on serving the next requests.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::orchestrator::{Orchestrator, RunDeps, RunOutcome, RunRequest};
+use super::orchestrator::{AbortRun, Orchestrator, RunDeps, RunOutcome, RunRequest};
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
 use crate::{PersonaId, PersonaStatus};
@@ -25,19 +25,36 @@ use crate::{PersonaId, PersonaStatus};
 #[rtype(result = "RunOutcome")]
 pub struct IngestPersona(pub RunRequest);
 
-/// Starts a run and gives the means to await its outcome; a seam, so tests can script runs.
+/// Aborts every run (their unfinished jobs fail with `reason`) and answers the waiting
+/// requests as failed without starting them: the worker is shutting down.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct AbortRuns {
+    pub reason: String,
+}
+
+/// A run as started: its outcome to come, and how to abort it.
+pub struct StartedRun {
+    pub outcome: oneshot::Receiver<RunOutcome>,
+    pub abort: Recipient<AbortRun>,
+}
+
+/// Starts a run; a seam, so tests can script runs.
 pub trait RunStarter: Send + Sync {
-    fn start(&self, request: RunRequest) -> oneshot::Receiver<RunOutcome>;
+    fn start(&self, request: RunRequest) -> StartedRun;
 }
 
 /// Runs each request in an Orchestrator actor.
 pub struct OrchestratorStarter(pub RunDeps);
 
 impl RunStarter for OrchestratorStarter {
-    fn start(&self, request: RunRequest) -> oneshot::Receiver<RunOutcome> {
+    fn start(&self, request: RunRequest) -> StartedRun {
         let (reply, outcome) = oneshot::channel();
-        Orchestrator::new(request, self.0.clone(), reply).start();
-        outcome
+        let orchestrator = Orchestrator::new(request, self.0.clone(), reply).start();
+        StartedRun {
+            outcome,
+            abort: orchestrator.recipient(),
+        }
     }
 }
 
@@ -63,7 +80,8 @@ pub struct Supervisor {
     concurrency: usize,
     starter: Arc<dyn RunStarter>,
     recorder: Recipient<RecordStatus>,
-    running: HashSet<PersonaId>,
+    /// The running personas, and how to abort their runs.
+    running: HashMap<PersonaId, Recipient<AbortRun>>,
     waiting: VecDeque<(RunRequest, oneshot::Sender<RunOutcome>)>,
     counters: SupervisorCounters,
 }
@@ -78,7 +96,7 @@ impl Supervisor {
             concurrency: concurrency.max(1),
             starter,
             recorder,
-            running: HashSet::new(),
+            running: HashMap::new(),
             waiting: VecDeque::new(),
             counters: SupervisorCounters::default(),
         }
@@ -88,14 +106,14 @@ impl Supervisor {
     fn start_what_can_run(&mut self, ctx: &mut Context<Self>) {
         let mut index = 0;
         while self.running.len() < self.concurrency && index < self.waiting.len() {
-            if self.running.contains(&self.waiting[index].0.persona) {
+            if self.running.contains_key(&self.waiting[index].0.persona) {
                 index += 1;
                 continue;
             }
             let (request, reply) = self.waiting.remove(index).expect("index in range");
-            self.running.insert(request.persona.clone());
+            let StartedRun { outcome, abort } = self.starter.start(request.clone());
+            self.running.insert(request.persona.clone(), abort);
             self.counters.max_running_seen = self.counters.max_running_seen.max(self.running.len());
-            let outcome = self.starter.start(request.clone());
             let recorder = self.recorder.clone();
             ctx.spawn(
                 async move {
@@ -196,12 +214,34 @@ impl Handler<IngestPersona> for Supervisor {
     }
 }
 
+impl Handler<AbortRuns> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AbortRuns, _: &mut Context<Self>) {
+        for abort in self.running.values() {
+            abort.do_send(AbortRun {
+                reason: msg.reason.clone(),
+            });
+        }
+        for (request, reply) in self.waiting.drain(..) {
+            let _ = reply.send(RunOutcome {
+                persona: request.persona,
+                status: PersonaStatus::Failed,
+                jobs: Vec::new(),
+                error: Some(msg.reason.clone()),
+                elapsed: Duration::ZERO,
+            });
+        }
+        self.counters.waiting = 0;
+    }
+}
+
 impl Handler<Observe<SupervisorCounters>> for Supervisor {
     type Result = MessageResult<Observe<SupervisorCounters>>;
 
     fn handle(&mut self, _: Observe<SupervisorCounters>, _: &mut Context<Self>) -> Self::Result {
         let mut counters = self.counters.clone();
-        counters.running = self.running.iter().cloned().collect();
+        counters.running = self.running.keys().cloned().collect();
         counters.running.sort();
         counters.waiting = self.waiting.len();
         MessageResult(counters)

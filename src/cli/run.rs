@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::pipeline::Engine;
 use crate::trigger::broker::Broker;
 use crate::trigger::celery::TaskNames;
-use crate::trigger::consumer::{hostname, serve, ConsumerConfig};
+use crate::trigger::consumer::{hostname, serve, ConsumerConfig, ConsumerPeers};
 use crate::trigger::results::ResultBackend;
 
 pub async fn run(settings: Settings) -> anyhow::Result<i32> {
@@ -58,15 +58,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         settings.worker.queues.join(", "),
         config.concurrency
     );
-    let report = serve(
-        config,
-        Arc::new(broker),
-        Arc::new(results),
-        engine.supervisor.clone().recipient(),
-        engine.db.clone(),
-        shutdown,
-    )
-    .await?;
+    let peers = ConsumerPeers {
+        broker: Arc::new(broker),
+        results: Arc::new(results),
+        supervisor: engine.supervisor.clone().recipient(),
+        abort_runs: engine.supervisor.clone().recipient(),
+        db: engine.db.clone(),
+    };
+    let report = serve(config, peers, shutdown).await?;
     engine.shutdown().await;
     eprintln!(
         "stopped: {} task(s) answered, {} dead-lettered, {} requeued",

@@ -2,8 +2,10 @@
 //! into this worker's in-flight list, at most `concurrency * prefetch` at once, and handled as
 //! `task` says (answered, then acknowledged). The worker's lease is renewed while it lives, and the messages of
 //! workers whose lease lapsed are requeued. Shutdown is explicit: when `shutdown` turns true,
-//! intake stops, running work gets `grace` to finish, and what is left goes back to its queue.
+//! intake stops, running work gets `grace` to finish; then the runs still going are aborted
+//! (their jobs failed, not left processing) and their messages go back to their queue.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use super::broker::Broker;
 use super::celery::TaskNames;
 use super::results::ResultBackend;
 use super::task::{handle, Served};
-use crate::actors::supervisor::IngestPersona;
+use crate::actors::orchestrator::ABORT_GRACE;
+use crate::actors::supervisor::{AbortRuns, IngestPersona};
 
 /// How long one fetch blocks before looking at `shutdown` again.
 const FETCH_BLOCK: Duration = Duration::from_secs(1);
@@ -61,37 +64,48 @@ pub struct ConsumerReport {
     pub requeued_at_exit: usize,
 }
 
+/// What the consumer works with.
+pub struct ConsumerPeers {
+    pub broker: Arc<Broker>,
+    pub results: Arc<ResultBackend>,
+    pub supervisor: Recipient<IngestPersona>,
+    pub abort_runs: Recipient<AbortRuns>,
+    /// Read only (the StatusRecorder writes): what a redelivered task already did.
+    pub db: DatabaseConnection,
+}
+
 /// What every message's handling shares.
 pub(super) struct Context {
     pub(super) config: ConsumerConfig,
-    pub(super) broker: Arc<Broker>,
-    pub(super) results: Arc<ResultBackend>,
-    pub(super) supervisor: Recipient<IngestPersona>,
-    /// Read only (the StatusRecorder writes): what a redelivered task already did.
-    pub(super) db: DatabaseConnection,
+    pub(super) peers: ConsumerPeers,
+    /// Set when the shutdown grace ran out: runs ending now were aborted, their messages go
+    /// back to their queue unanswered.
+    abandoning: AtomicBool,
+}
+
+impl Context {
+    pub(super) fn abandoning(&self) -> bool {
+        self.abandoning.load(Ordering::SeqCst)
+    }
 }
 
 /// Serves until `shutdown` turns true; then drains as the module says.
 pub async fn serve(
     config: ConsumerConfig,
-    broker: Arc<Broker>,
-    results: Arc<ResultBackend>,
-    supervisor: Recipient<IngestPersona>,
-    db: DatabaseConnection,
+    peers: ConsumerPeers,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<ConsumerReport> {
     let ctx = Arc::new(Context {
         config,
-        broker,
-        results,
-        supervisor,
-        db,
+        peers,
+        abandoning: AtomicBool::new(false),
     });
     let worker = ctx.config.worker_id.clone();
-    ctx.broker
+    ctx.peers
+        .broker
         .renew_lease(&worker, ctx.config.visibility_timeout)
         .await?;
-    let requeued = ctx.broker.requeue_orphans().await?;
+    let requeued = ctx.peers.broker.requeue_orphans().await?;
     if requeued > 0 {
         tracing::warn!(
             requeued,
@@ -110,7 +124,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let delivery = tokio::select! {
-            fetched = ctx.broker.fetch(&worker, FETCH_BLOCK) => fetched,
+            fetched = ctx.peers.broker.fetch(&worker, FETCH_BLOCK) => fetched,
             _ = shutdown.changed() => break,
         };
         let delivery = match delivery {
@@ -144,10 +158,29 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
+        // Their runs are aborted first, so that no job stays processing: the jobs fail with the
+        // reason, and the next worker to take the message runs them again.
+        ctx.abandoning.store(true, Ordering::SeqCst);
+        let reason =
+            "the worker shut down before the run ended; its message went back to the queue";
+        tracing::warn!("shutdown grace over: aborting the runs still going");
+        let _ = ctx
+            .peers
+            .abort_runs
+            .send(AbortRuns {
+                reason: reason.into(),
+            })
+            .await;
+        let _ = tokio::time::timeout(ABORT_GRACE + Duration::from_secs(5), async {
+            while let Some(done) = running.join_next().await {
+                count(&mut report, done);
+            }
+        })
+        .await;
         running.abort_all();
     }
     upkeep.abort();
-    report.requeued_at_exit = ctx.broker.requeue(&worker).await?;
+    report.requeued_at_exit = ctx.peers.broker.requeue(&worker).await?;
     Ok(report)
 }
 
@@ -166,6 +199,7 @@ async fn upkeep(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(every).await;
         if let Err(e) = ctx
+            .peers
             .broker
             .renew_lease(&ctx.config.worker_id, ctx.config.visibility_timeout)
             .await
@@ -174,7 +208,7 @@ async fn upkeep(ctx: Arc<Context>) {
         }
         ticks += 1;
         if ticks.is_multiple_of(3) {
-            match ctx.broker.requeue_orphans().await {
+            match ctx.peers.broker.requeue_orphans().await {
                 Ok(0) => {}
                 Ok(requeued) => tracing::warn!(
                     requeued,

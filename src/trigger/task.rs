@@ -55,7 +55,7 @@ pub(super) async fn handle(
         Err(reason) => {
             tracing::warn!(queue = %delivery.queue, "dead-lettered: {reason}");
             persist("dead-lettering a message", || {
-                ctx.broker.dead_letter(worker, delivery, &reason)
+                ctx.peers.broker.dead_letter(worker, delivery, &reason)
             })
             .await;
             return Served::DeadLettered;
@@ -71,7 +71,7 @@ pub(super) async fn handle(
         return Served::Left;
     }
     persist("acknowledging a message", || {
-        ctx.broker.ack(worker, delivery)
+        ctx.peers.broker.ack(worker, delivery)
     })
     .await;
     Served::Answered
@@ -111,7 +111,12 @@ struct Task<'a> {
 impl Task<'_> {
     async fn answer(&self, task_id: &str, state: TaskState) {
         persist("recording a task result", || async {
-            self.ctx.results.store(task_id, &state).await.map(|_| ())
+            self.ctx
+                .peers
+                .results
+                .store(task_id, &state)
+                .await
+                .map(|_| ())
         })
         .await;
     }
@@ -153,7 +158,11 @@ impl Task<'_> {
                 std::mem::take(&mut done),
                 may_retry,
             );
-            let outcome = match run.await {
+            let run = run.await;
+            if self.ctx.abandoning() {
+                return Flow::Stopped;
+            }
+            let outcome = match run {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     let state = exception("RuntimeError", error);
@@ -192,7 +201,7 @@ impl Task<'_> {
     async fn done_before(&self, jobs: &[JobRef]) -> Vec<(JobRef, u64)> {
         let mut done = Vec::new();
         for job in jobs {
-            match crate::jobs::job_by_id(&self.ctx.db, job.id).await {
+            match crate::jobs::job_by_id(&self.ctx.peers.db, job.id).await {
                 Ok(Some(row))
                     if row.status == JobStatus::Completed && row.task_id == job.task_id =>
                 {
@@ -233,7 +242,7 @@ impl Task<'_> {
             done,
             watch,
         };
-        let run = self.ctx.supervisor.send(IngestPersona(request));
+        let run = self.ctx.peers.supervisor.send(IngestPersona(request));
         tokio::pin!(run);
         let outcome = loop {
             tokio::select! {
@@ -250,7 +259,7 @@ impl Task<'_> {
     /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while a
     /// transient one may still be run again).
     async fn answer_job(&mut self, job: &JobOutcome, may_retry: bool) {
-        if !matches!(self.call, IngestCall::FullPersona { .. }) {
+        if !matches!(self.call, IngestCall::FullPersona { .. }) || self.ctx.abandoning() {
             return;
         }
         let id = subtask_id(&self.msg.id, job.kind);

@@ -174,6 +174,19 @@ async fn sigterm_during_work_lets_it_finish_or_requeues_it_and_exits_0() {
         .await
         .unwrap();
     assert_eq!((queued, in_flight(&mut con, &names.prefix).await), (1, 0));
+    // Its run was aborted first: no job is left processing in the meantime.
+    let rows = job_rows(&world).await;
+    assert!(
+        rows.iter().all(|r| r.status != JobStatus::Processing),
+        "{rows:#?}"
+    );
+    let works = job_of(&rows, Kind::Works);
+    assert_eq!(works.status, JobStatus::Failed);
+    let error = works.error_message.as_deref().unwrap();
+    assert!(
+        error.contains("its message went back to the queue"),
+        "{error}"
+    );
     let _daemon = Daemon::start(&world, &names, &redis_url(), &env);
     let result = final_result(&redis_url(), &requeued, Duration::from_secs(60)).await;
     assert_clean_outcome(&world, &redis_url(), &requeued, &result).await;

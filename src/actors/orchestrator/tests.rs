@@ -53,6 +53,7 @@ impl ProbeSpawner {
 }
 
 struct Harness {
+    addr: Addr<Orchestrator>,
     spawner: Arc<ProbeSpawner>,
     recorder: ProbeHandle<RecordStatus>,
     outcome: oneshot::Receiver<RunOutcome>,
@@ -76,8 +77,9 @@ fn start(sources: StaticSources, request: RunRequest) -> Harness {
         time_limit: Duration::from_secs(7200),
     };
     let (reply, outcome) = oneshot::channel();
-    Orchestrator::new(request, deps, reply).start();
+    let addr = Orchestrator::new(request, deps, reply).start();
     Harness {
+        addr,
         spawner,
         recorder,
         outcome,
@@ -257,4 +259,33 @@ async fn the_soft_limit_asks_ingestors_to_stop_and_the_hard_limit_aborts_them() 
         .filter(|RecordStatus(u)| matches!(u, StatusUpdate::JobFailed { .. }))
         .count();
     assert_eq!(failed, 3);
+}
+
+#[actix::test]
+async fn an_aborted_run_aborts_the_ingestors_still_running_and_ends_failed() {
+    let harness = start(everything(), request());
+    spawned(&harness, 3).await;
+    harness.spawner.finish(Kind::Profile, Ok(4));
+    testkit::settle().await;
+    let reason = "the worker shut down before the run ended";
+    harness.addr.do_send(AbortRun {
+        reason: reason.into(),
+    });
+    harness.addr.do_send(AbortRun {
+        reason: "a second abort changes nothing".into(),
+    });
+    testkit::settle().await;
+    let aborts = harness.spawner.abort.received();
+    assert_eq!(
+        aborts.len(),
+        2,
+        "works and quotes, not the finished profile"
+    );
+    assert!(aborts.iter().all(|a| a.reason == reason));
+    for kind in [Kind::Works, Kind::Quotes] {
+        harness.spawner.finish(kind, Err(reason));
+    }
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(outcome.status, PersonaStatus::Failed);
+    assert_eq!(outcome.jobs.iter().filter(|j| j.result.is_ok()).count(), 1);
 }

@@ -4,25 +4,39 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::actors::orchestrator::AbortRun;
 use crate::testkit::{self, probe, ProbeHandle};
 use crate::Kind;
 
-/// Starts nothing: keeps each run's reply for the test to answer or drop.
-#[derive(Default)]
+/// Starts nothing: keeps each run's reply for the test to answer or drop; aborts go to a probe.
 struct ScriptedRuns {
     started: Mutex<Vec<String>>,
     open: Mutex<Vec<(RunRequest, oneshot::Sender<RunOutcome>)>>,
+    aborts: ProbeHandle<AbortRun>,
+}
+
+impl Default for ScriptedRuns {
+    fn default() -> Self {
+        Self {
+            started: Mutex::default(),
+            open: Mutex::default(),
+            aborts: probe(|_: &AbortRun| ()),
+        }
+    }
 }
 
 impl RunStarter for ScriptedRuns {
-    fn start(&self, request: RunRequest) -> oneshot::Receiver<RunOutcome> {
+    fn start(&self, request: RunRequest) -> StartedRun {
         let (reply, outcome) = oneshot::channel();
         self.started
             .lock()
             .unwrap()
             .push(request.persona.to_string());
         self.open.lock().unwrap().push((request, reply));
-        outcome
+        StartedRun {
+            outcome,
+            abort: self.aborts.recipient(),
+        }
     }
 }
 
@@ -115,6 +129,30 @@ async fn never_more_personas_at_once_than_the_concurrency() {
         ),
         (2, 4, 1)
     );
+}
+
+#[actix::test]
+async fn aborting_aborts_the_running_runs_and_fails_the_waiting_ones_unstarted() {
+    let (supervisor, runs, _) = start(1);
+    let running = ingest(&supervisor, request("a")).await;
+    let waiting = ingest(&supervisor, request("b")).await;
+    supervisor
+        .send(AbortRuns {
+            reason: "shutting down".into(),
+        })
+        .await
+        .unwrap();
+    let aborted = runs.aborts.received();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].reason, "shutting down");
+    let waiting = waiting.await.unwrap();
+    assert_eq!(
+        (waiting.status, waiting.error.as_deref()),
+        (PersonaStatus::Failed, Some("shutting down"))
+    );
+    assert_eq!(runs.started(), ["a"], "b never started");
+    runs.end("a", Some(PersonaStatus::Failed));
+    assert_eq!(running.await.unwrap().status, PersonaStatus::Failed);
 }
 
 #[actix::test]

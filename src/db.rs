@@ -59,6 +59,9 @@ pub async fn connect_only(settings: &DatabaseSettings) -> Result<DatabaseConnect
     options
         .max_connections(settings.max_connections)
         .connect_timeout(Duration::from_secs(10))
+        // A database that went away shows as unavailable within seconds; the StatusRecorder
+        // then rides it out (DATABASE_RIDE_OUT), telling so in the log.
+        .acquire_timeout(Duration::from_secs(3))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)

@@ -17,6 +17,9 @@ use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 pub enum TransitionError {
     #[error("database: {0}")]
     Db(String),
+    /// The database could not be reached (down, restarting, failing over): worth trying again.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("job {0} does not exist")]
     NoJob(Uuid),
     #[error("persona {0} does not exist")]
@@ -27,7 +30,31 @@ pub enum TransitionError {
 
 impl From<DbErr> for TransitionError {
     fn from(e: DbErr) -> Self {
-        Self::Db(e.to_string())
+        if is_unavailable(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Db(e.to_string())
+        }
+    }
+}
+
+/// Whether an error says the database was out of reach rather than that the statement failed:
+/// no connection, a broken one, or PostgreSQL shutting down or starting (SQLSTATE classes 08
+/// and 57P).
+fn is_unavailable(e: &DbErr) -> bool {
+    use sea_orm::sqlx;
+    use sea_orm::RuntimeErr;
+    let sqlx_error = match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

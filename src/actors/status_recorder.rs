@@ -3,7 +3,7 @@
 //! flushed on a timer, and every applied change is published as a [`JobEvent`] for live views.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::Observe;
+use super::{jittered_backoff, Observe};
 use crate::jobs::{self, JobRef, TransitionError};
 use crate::{JobStatus, PersonaId, PersonaStatus};
 
@@ -84,8 +84,19 @@ pub struct StatusRecorder {
     events: broadcast::Sender<JobEvent>,
     pending_progress: BTreeMap<Uuid, u8>,
     flush_every: Duration,
+    /// How long an update waits for an unavailable database before it fails.
+    ride_out: Duration,
+    /// Set when a flush found the database unavailable.
+    flush_paused_until: Option<Instant>,
     counters: RecorderCounters,
 }
+
+/// How long progress flushes pause after one found the database unavailable.
+const FLUSH_PAUSE: Duration = Duration::from_secs(5);
+
+/// How long updates wait for a database that went away: long enough for a restart or a
+/// failover, short enough that a database gone for good fails the jobs.
+pub const DATABASE_RIDE_OUT: Duration = Duration::from_secs(60);
 
 impl StatusRecorder {
     pub fn new(db: DatabaseConnection, events: broadcast::Sender<JobEvent>) -> Self {
@@ -94,6 +105,8 @@ impl StatusRecorder {
             events,
             pending_progress: BTreeMap::new(),
             flush_every: PROGRESS_FLUSH_EVERY,
+            ride_out: DATABASE_RIDE_OUT,
+            flush_paused_until: None,
             counters: RecorderCounters::default(),
         }
     }
@@ -104,22 +117,47 @@ impl StatusRecorder {
     }
 
     fn flush(&mut self) -> AtomicResponse<Self, ()> {
+        // Progress can wait; while the database is away, the timer's flushes (which come before
+        // the mailbox) must not keep the job updates waiting behind them.
+        if self
+            .flush_paused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
         let pending = std::mem::take(&mut self.pending_progress);
         let db = self.db.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 let mut written = 0;
-                for (job_id, progress) in pending {
+                let mut pending = pending.into_iter();
+                while let Some((job_id, progress)) = pending.next() {
                     match jobs::job_progress(&db, job_id, progress).await {
                         Ok(true) => written += 1,
                         Ok(false) => {}
+                        // Kept for the next flush; the others are not tried against a database
+                        // that is not there (each try would wait for a connection).
+                        Err(TransitionError::Unavailable(e)) => {
+                            tracing::warn!("progress not recorded yet: database unavailable ({e})");
+                            let unwritten = std::iter::once((job_id, progress)).chain(pending);
+                            return (written, unwritten.collect());
+                        }
                         Err(e) => tracing::warn!(%job_id, "progress not recorded: {e}"),
                     }
                 }
-                written
+                (written, Vec::new())
             }
             .into_actor(self)
-            .map(|written, act, _| act.counters.progress_written += written),
+            .map(|(written, unwritten): (u64, Vec<(Uuid, u8)>), act, _| {
+                act.counters.progress_written += written;
+                if !unwritten.is_empty() {
+                    act.flush_paused_until = Some(Instant::now() + FLUSH_PAUSE);
+                }
+                for (job_id, progress) in unwritten {
+                    // Unless a newer value or the job's end came meanwhile.
+                    act.pending_progress.entry(job_id).or_insert(progress);
+                }
+            }),
         ))
     }
 }
@@ -170,8 +208,9 @@ impl Handler<RecordStatus> for StatusRecorder {
         }
         let db = self.db.clone();
         let applied = update.clone();
+        let ride_out = self.ride_out;
         AtomicResponse::new(Box::pin(
-            async move { apply(&db, update).await }
+            async move { apply_riding_out(&db, update, ride_out).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     match &result {
@@ -193,6 +232,30 @@ impl Handler<RecordStatus> for StatusRecorder {
                     result.map(|_| ())
                 }),
         ))
+    }
+}
+
+/// Applies an update, trying again with backoff while the database is unavailable, for at most
+/// `ride_out`: a database restart or failover delays the updates (in order) instead of failing
+/// the jobs.
+async fn apply_riding_out(
+    db: &DatabaseConnection,
+    update: StatusUpdate,
+    ride_out: Duration,
+) -> Result<Option<JobEvent>, TransitionError> {
+    let started = tokio::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match apply(db, update.clone()).await {
+            Err(TransitionError::Unavailable(e)) if started.elapsed() < ride_out => {
+                attempt += 1;
+                let wait =
+                    jittered_backoff(Duration::from_millis(100), attempt, Duration::from_secs(2));
+                tracing::warn!("database unavailable ({e}); trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::common::*;
 use crate::openai::embeddings_response;
+use crate::own_postgres::OwnPostgres;
 use crate::worker_kit::*;
 
 /// What a clean run of the example persona gives.
@@ -222,6 +223,52 @@ async fn redis_restarting_under_a_running_daemon_loses_nothing() {
         async move { (in_flight(&mut con, &prefix).await == 0).then_some(()) }
     })
     .await;
+}
+
+#[actix::test]
+async fn the_database_restarting_under_a_running_daemon_loses_nothing() {
+    let postgres = OwnPostgres::start();
+    let database = postgres.database("jobs").await;
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let embedder = slow_embedder(Duration::from_millis(200)).await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[("DATABASE_URL", &database)]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    under_way(&embedder, 2).await;
+
+    // Down in the middle of the run, every connection dropped, for longer than a connection
+    // is waited for (3 s) after the jobs end: their updates wait, in order, and nothing fails.
+    postgres.stop();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    postgres.run();
+    let result = final_result(&redis_url(), &task_id, Duration::from_secs(90)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    let db = sea_orm::Database::connect(&database).await.unwrap();
+    let rows = latest_jobs(&db, PERSONA).await;
+    for (kind, vectors) in CLEAN_RUN {
+        let row = job_of(&rows, kind);
+        assert_eq!(
+            (row.status, row.total_vectors, row.attempts),
+            (JobStatus::Completed, vectors, 1),
+            "{kind}: no run failed, none was retried"
+        );
+    }
+    assert_eq!(
+        persona_row(&db, PERSONA).await.status,
+        PersonaStatus::Active
+    );
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 0);
+    db.close().await.unwrap();
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("database unavailable (") && stderr.contains("trying again in"),
+        "the outage was not ridden out: {stderr}"
+    );
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
 }
 
 /// 1,000 messages no worker can run, of every kind of wrong.

@@ -14,4 +14,5 @@ mod delivery;
 mod many_personas;
 mod migrations;
 mod openai;
+mod own_postgres;
 mod worker_kit;

@@ -156,3 +156,12 @@ pub async fn assert_store_matches_rows(engine: &Engine, persona_id: &str) {
         );
     }
 }
+
+/// A loopback port nobody listens on, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::worker_kit::free_port;
+use crate::common::free_port;
 
 pub struct OwnPostgres {
     dir: tempfile::TempDir,

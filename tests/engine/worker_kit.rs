@@ -26,14 +26,6 @@ pub fn python() -> PathBuf {
         })
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub async fn connect(url: &str) -> MultiplexedConnection {
     redis::Client::open(url)
         .unwrap()

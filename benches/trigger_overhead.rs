@@ -79,6 +79,7 @@ async fn run(messages: usize, redis: String) {
             .env("ENGINE__WORKER__QUEUES", &queue)
             .env("ENGINE__WORKER__CONCURRENCY", CONCURRENCY)
             .env("ENGINE__REDIS__KEY_PREFIX", &prefix)
+            .env("ENGINE__HTTP__LISTEN", "")
             .env("RUST_LOG", "error"),
     );
     let rate = serve_rate(&mut con, &queue, messages).await;

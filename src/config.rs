@@ -36,6 +36,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub results: ResultsSettings,
     pub tasks: TaskSettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +191,17 @@ pub struct WorkerSettings {
     pub max_retries: u32,
     /// Seconds before the first retry; doubled for each next one, jittered, at most 600.
     pub retry_delay: f64,
+}
+
+/// The HTTP server of `persona-ingest run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `host:port`; empty: no HTTP server.
+    pub listen: String,
+    /// When set, every endpoint but `/health` wants `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// The Celery task names served: the web app's, by default.

@@ -6,7 +6,7 @@ use chrono::Utc;
 use entities::{ingestion_job, persona};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -353,4 +353,40 @@ pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job
         .into_iter()
         .filter(|j| seen.insert((j.persona_id.clone(), j.kind)))
         .collect())
+}
+
+/// Jobs, newest first, of one status and/or one persona, at most `limit`.
+pub async fn find_jobs<C: ConnectionTrait>(
+    db: &C,
+    status: Option<JobStatus>,
+    persona_id: Option<&str>,
+    limit: u64,
+) -> Result<Vec<ingestion_job::Model>, DbErr> {
+    let mut query = ingestion_job::Entity::find();
+    if let Some(status) = status {
+        query = query.filter(ingestion_job::Column::Status.eq(status));
+    }
+    if let Some(persona_id) = persona_id {
+        query = query.filter(ingestion_job::Column::PersonaId.eq(persona_id));
+    }
+    query
+        .order_by_desc(ingestion_job::Column::CreatedAt)
+        .order_by_asc(ingestion_job::Column::Kind)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// How many jobs there are of each kind and status.
+pub async fn job_counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(Kind, JobStatus, i64)>, DbErr> {
+    ingestion_job::Entity::find()
+        .select_only()
+        .column(ingestion_job::Column::Kind)
+        .column(ingestion_job::Column::Status)
+        .column_as(ingestion_job::Column::Id.count(), "jobs")
+        .group_by(ingestion_job::Column::Kind)
+        .group_by(ingestion_job::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await
 }

@@ -115,6 +115,10 @@ where
             Err(e) if e.is_transient() && attempt < limits.max_retries => {
                 attempt += 1;
                 *retries += 1;
+                crate::metrics::METRICS
+                    .retries
+                    .with_label_values(&["store"])
+                    .inc();
                 let cap = limits.backoff_base.saturating_mul(1 << 10);
                 tokio::time::sleep(jittered_backoff(limits.backoff_base, attempt, cap)).await;
             }
@@ -230,6 +234,10 @@ impl ChromaWriter {
                     with_retries(limits, &mut retries, || store.upsert(&info, batch.to_vec()))
                         .await?;
                     upserts += 1;
+                    crate::metrics::METRICS.store_writes.inc();
+                    crate::metrics::METRICS
+                        .vectors_written
+                        .inc_by(batch.len() as u64);
                 }
                 Ok::<_, StoreError>((info, max_batch, upserts))
             }

@@ -233,6 +233,9 @@ async fn call_with_retries(
     let expected = texts.len();
     let dimension = provider.dimension();
     let mut retries = 0;
+    let metrics = &crate::metrics::METRICS;
+    metrics.embedding_batch_size.observe(expected as f64);
+    let timer = metrics.embedding_latency.start_timer();
     loop {
         let attempt = std::panic::AssertUnwindSafe(provider.embed(texts.clone()))
             .catch_unwind()
@@ -258,17 +261,28 @@ async fn call_with_retries(
             }
             Ok(vectors)
         });
-        match result {
+        let outcome = match result {
             Err(e) if e.transient && (retries as u32) < limits.max_retries => {
                 retries += 1;
+                metrics.retries.with_label_values(&["embedding"]).inc();
                 tokio::time::sleep(limits.backoff(retries as u32, e.retry_after)).await;
+                continue;
             }
             Err(e) if e.transient => {
                 let message = format!("{} (gave up after {} attempts)", e.message, retries + 1);
-                return (Err(EmbedError { message, ..e }), retries);
+                Err(EmbedError { message, ..e })
             }
-            other => return (other, retries),
+            other => other,
+        };
+        timer.observe_duration();
+        match &outcome {
+            Ok(_) => {
+                metrics.embedding_calls.with_label_values(&["ok"]).inc();
+                metrics.chunks_embedded.inc_by(expected as u64);
+            }
+            Err(_) => metrics.embedding_calls.with_label_values(&["error"]).inc(),
         }
+        return (outcome, retries);
     }
 }
 

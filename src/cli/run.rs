@@ -9,7 +9,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::http::AppState;
 use crate::pipeline::Engine;
+use crate::sources::FileSources;
 use crate::trigger::broker::Broker;
 use crate::trigger::celery::TaskNames;
 use crate::trigger::consumer::{hostname, serve, ConsumerConfig, ConsumerPeers};
@@ -65,7 +67,27 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         abort_runs: engine.supervisor.clone().recipient(),
         db: engine.db.clone(),
     };
+    let http = match settings.http.listen.as_str() {
+        "" => None,
+        listen => {
+            let state = AppState {
+                settings: engine.settings.clone(),
+                db: engine.db.clone(),
+                store: engine.store.clone(),
+                sources: Arc::new(FileSources::new(engine.settings.clone())),
+                broker: peers.broker.clone(),
+                supervisor: engine.supervisor.clone(),
+            };
+            let handle = crate::http::start(listen, state)
+                .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+            eprintln!("http on http://{listen}");
+            Some(handle)
+        }
+    };
     let report = serve(config, peers, shutdown).await?;
+    if let Some(http) = http {
+        http.stop(true).await;
+    }
     engine.shutdown().await;
     eprintln!(
         "stopped: {} task(s) answered, {} dead-lettered, {} requeued",

@@ -96,6 +96,21 @@ impl Settings {
                 format!("{} must be a number of seconds, 0 or more", w.retry_delay),
             );
         }
+        let listen = &self.http.listen;
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            return refuse(
+                "http.listen",
+                format!("{listen:?} is not host:port (an IP address and a port), nor empty (off)"),
+            );
+        }
+        if self
+            .http
+            .token
+            .as_ref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return refuse("http.token", "must not be empty when set".into());
+        }
         let t = &self.tasks;
         let names = [&t.full_persona, &t.works, &t.quotes, &t.profile];
         for (key, name) in ["full_persona", "works", "quotes", "profile"]

@@ -292,6 +292,32 @@ impl Broker {
         Ok(moved)
     }
 
+    /// A connection to the broker's Redis, for sending messages.
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut con = self.con.clone();
+        redis::cmd("PING").query_async::<()>(&mut con).await
+    }
+
+    /// How many messages are dead-lettered, and the newest `limit` of them.
+    pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<String>), RedisError> {
+        let mut con = self.con.clone();
+        let key = self.dead_letters_key();
+        let (total, newest): (u64, Vec<String>) = redis::pipe()
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .query_async(&mut con)
+            .await?;
+        Ok((total, newest))
+    }
+
     /// Queue lengths, workers with their leases and in-flight messages, dead letters.
     pub async fn overview(&self, queues: &[String]) -> Result<BrokerOverview, RedisError> {
         let mut con = self.con.clone();

@@ -54,6 +54,7 @@ pub(super) async fn handle(
         Ok(understood) => understood,
         Err(reason) => {
             tracing::warn!(queue = %delivery.queue, "dead-lettered: {reason}");
+            crate::metrics::METRICS.dead_letters.inc();
             persist("dead-lettering a message", || {
                 ctx.peers.broker.dead_letter(worker, delivery, &reason)
             })
@@ -110,6 +111,19 @@ struct Task<'a> {
 
 impl Task<'_> {
     async fn answer(&self, task_id: &str, state: TaskState) {
+        if task_id == self.msg.id {
+            let ended = match state {
+                TaskState::Success(_) => Some("SUCCESS"),
+                TaskState::Failure { .. } => Some("FAILURE"),
+                _ => None,
+            };
+            if let Some(ended) = ended {
+                crate::metrics::METRICS
+                    .tasks
+                    .with_label_values(&[ended])
+                    .inc();
+            }
+        }
         persist("recording a task result", || async {
             self.ctx
                 .peers
@@ -182,6 +196,10 @@ impl Task<'_> {
                 return Flow::Done;
             }
             retries += 1;
+            crate::metrics::METRICS
+                .retries
+                .with_label_values(&["task"])
+                .inc();
             let wait = jittered_backoff(config.retry_delay, retries, MAX_RETRY_DELAY);
             let error = outcome.error.clone().unwrap_or_default();
             tracing::warn!(

@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod corpus;
 mod delivery;
+mod http_api;
 mod many_personas;
 mod migrations;
 mod openai;

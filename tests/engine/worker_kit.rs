@@ -130,6 +130,8 @@ pub fn daemon_env(world: &World, names: &Names, redis: &str) -> Vec<(String, Str
         ("REDIS_URL".into(), redis.into()),
         ("ENGINE__WORKER__QUEUES".into(), names.queue.clone()),
         ("ENGINE__REDIS__KEY_PREFIX".into(), names.prefix.clone()),
+        // Tests run side by side: a test that wants the HTTP server gives it a port of its own.
+        ("ENGINE__HTTP__LISTEN".into(), String::new()),
     ]
 }
 

@@ -1,0 +1,172 @@
+//! The JSON API: `GET /api/jobs/{id}`, `GET /api/jobs?status=&persona=&limit=`,
+//! `GET /api/personas/{id}` (with its jobs), `POST /api/personas/{id}/ingest` (creates the job
+//! rows and sends the Celery message the web app sends; answers the job and task ids) and
+//! `GET /api/dead-letters?limit=`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::trigger::enqueue::enqueue_ingestion;
+use crate::{jobs, JobStatus, Kind, PersonaId};
+
+/// The most rows one listing answers.
+const MAX_LIMIT: u64 = 1000;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/api/jobs", web::get().to(list_jobs))
+        .route("/api/jobs/{id}", web::get().to(job))
+        .route("/api/personas/{id}", web::get().to(persona))
+        .route("/api/personas/{id}/ingest", web::post().to(ingest))
+        .route("/api/dead-letters", web::get().to(dead_letters));
+}
+
+fn database(e: sea_orm::DbErr) -> ApiError {
+    ApiError::unavailable("database", e)
+}
+
+fn persona_id(given: &str) -> Result<PersonaId, ApiError> {
+    PersonaId::parse(given).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn limit(given: Option<u64>) -> Result<u64, ApiError> {
+    match given.unwrap_or(100) {
+        0 => Err(ApiError::bad_request("limit must be at least 1")),
+        n if n > MAX_LIMIT => Err(ApiError::bad_request(format!(
+            "limit must be at most {MAX_LIMIT}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::bad_request(format!("job id {id:?} is not a UUID")))?;
+    let job = jobs::job_by_id(&state.db, id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    status: Option<String>,
+    persona: Option<String>,
+    limit: Option<u64>,
+}
+
+fn job_status(given: &str) -> Result<JobStatus, ApiError> {
+    match given {
+        "pending" => Ok(JobStatus::Pending),
+        "processing" => Ok(JobStatus::Processing),
+        "completed" => Ok(JobStatus::Completed),
+        "failed" => Ok(JobStatus::Failed),
+        other => Err(ApiError::bad_request(format!(
+            "status {other:?} is not one of pending, processing, completed, failed"
+        ))),
+    }
+}
+
+async fn list_jobs(
+    state: web::Data<AppState>,
+    query: web::Query<JobsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let status = query.status.as_deref().map(job_status).transpose()?;
+    let persona = query.persona.as_deref().map(persona_id).transpose()?;
+    let limit = limit(query.limit)?;
+    let found = jobs::find_jobs(
+        &state.db,
+        status,
+        persona.as_ref().map(PersonaId::as_str),
+        limit,
+    )
+    .await
+    .map_err(database)?;
+    Ok(HttpResponse::Ok().json(json!({ "jobs": found })))
+}
+
+async fn persona(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = persona_id(&id)?;
+    let persona = jobs::persona(&state.db, id.as_str())
+        .await
+        .map_err(database)?
+        .ok_or_else(|| ApiError::not_found(format!("no persona {id}")))?;
+    let jobs = jobs::jobs_of(&state.db, id.as_str())
+        .await
+        .map_err(database)?;
+    Ok(HttpResponse::Ok().json(json!({ "persona": persona, "jobs": jobs })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IngestBody {
+    /// Every kind when left out.
+    kinds: Option<Vec<Kind>>,
+}
+
+async fn ingest(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = persona_id(&id)?;
+    let known = jobs::persona(&state.db, id.as_str())
+        .await
+        .map_err(database)?
+        .is_some();
+    if !known && !state.sources.persona_exists(&id) {
+        return Err(ApiError::not_found(format!(
+            "no persona {id}: not in the database, nothing at {}",
+            state.sources.describe(&id)
+        )));
+    }
+    let body: IngestBody = if body.iter().all(u8::is_ascii_whitespace) {
+        IngestBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("body: {e} (expected {{\"kinds\": [...]}})"))
+        })?
+    };
+    let mut kinds = body.kinds.unwrap_or_else(|| Kind::ALL.to_vec());
+    kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x == k));
+    kinds.dedup();
+    if kinds.is_empty() {
+        return Err(ApiError::bad_request("kinds must name at least one kind"));
+    }
+    let mut redis = state.broker.connection();
+    let sent = enqueue_ingestion(&state.db, &mut redis, &state.settings, &id, &kinds)
+        .await
+        .map_err(|e| ApiError::unavailable("enqueueing", e))?;
+    Ok(HttpResponse::Accepted().json(sent))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLettersQuery {
+    limit: Option<u64>,
+}
+
+async fn dead_letters(
+    state: web::Data<AppState>,
+    query: web::Query<DeadLettersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = limit(query.limit)?;
+    let (total, entries) = state
+        .broker
+        .dead_letters(limit as usize)
+        .await
+        .map_err(|e| ApiError::unavailable("redis", e))?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|raw| serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw.as_str())))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "total": total, "dead_letters": entries })))
+}

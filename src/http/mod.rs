@@ -1,0 +1,96 @@
+//! The daemon's HTTP server (`http.listen`, loopback by default; empty turns it off): health and
+//! readiness for orchestrators, Prometheus metrics, and a JSON API over jobs, personas and dead
+//! letters, with an optional bearer token (`http.token`) on everything but `/health`.
+//!
+//! The server runs beside the consumer in `persona-ingest run` and stops with it: the handle
+//! `start` answers is stopped explicitly at shutdown.
+
+mod api;
+mod error;
+mod probes;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpServer};
+use sea_orm::DatabaseConnection;
+
+use crate::actors::supervisor::Supervisor;
+use crate::config::Settings;
+use crate::sources::SourceFactory;
+use crate::store::VectorStore;
+use crate::trigger::broker::Broker;
+
+pub use error::ApiError;
+
+/// What the handlers work with.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: DatabaseConnection,
+    pub store: Arc<dyn VectorStore>,
+    pub sources: Arc<dyn SourceFactory>,
+    pub broker: Arc<Broker>,
+    pub supervisor: actix::Addr<Supervisor>,
+}
+
+/// Binds `listen` and starts serving; the handle stops the server.
+pub fn start(listen: &str, state: AppState) -> std::io::Result<ServerHandle> {
+    let token = state.settings.http.token.clone().map(Arc::new);
+    let server = HttpServer::new(move || {
+        let token = token.clone();
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
+            )
+            .app_data(
+                web::JsonConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
+            )
+            .wrap(from_fn(move |req, next| {
+                let token = token.clone();
+                authorize(token, req, next)
+            }))
+            .configure(probes::routes)
+            .configure(api::routes)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such endpoint"))
+            }))
+    })
+    // One worker thread: the engine's actors need the other core more.
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(listen)?
+    .run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
+    });
+    Ok(handle)
+}
+
+/// With a token configured, every endpoint but `/health` wants `Authorization: Bearer <token>`.
+async fn authorize(
+    token: Option<Arc<String>>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(token) = token {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if req.path() != "/health" && given != Some(token.as_str()) {
+            return Err(ApiError::unauthorized().into());
+        }
+    }
+    next.call(req).await
+}

@@ -37,6 +37,7 @@ pub struct Settings {
     pub results: ResultsSettings,
     pub tasks: TaskSettings,
     pub http: HttpSettings,
+    pub events: EventSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +192,16 @@ pub struct WorkerSettings {
     pub max_retries: u32,
     /// Seconds before the first retry; doubled for each next one, jittered, at most 600.
     pub retry_delay: f64,
+    /// The worker's node name (Celery's `--hostname`), in its events and STARTED results;
+    /// empty: `persona-ingest.<pid>@<host>`.
+    pub name: String,
+}
+
+/// Celery events (`worker-*`, `task-*`) for Flower and `celery events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    pub enabled: bool,
 }
 
 /// The HTTP server of `persona-ingest run`.

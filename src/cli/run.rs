@@ -15,6 +15,7 @@ use crate::sources::FileSources;
 use crate::trigger::broker::Broker;
 use crate::trigger::celery::TaskNames;
 use crate::trigger::consumer::{hostname, serve, ConsumerConfig, ConsumerPeers};
+use crate::trigger::events::EventPublisher;
 use crate::trigger::results::ResultBackend;
 
 pub async fn run(settings: Settings) -> anyhow::Result<i32> {
@@ -33,6 +34,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let node = match settings.worker.name.as_str() {
+        "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
+        name => name.to_owned(),
+    };
+    let events = if settings.events.enabled {
+        let client = redis::Client::open(settings.redis.url.as_str())?;
+        let db = client.get_connection_info().redis_settings().db();
+        let con = redis::aio::ConnectionManager::new(client)
+            .await
+            .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+        Some(EventPublisher::new(con, db, node.clone()))
+    } else {
+        None
+    };
     let (stop, shutdown) = watch::channel(false);
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -45,7 +60,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     });
     let config = ConsumerConfig {
         worker_id: ConsumerConfig::worker_id(),
-        hostname: hostname(),
+        hostname: node,
         concurrency: settings.worker.concurrency,
         prefetch: settings.worker.prefetch,
         max_retries: settings.worker.max_retries,
@@ -66,6 +81,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         supervisor: engine.supervisor.clone().recipient(),
         abort_runs: engine.supervisor.clone().recipient(),
         db: engine.db.clone(),
+        events: events.map(Arc::new),
     };
     let http = match settings.http.listen.as_str() {
         "" => None,

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::broker::Broker;
 use super::celery::TaskNames;
+use super::events::{EventPublisher, HEARTBEAT_EVERY};
 use super::results::ResultBackend;
 use super::task::{handle, Served};
 use crate::actors::orchestrator::ABORT_GRACE;
@@ -72,6 +73,8 @@ pub struct ConsumerPeers {
     pub abort_runs: Recipient<AbortRuns>,
     /// Read only (the StatusRecorder writes): what a redelivered task already did.
     pub db: DatabaseConnection,
+    /// Celery events, when `events.enabled`.
+    pub events: Option<Arc<EventPublisher>>,
 }
 
 /// What every message's handling shares.
@@ -113,6 +116,15 @@ pub async fn serve(
         );
     }
     let upkeep = tokio::spawn(upkeep(ctx.clone()));
+    let heartbeat = ctx.peers.events.clone().map(|events| {
+        tokio::spawn(async move {
+            events.worker("worker-online").await;
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                events.worker("worker-heartbeat").await;
+            }
+        })
+    });
     // The Supervisor runs `concurrency` personas at once; prefetched messages wait behind them.
     let taken_at_once = ctx.config.concurrency.max(1) * ctx.config.prefetch.max(1);
     let slots = Arc::new(Semaphore::new(taken_at_once));
@@ -180,6 +192,10 @@ pub async fn serve(
         running.abort_all();
     }
     upkeep.abort();
+    if let (Some(heartbeat), Some(events)) = (heartbeat, &ctx.peers.events) {
+        heartbeat.abort();
+        events.worker("worker-offline").await;
+    }
     report.requeued_at_exit = ctx.peers.broker.requeue(&worker).await?;
     Ok(report)
 }

@@ -7,5 +7,6 @@ pub mod broker;
 pub mod celery;
 pub mod consumer;
 pub mod enqueue;
+pub mod events;
 pub mod results;
 pub mod task;

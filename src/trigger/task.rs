@@ -7,7 +7,7 @@
 //! worker stops first, the message is still in flight and goes back to its queue.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -67,8 +67,19 @@ pub(super) async fn handle(
         msg: &msg,
         call: &call,
         answered: HashSet::new(),
+        started: Instant::now(),
     };
-    if let Flow::Stopped = task.serve(shutdown).await {
+    if let Some(events) = &ctx.peers.events {
+        events.task_taken();
+        events
+            .task("task-received", &msg.id, received_fields(&msg))
+            .await;
+    }
+    let flow = task.serve(shutdown).await;
+    if let Some(events) = &ctx.peers.events {
+        events.task_done();
+    }
+    if let Flow::Stopped = flow {
         return Served::Left;
     }
     persist("acknowledging a message", || {
@@ -107,11 +118,13 @@ struct Task<'a> {
     call: &'a IngestCall,
     /// Sub-tasks already given the state they end in.
     answered: HashSet<Kind>,
+    started: Instant,
 }
 
 impl Task<'_> {
     async fn answer(&self, task_id: &str, state: TaskState) {
         if task_id == self.msg.id {
+            self.tell_event(&state).await;
             let ended = match state {
                 TaskState::Success(_) => Some("SUCCESS"),
                 TaskState::Failure { .. } => Some("FAILURE"),
@@ -233,6 +246,38 @@ impl Task<'_> {
         done
     }
 
+    /// The Celery event of the task's new state.
+    async fn tell_event(&self, state: &TaskState) {
+        let Some(events) = &self.ctx.peers.events else {
+            return;
+        };
+        let exception = |exc_type: &str, message: &str| format!("{exc_type}({message:?})");
+        let (event_type, fields) = match state {
+            TaskState::Started { .. } => ("task-started", json!({})),
+            TaskState::Success(value) => (
+                "task-succeeded",
+                json!({ "result": value.to_string(), "runtime": self.started.elapsed().as_secs_f64() }),
+            ),
+            TaskState::Failure {
+                exc_type,
+                exc_message,
+                ..
+            } => (
+                "task-failed",
+                json!({ "exception": exception(exc_type, exc_message), "traceback": null }),
+            ),
+            TaskState::Retry {
+                exc_type,
+                exc_message,
+                ..
+            } => (
+                "task-retried",
+                json!({ "exception": exception(exc_type, exc_message), "traceback": null }),
+            ),
+        };
+        events.task(event_type, &self.msg.id, fields).await;
+    }
+
     fn started(&self) -> TaskState {
         TaskState::Started {
             pid: std::process::id(),
@@ -334,6 +379,20 @@ impl Task<'_> {
             }
         }
     }
+}
+
+/// What `task-received` tells of a message, as Celery's worker does.
+fn received_fields(msg: &TaskMessage) -> Value {
+    json!({
+        "name": msg.task,
+        "args": Value::from(msg.args.clone()).to_string(),
+        "kwargs": Value::from(msg.kwargs.clone()).to_string(),
+        "root_id": msg.root_id,
+        "parent_id": msg.parent_id,
+        "retries": msg.retries,
+        "eta": msg.eta.map(|t| t.to_rfc3339()),
+        "expires": msg.expires.map(|t| t.to_rfc3339()),
+    })
 }
 
 fn is_retryable<T>(result: &Result<T, JobError>) -> bool {

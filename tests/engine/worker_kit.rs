@@ -175,6 +175,17 @@ pub async fn send_full_persona(
     persona: &str,
 ) -> String {
     let task_id = uuid::Uuid::new_v4().to_string();
+    send_full_persona_as(con, queue, persona, &task_id).await;
+    task_id
+}
+
+/// The same, under a task id of the caller's.
+pub async fn send_full_persona_as(
+    con: &mut MultiplexedConnection,
+    queue: &str,
+    persona: &str,
+    task_id: &str,
+) {
     let job_ids: Map<String, Value> = persona_ingest::Kind::ALL
         .iter()
         .map(|k| (k.to_string(), Value::from(uuid::Uuid::new_v4().to_string())))
@@ -184,14 +195,13 @@ pub async fn send_full_persona(
     kwargs.insert("job_ids".into(), Value::Object(job_ids));
     let raw = persona_ingest::trigger::celery::encode(
         "workers.tasks.ingest_full_persona",
-        &task_id,
+        task_id,
         &[],
         &kwargs,
         queue,
         "test@host",
     );
     push(con, queue, &[raw]).await;
-    task_id
 }
 
 pub async fn push(con: &mut MultiplexedConnection, queue: &str, raws: &[String]) {

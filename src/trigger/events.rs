@@ -1,0 +1,187 @@
+//! Celery events, so that the tools the web app's operators run (Flower, `celery events`) see
+//! `persona-ingest run` as a worker: `worker-online`, a `worker-heartbeat` every 2 s,
+//! `worker-offline`, and `task-received`, `task-started`, `task-retried`, `task-succeeded` (with
+//! `runtime`), `task-failed` (with `exception`). Each is published as Celery's Redis transport
+//! publishes to its `celeryev` fanout exchange: `PUBLISH /{db}.celeryev/{type, - as .}` of a
+//! kombu envelope whose base64 body is the event, with the fields Celery sends.
+//!
+//! Events are best-effort, as in Celery: one that cannot be published is dropped, never waited on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use redis::aio::ConnectionManager;
+use serde_json::{json, Map, Value};
+
+/// How often a worker says it lives; Flower takes a worker for gone after about two missed.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+pub struct EventPublisher {
+    con: ConnectionManager,
+    /// `/{db}.celeryev/`
+    channel_prefix: String,
+    events: WorkerEvents,
+}
+
+/// The events of one worker, as Celery writes them: its name, pid, logical clock and counts.
+pub struct WorkerEvents {
+    /// The worker's node name, as Celery's `name@host`.
+    pub hostname: String,
+    pid: u32,
+    clock: AtomicU64,
+    active: AtomicU64,
+    processed: AtomicU64,
+}
+
+impl EventPublisher {
+    pub fn new(con: ConnectionManager, db: i64, hostname: String) -> Self {
+        Self {
+            con,
+            channel_prefix: format!("/{db}.celeryev/"),
+            events: WorkerEvents::new(hostname),
+        }
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.events.hostname
+    }
+
+    /// A task began being handled; `task_done` when it ends.
+    pub fn task_taken(&self) {
+        self.events.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn task_done(&self) {
+        self.events.active.fetch_sub(1, Ordering::Relaxed);
+        self.events.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `worker-online`, `worker-heartbeat` or `worker-offline`.
+    pub async fn worker(&self, event_type: &str) {
+        let event = self.events.worker(event_type);
+        self.publish(event_type, &event).await;
+    }
+
+    /// A `task-*` event about task `uuid`, with its own `fields`.
+    pub async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
+        let event = self.events.task(event_type, uuid, fields);
+        self.publish(event_type, &event).await;
+    }
+
+    async fn publish(&self, event_type: &str, event: &Value) {
+        let routing_key = event_type.replace('-', ".");
+        let message = envelope(&self.events.hostname, &routing_key, event);
+        let mut con = self.con.clone();
+        let mut publish = redis::cmd("PUBLISH");
+        publish
+            .arg(format!("{}{routing_key}", self.channel_prefix))
+            .arg(message);
+        let published = publish.query_async::<()>(&mut con);
+        // Never held up by Redis: an event too late is worth nothing.
+        match tokio::time::timeout(Duration::from_secs(1), published).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("event {event_type} not published: {e}"),
+            Err(_) => tracing::debug!("event {event_type} not published in time"),
+        }
+    }
+}
+
+impl WorkerEvents {
+    pub fn new(hostname: String) -> Self {
+        Self {
+            hostname,
+            pid: std::process::id(),
+            clock: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+        }
+    }
+
+    /// The fields every event carries, and `type`.
+    fn event(&self, event_type: &str, fields: Map<String, Value>) -> Value {
+        let mut event = Map::new();
+        event.insert("hostname".into(), self.hostname.clone().into());
+        event.insert("utcoffset".into(), json!(utc_offset_hours()));
+        event.insert("pid".into(), self.pid.into());
+        event.insert(
+            "clock".into(),
+            (self.clock.fetch_add(1, Ordering::Relaxed) + 1).into(),
+        );
+        event.extend(fields);
+        event.insert("timestamp".into(), json!(now()));
+        event.insert("type".into(), event_type.into());
+        Value::Object(event)
+    }
+
+    /// `worker-online`, `worker-heartbeat` or `worker-offline`.
+    pub fn worker(&self, event_type: &str) -> Value {
+        let fields = json!({
+            "freq": HEARTBEAT_EVERY.as_secs_f64(),
+            "active": self.active.load(Ordering::Relaxed),
+            "processed": self.processed.load(Ordering::Relaxed),
+            "loadavg": loadavg(),
+            "sw_ident": "persona-ingest",
+            "sw_ver": env!("CARGO_PKG_VERSION"),
+            "sw_sys": "Linux",
+        });
+        let Value::Object(fields) = fields else {
+            unreachable!("built as an object")
+        };
+        self.event(event_type, fields)
+    }
+
+    /// A `task-*` event about task `uuid`, with its own `fields`.
+    pub fn task(&self, event_type: &str, uuid: &str, fields: Value) -> Value {
+        let mut all = Map::new();
+        all.insert("uuid".into(), uuid.into());
+        if let Value::Object(fields) = fields {
+            all.extend(fields);
+        }
+        self.event(event_type, all)
+    }
+}
+
+/// The kombu message Celery's Redis transport publishes for an event.
+pub fn envelope(hostname: &str, routing_key: &str, event: &Value) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    json!({
+        "body": body,
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": { "hostname": hostname },
+        "properties": {
+            "delivery_mode": 1,
+            "delivery_info": { "exchange": "celeryev", "routing_key": routing_key },
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": uuid::Uuid::new_v4().to_string(),
+        },
+    })
+    .to_string()
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Celery sends the local offset from UTC in hours, west positive (`time.timezone / 3600`).
+fn utc_offset_hours() -> f64 {
+    -f64::from(chrono::Local::now().offset().local_minus_utc()) / 3600.0
+}
+
+fn loadavg() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

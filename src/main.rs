@@ -2,16 +2,27 @@
 //! actix system. Everything else lives in the library.
 
 use clap::Parser;
-use persona_ingest::cli::{self, Cli};
+use persona_ingest::cli::{self, Cli, LogFormat};
 use persona_ingest::config::ConfigInputs;
 
 fn main() {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .init();
+        // A closed stderr (`| head`) must not turn every log line into a panic.
+        .log_internal_errors(false);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        // A job's lines carry its span: `"span": {"persona", "kind", "job_id"}`.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let settings = match cli.settings(ConfigInputs::from_process_env()) {
         Ok(settings) => settings,
         Err(e) => {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use self::job::{execute, record};
@@ -197,12 +198,20 @@ impl Actor for Ingestor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Every log line of the job says whose it is.
+        let span = tracing::info_span!(
+            "job",
+            persona = %self.job.persona,
+            kind = %self.job.kind,
+            job_id = %self.job.job_id,
+        );
         let work = execute(
             self.job.clone(),
             self.peers.clone(),
             self.limits,
             self.shared.clone(),
-        );
+        )
+        .instrument(span);
         self.work = Some(ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
             act.report(result);
             ctx.stop();

@@ -42,8 +42,17 @@ pub struct Cli {
     /// Log filter, e.g. info or persona_ingest=debug (also RUST_LOG).
     #[arg(long, global = true, value_name = "FILTER", default_value = "warn")]
     pub log: String,
+    /// Log lines for people (human) or one JSON object a line for machines (json).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

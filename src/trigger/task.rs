@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::broker::Delivery;
@@ -75,7 +76,8 @@ pub(super) async fn handle(
             .task("task-received", &msg.id, received_fields(&msg))
             .await;
     }
-    let flow = task.serve(shutdown).await;
+    let span = tracing::info_span!("task", task_id = %msg.id, name = %msg.task);
+    let flow = task.serve(shutdown).instrument(span).await;
     if let Some(events) = &ctx.peers.events {
         events.task_done();
     }

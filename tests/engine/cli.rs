@@ -224,3 +224,53 @@ fn processes_starting_at_once_on_a_new_database_all_start() {
         }
     }
 }
+
+#[test]
+fn json_logs_carry_the_persona_kind_and_job_id_of_each_job_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = examples_root();
+    let args = [
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+        "ingest",
+        "--data-root",
+        examples.to_str().unwrap(),
+        "--json",
+        "twain-sampler",
+    ];
+    let out = persona_ingest(dir.path(), &args, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let completed: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "job completed")
+        .collect();
+    assert_eq!(completed.len(), 3, "{lines:#?}");
+    for job in summary["personas"][0]["jobs"].as_array().unwrap() {
+        let line = completed
+            .iter()
+            .find(|l| l["span"]["job_id"] == job["job_id"])
+            .unwrap_or_else(|| panic!("no line for {job}"));
+        assert_eq!(line["span"]["persona"], "twain-sampler");
+        assert_eq!(line["span"]["kind"], job["kind"]);
+        assert_eq!(line["vectors"], job["vectors"]);
+        assert_eq!(line["level"], "INFO");
+    }
+    // A closed stderr (`2>&1 | head`) is not a reason to fail.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+    let mut child = command
+        .current_dir(dir.path())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

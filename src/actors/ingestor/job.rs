@@ -50,6 +50,11 @@ pub(super) async fn execute(
         let _ = record(&recorder, failed).await;
         return Err(error.into());
     }
+    tracing::info!(
+        files = job.plan.files.len(),
+        bytes = job.plan.total_bytes(),
+        "job started"
+    );
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()
         .await
@@ -67,6 +72,15 @@ pub(super) async fn execute(
             error: error.message.clone(),
         },
     };
+    match &outcome {
+        Ok(stats) => tracing::info!(
+            vectors = stats.vectors,
+            chunks = stats.chunks,
+            elapsed_ms = stats.elapsed.as_millis() as u64,
+            "job completed"
+        ),
+        Err(e) => tracing::warn!(retryable = e.retryable, "job failed: {}", e.message),
+    }
     match record(&recorder, update).await {
         Ok(()) => outcome,
         Err(e) => {

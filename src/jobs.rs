@@ -390,3 +390,15 @@ pub async fn job_counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(Kind, JobStat
         .all(db)
         .await
 }
+
+/// The personas updated last, newest first.
+pub async fn recent_personas<C: ConnectionTrait>(
+    db: &C,
+    limit: u64,
+) -> Result<Vec<persona::Model>, DbErr> {
+    persona::Entity::find()
+        .order_by_desc(persona::Column::UpdatedAt)
+        .limit(limit)
+        .all(db)
+        .await
+}

@@ -1,11 +1,13 @@
 //! The daemon's HTTP server (`http.listen`, loopback by default; empty turns it off): health and
 //! readiness for orchestrators, Prometheus metrics, and a JSON API over jobs, personas and dead
-//! letters, with an optional bearer token (`http.token`) on everything but `/health`.
+//! letters, and a live dashboard at `/`, with an optional bearer token (`http.token`) on
+//! everything but `/health` and the dashboard's page.
 //!
 //! The server runs beside the consumer in `persona-ingest run` and stops with it: the handle
 //! `start` answers is stopped explicitly at shutdown.
 
 mod api;
+mod dashboard;
 mod error;
 mod probes;
 
@@ -57,6 +59,7 @@ pub fn start(listen: &str, state: AppState) -> std::io::Result<ServerHandle> {
             }))
             .configure(probes::routes)
             .configure(api::routes)
+            .configure(dashboard::routes)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found("no such endpoint"))
             }))
@@ -88,7 +91,9 @@ async fn authorize(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if req.path() != "/health" && given != Some(token.as_str()) {
+        // The dashboard's page holds no data; its API calls carry the token.
+        let open = matches!(req.path(), "/health" | "/");
+        if !open && given != Some(token.as_str()) {
             return Err(ApiError::unauthorized().into());
         }
     }

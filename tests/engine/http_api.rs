@@ -89,6 +89,14 @@ async fn every_endpoint_against_a_running_daemon() {
     assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
     let health = reqwest::get(format!("{}/health", api.base)).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    // The dashboard's page holds no data; what it shows does want the token.
+    let page = reqwest::get(format!("{}/", api.base)).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("/api/dashboard"));
+    let bare = reqwest::get(format!("{}/api/dashboard", api.base))
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
     let (status, ready) = api.get("/ready").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(
@@ -204,6 +212,12 @@ async fn every_endpoint_against_a_running_daemon() {
         StatusCode::NOT_FOUND,
         "no such endpoint",
     );
+
+    let (status, board) = api.get("/api/dashboard").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(board["personas"][0]["id"], "twain-sampler");
+    assert_eq!(board["completed"].as_array().unwrap().len(), 4);
+    assert_eq!(board["broker"]["workers"].as_array().unwrap().len(), 1);
 
     // Dead letters, with their reasons.
     let mut con = connect(&redis_url()).await;

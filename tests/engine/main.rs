@@ -11,6 +11,7 @@ mod chroma_server;
 mod cli;
 mod common;
 mod corpus;
+mod dashboard;
 mod delivery;
 mod http_api;
 mod many_personas;

@@ -1,0 +1,102 @@
+//! The live dashboard: `GET /` serves one plain HTML page (no build step) that polls
+//! `GET /api/dashboard` every second: workers and their leases, the personas updated last with a
+//! progress bar per job of their latest run, recent completions with vector counts and
+//! durations, recent failures with their messages, and the dead letters.
+//!
+//! The page itself holds no data, so it is served without the token; the page sends the token
+//! it finds after `#token=` in its address with every API call.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::{jobs, JobStatus};
+
+const PAGE: &str = include_str!("dashboard.html");
+
+/// How many rows each list of the dashboard shows.
+const RECENT: u64 = 12;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(page))
+        .route("/api/dashboard", web::get().to(dashboard));
+}
+
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(PAGE)
+}
+
+fn database(e: sea_orm::DbErr) -> ApiError {
+    ApiError::unavailable("database", e)
+}
+
+fn seconds(job: &entities::ingestion_job::Model) -> Option<f64> {
+    let (started, ended) = (job.started_at?, job.completed_at?);
+    Some((ended - started).num_milliseconds() as f64 / 1000.0)
+}
+
+async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let db = &state.db;
+    let mut personas = Vec::new();
+    for persona in jobs::recent_personas(db, RECENT).await.map_err(database)? {
+        let mut latest = jobs::jobs_of(db, &persona.id).await.map_err(database)?;
+        let newest = latest.iter().map(|j| j.created_at).max();
+        latest.retain(|j| Some(j.created_at) == newest);
+        latest.sort_by_key(|j| j.kind);
+        personas.push(json!({
+            "id": persona.id,
+            "status": persona.status,
+            "error": persona.error_message,
+            "updated_at": persona.updated_at,
+            "jobs": latest.iter().map(|j| json!({
+                "id": j.id,
+                "kind": j.kind,
+                "status": j.status,
+                "progress": j.progress,
+                "vectors": j.total_vectors,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let row = |j: &entities::ingestion_job::Model| {
+        json!({
+            "job_id": j.id,
+            "persona": j.persona_id,
+            "kind": j.kind,
+            "vectors": j.total_vectors,
+            "seconds": seconds(j),
+            "error": j.error_message,
+            "warning": j.warning_message,
+            "at": j.completed_at,
+        })
+    };
+    let completed = jobs::find_jobs(db, Some(JobStatus::Completed), None, RECENT)
+        .await
+        .map_err(database)?;
+    let failed = jobs::find_jobs(db, Some(JobStatus::Failed), None, RECENT)
+        .await
+        .map_err(database)?;
+    let broker = match state.broker.overview(&state.settings.worker.queues).await {
+        Ok(overview) => serde_json::to_value(overview).unwrap_or(Value::Null),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    let dead_letters = match state.broker.dead_letters(RECENT as usize).await {
+        Ok((total, latest)) => json!({
+            "total": total,
+            "latest": latest
+                .iter()
+                .map(|raw| serde_json::from_str::<Value>(raw).unwrap_or(Value::Null))
+                .collect::<Vec<_>>(),
+        }),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "personas": personas,
+        "completed": completed.iter().map(row).collect::<Vec<_>>(),
+        "failed": failed.iter().map(row).collect::<Vec<_>>(),
+        "broker": broker,
+        "dead_letters": dead_letters,
+    })))
+}

@@ -16,6 +16,7 @@ use crate::trigger::broker::Broker;
 use crate::trigger::celery::TaskNames;
 use crate::trigger::consumer::{hostname, serve, ConsumerConfig, ConsumerPeers};
 use crate::trigger::events::EventPublisher;
+use crate::trigger::persona_lock::PersonaLocks;
 use crate::trigger::results::ResultBackend;
 
 pub async fn run(settings: Settings) -> anyhow::Result<i32> {
@@ -75,6 +76,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         settings.worker.queues.join(", "),
         config.concurrency
     );
+    let locks = PersonaLocks::new(
+        broker.connection(),
+        &settings.redis.key_prefix,
+        &config.worker_id,
+    );
     let peers = ConsumerPeers {
         broker: Arc::new(broker),
         results: Arc::new(results),
@@ -82,6 +88,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         abort_runs: engine.supervisor.clone().recipient(),
         db: engine.db.clone(),
         events: events.map(Arc::new),
+        locks: Arc::new(locks),
     };
     let http = match settings.http.listen.as_str() {
         "" => None,

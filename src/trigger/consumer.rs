@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::broker::Broker;
 use super::celery::TaskNames;
 use super::events::{EventPublisher, HEARTBEAT_EVERY};
+use super::persona_lock::PersonaLocks;
 use super::results::ResultBackend;
 use super::task::{handle, Served};
 use crate::actors::orchestrator::ABORT_GRACE;
@@ -75,6 +76,8 @@ pub struct ConsumerPeers {
     pub db: DatabaseConnection,
     /// Celery events, when `events.enabled`.
     pub events: Option<Arc<EventPublisher>>,
+    /// One run per persona across workers.
+    pub locks: Arc<PersonaLocks>,
 }
 
 /// What every message's handling shares.

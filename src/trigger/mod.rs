@@ -8,5 +8,6 @@ pub mod celery;
 pub mod consumer;
 pub mod enqueue;
 pub mod events;
+pub mod persona_lock;
 pub mod results;
 pub mod task;

@@ -173,7 +173,48 @@ impl Task<'_> {
                 return Flow::Done;
             }
         };
-        let mut done = self.done_before(&pending).await;
+        if !self.lock(&persona, &mut shutdown).await {
+            return Flow::Stopped;
+        }
+        let flow = self.run(&persona, &mut pending, &mut shutdown).await;
+        let locks = &self.ctx.peers.locks;
+        persist("releasing a persona lock", || {
+            locks.release(persona.as_str())
+        })
+        .await;
+        flow
+    }
+
+    /// Waits until this worker holds the persona's lock; false if the worker began stopping.
+    async fn lock(&self, persona: &PersonaId, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let mut attempt = 0;
+        loop {
+            match self.ctx.peers.locks.try_acquire(persona.as_str()).await {
+                Ok(true) => return true,
+                Ok(false) if attempt == 0 => {
+                    tracing::warn!(%persona, "another worker is ingesting this persona: waiting")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
+            }
+            attempt += 1;
+            let wait =
+                jittered_backoff(Duration::from_millis(250), attempt, Duration::from_secs(5));
+            if stopped_during(wait, shutdown).await {
+                return false;
+            }
+        }
+    }
+
+    /// The runs of the task: once, and again while its failures are transient.
+    async fn run(
+        &mut self,
+        persona: &PersonaId,
+        pending: &mut Vec<JobRef>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Flow {
+        let msg = self.msg;
+        let mut done = self.done_before(pending).await;
         pending.retain(|job| !done.iter().any(|(earlier, _)| earlier.id == job.id));
         let config = &self.ctx.config;
         let mut retries = msg.retries;
@@ -182,7 +223,7 @@ impl Task<'_> {
             self.answer(&msg.id, self.started()).await;
             let may_retry = retries < config.max_retries;
             let run = self.run_once(
-                &persona,
+                persona,
                 pending.clone(),
                 std::mem::take(&mut done),
                 may_retry,
@@ -222,7 +263,7 @@ impl Task<'_> {
                 "transient failure, running again in {wait:?}: {error}"
             );
             self.answer(&msg.id, retry_state(error)).await;
-            if stopped_during(wait, &mut shutdown).await {
+            if stopped_during(wait, shutdown).await {
                 return Flow::Stopped;
             }
             pending.retain(|job| failed.iter().any(|f| f.job_id == job.id));

@@ -18,4 +18,5 @@ mod many_personas;
 mod migrations;
 mod openai;
 mod own_postgres;
+mod two_workers;
 mod worker_kit;

@@ -13,7 +13,6 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::broker::Delivery;
 use super::celery::{decode, ingest_call, IngestCall, TaskMessage, TaskState};
@@ -34,12 +33,6 @@ pub(super) enum Served {
     DeadLettered,
     /// Still in flight (the worker is stopping): requeued at exit, or by another worker's reaper.
     Left,
-}
-
-/// The sub-task id of one kind of an `ingest_full_persona` task: derived from the task id, so
-/// that a redelivered message answers under the same ids.
-pub fn subtask_id(task_id: &str, kind: Kind) -> String {
-    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{task_id}/{kind}").as_bytes()).to_string()
 }
 
 pub(super) async fn handle(
@@ -294,30 +287,7 @@ impl Task<'_> {
         let Some(events) = &self.ctx.peers.events else {
             return;
         };
-        let exception = |exc_type: &str, message: &str| format!("{exc_type}({message:?})");
-        let (event_type, fields) = match state {
-            TaskState::Started { .. } => ("task-started", json!({})),
-            TaskState::Success(value) => (
-                "task-succeeded",
-                json!({ "result": value.to_string(), "runtime": self.started.elapsed().as_secs_f64() }),
-            ),
-            TaskState::Failure {
-                exc_type,
-                exc_message,
-                ..
-            } => (
-                "task-failed",
-                json!({ "exception": exception(exc_type, exc_message), "traceback": null }),
-            ),
-            TaskState::Retry {
-                exc_type,
-                exc_message,
-                ..
-            } => (
-                "task-retried",
-                json!({ "exception": exception(exc_type, exc_message), "traceback": null }),
-            ),
-        };
+        let (event_type, fields) = event_of(state, self.started.elapsed());
         events.task(event_type, &self.msg.id, fields).await;
     }
 
@@ -424,54 +394,8 @@ impl Task<'_> {
     }
 }
 
-/// What `task-received` tells of a message, as Celery's worker does.
-fn received_fields(msg: &TaskMessage) -> Value {
-    json!({
-        "name": msg.task,
-        "args": Value::from(msg.args.clone()).to_string(),
-        "kwargs": Value::from(msg.kwargs.clone()).to_string(),
-        "root_id": msg.root_id,
-        "parent_id": msg.parent_id,
-        "retries": msg.retries,
-        "eta": msg.eta.map(|t| t.to_rfc3339()),
-        "expires": msg.expires.map(|t| t.to_rfc3339()),
-    })
-}
-
 fn is_retryable<T>(result: &Result<T, JobError>) -> bool {
     result.as_ref().err().is_some_and(|e| e.retryable)
-}
-
-/// The persona and the jobs a call asks for, with the task ids their results go under.
-fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<JobRef>) {
-    match call {
-        IngestCall::FullPersona {
-            persona_id,
-            job_ids,
-        } => (
-            persona_id,
-            job_ids
-                .iter()
-                .map(|(kind, id)| JobRef {
-                    id: *id,
-                    kind: *kind,
-                    task_id: Some(subtask_id(task_id, *kind)),
-                })
-                .collect(),
-        ),
-        IngestCall::OneKind {
-            kind,
-            persona_id,
-            job_id,
-        } => (
-            persona_id,
-            vec![JobRef {
-                id: *job_id,
-                kind: *kind,
-                task_id: Some(task_id.to_owned()),
-            }],
-        ),
-    }
 }
 
 /// Waits `wait`; answers true if the worker began stopping meanwhile.
@@ -488,27 +412,7 @@ async fn stopped_during(wait: Duration, shutdown: &mut watch::Receiver<bool>) ->
     }
 }
 
-/// A failure as an exception Celery's client can rebuild: `RuntimeError` for a failed
-/// ingestion, `ValueError` for a bad argument, `celery.exceptions.TaskRevokedError` for an
-/// expired message.
-fn exception(exc_type: &str, message: String) -> TaskState {
-    let exc_module = if exc_type == "TaskRevokedError" {
-        "celery.exceptions"
-    } else {
-        "builtins"
-    };
-    TaskState::Failure {
-        exc_type: exc_type.into(),
-        exc_message: message,
-        exc_module: exc_module.into(),
-        traceback: None,
-    }
-}
+mod states;
 
-fn retry_state(message: String) -> TaskState {
-    TaskState::Retry {
-        exc_type: "RuntimeError".into(),
-        exc_message: message,
-        exc_module: "builtins".into(),
-    }
-}
+pub use states::subtask_id;
+use states::{event_of, exception, jobs_of, received_fields, retry_state};

@@ -169,6 +169,22 @@ impl Broker {
             .await
     }
 
+    /// A worker leaving with nothing in flight: its lease and its name go.
+    pub async fn retire(&self, worker: &str) -> Result<(), RedisError> {
+        let mut con = self.con.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.lease_key(worker))
+            .ignore()
+            .cmd("SREM")
+            .arg(self.workers_key())
+            .arg(worker)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await
+    }
+
     /// The next message, waiting up to `block` for one; it is in the worker's in-flight list.
     pub async fn fetch(
         &self,

@@ -200,6 +200,9 @@ pub async fn serve(
         events.worker("worker-offline").await;
     }
     report.requeued_at_exit = ctx.peers.broker.requeue(&worker).await?;
+    // Nothing of ours is in flight: the lease goes now, and with it any persona lock a task
+    // aborted above still held, rather than when it would have lapsed.
+    ctx.peers.broker.retire(&worker).await?;
     Ok(report)
 }
 

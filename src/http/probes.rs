@@ -27,24 +27,24 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Runs a check with a time limit; `Err` says why it failed.
-async fn check<F, E>(check: F) -> Result<(), String>
+/// A read with a time limit (a check, or a scrape that must answer whatever is down); `Err`
+/// says why it failed.
+async fn within<T, E, F>(read: F) -> Result<T, String>
 where
-    F: std::future::Future<Output = Result<(), E>>,
+    F: std::future::Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    match tokio::time::timeout(CHECK_WITHIN, check).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+    match tokio::time::timeout(CHECK_WITHIN, read).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {CHECK_WITHIN:?}")),
     }
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let (database, redis, store) = tokio::join!(
-        check(state.db.ping()),
-        check(state.broker.ping()),
-        check(async {
+        within(state.db.ping()),
+        within(state.broker.ping()),
+        within(async {
             state
                 .store
                 .collection("persona-ingest-readiness")
@@ -95,12 +95,25 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "Jobs in the database, by kind and status.",
         &["kind", "status"],
     );
-    let counts = crate::jobs::job_counts(&state.db)
-        .await
-        .map_err(|e| ApiError::unavailable("database", e))?;
-    for (kind, status, n) in counts {
-        jobs.with_label_values(&[kind.as_str(), status.as_str()])
-            .set(n);
+    // A scrape still answers when a dependency is down (that is when it matters most): what
+    // could not be read is left out, and `persona_ingest_up` says which.
+    let up = gauge_vec(
+        "persona_ingest_up",
+        "Whether the metrics could read each dependency (1) or not (0).",
+        &["dependency"],
+    );
+    match within(crate::jobs::job_counts(&state.db)).await {
+        Ok(counts) => {
+            up.with_label_values(&["database"]).set(1);
+            for (kind, status, n) in counts {
+                jobs.with_label_values(&[kind.as_str(), status.as_str()])
+                    .set(n);
+            }
+        }
+        Err(e) => {
+            up.with_label_values(&["database"]).set(0);
+            tracing::warn!("metrics: jobs not counted: {e}");
+        }
     }
     let queued = gauge_vec(
         "persona_ingest_queue_messages",
@@ -116,31 +129,28 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         "Messages in the dead-letter list now.",
     );
     let workers = gauge("persona_ingest_workers", "Workers whose lease holds.");
-    let overview = state
-        .broker
-        .overview(&state.settings.worker.queues)
-        .await
-        .map_err(|e| ApiError::unavailable("redis", e))?;
-    for queue in &overview.queues {
-        queued
-            .with_label_values(&[queue.queue.as_str()])
-            .set(queue.waiting as i64);
+    match within(state.broker.overview(&state.settings.worker.queues)).await {
+        Ok(overview) => {
+            up.with_label_values(&["redis"]).set(1);
+            for queue in &overview.queues {
+                queued
+                    .with_label_values(&[queue.queue.as_str()])
+                    .set(queue.waiting as i64);
+            }
+            let holding = overview.workers.iter().map(|w| w.in_flight.len() as i64);
+            in_flight.set(holding.sum());
+            dead.set(overview.dead_letters as i64);
+            let alive = overview
+                .workers
+                .iter()
+                .filter(|w| w.lease_left_ms.is_some());
+            workers.set(alive.count() as i64);
+        }
+        Err(e) => {
+            up.with_label_values(&["redis"]).set(0);
+            tracing::warn!("metrics: the broker not read: {e}");
+        }
     }
-    in_flight.set(
-        overview
-            .workers
-            .iter()
-            .map(|w| w.in_flight.len() as i64)
-            .sum(),
-    );
-    dead.set(overview.dead_letters as i64);
-    workers.set(
-        overview
-            .workers
-            .iter()
-            .filter(|w| w.lease_left_ms.is_some())
-            .count() as i64,
-    );
     let running = gauge(
         "persona_ingest_running_personas",
         "Personas this worker is ingesting now.",

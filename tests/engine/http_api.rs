@@ -319,4 +319,22 @@ async fn ready_answers_503_naming_redis_when_it_is_gone() {
     assert_eq!(ready["checks"]["store"], "ok");
     let error = ready["error"].as_str().unwrap();
     assert!(error.starts_with("not ready: redis ("), "{error}");
+    // Metrics still answer, saying what they could not read.
+    let response = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("persona_ingest_up{dependency=\"redis\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("persona_ingest_up{dependency=\"database\"} 1"),
+        "{text}"
+    );
 }

@@ -2,8 +2,9 @@
 //! the read queries that `status` shows. A transition that would move a status backwards is
 //! refused, except a job start marked as an explicit restart.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -194,24 +195,44 @@ pub async fn job_started<C: ConnectionTrait>(
     id: Uuid,
     restart: bool,
 ) -> Result<(), TransitionError> {
-    let row = job(db, id).await?;
-    if row.status != JobStatus::Pending && !restart {
+    let mut update = ingestion_job::Entity::update_many()
+        .col_expr(
+            ingestion_job::Column::Status,
+            Expr::value(JobStatus::Processing),
+        )
+        .col_expr(ingestion_job::Column::Progress, Expr::value(0))
+        .col_expr(ingestion_job::Column::TotalVectors, Expr::value(0i64))
+        .col_expr(
+            ingestion_job::Column::ErrorMessage,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            ingestion_job::Column::WarningMessage,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            ingestion_job::Column::Attempts,
+            Expr::col(ingestion_job::Column::Attempts).add(1),
+        )
+        .col_expr(
+            ingestion_job::Column::StartedAt,
+            Expr::value(Some(Utc::now())),
+        )
+        .col_expr(
+            ingestion_job::Column::CompletedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(ingestion_job::Column::Id.eq(id));
+    if !restart {
+        update = update.filter(ingestion_job::Column::Status.eq(JobStatus::Pending));
+    }
+    if update.exec(db).await?.rows_affected == 0 {
+        let row = job(db, id).await?;
         return Err(TransitionError::Refused(format!(
             "job {id} is {}; only a pending job starts (or an explicit retry)",
             row.status
         )));
     }
-    let attempts = row.attempts + 1;
-    let mut row = row.into_active_model();
-    row.status = Set(JobStatus::Processing);
-    row.progress = Set(0);
-    row.total_vectors = Set(0);
-    row.error_message = Set(None);
-    row.warning_message = Set(None);
-    row.attempts = Set(attempts);
-    row.started_at = Set(Some(Utc::now()));
-    row.completed_at = Set(None);
-    row.update(db).await?;
     Ok(())
 }
 
@@ -240,20 +261,32 @@ pub async fn job_completed<C: ConnectionTrait>(
     total_vectors: u64,
     warning: Option<String>,
 ) -> Result<(), TransitionError> {
-    let row = job(db, id).await?;
-    if row.status != JobStatus::Processing {
+    let updated = ingestion_job::Entity::update_many()
+        .col_expr(
+            ingestion_job::Column::Status,
+            Expr::value(JobStatus::Completed),
+        )
+        .col_expr(ingestion_job::Column::Progress, Expr::value(100))
+        .col_expr(
+            ingestion_job::Column::TotalVectors,
+            Expr::value(total_vectors as i64),
+        )
+        .col_expr(ingestion_job::Column::WarningMessage, Expr::value(warning))
+        .col_expr(
+            ingestion_job::Column::CompletedAt,
+            Expr::value(Some(Utc::now())),
+        )
+        .filter(ingestion_job::Column::Id.eq(id))
+        .filter(ingestion_job::Column::Status.eq(JobStatus::Processing))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        let row = job(db, id).await?;
         return Err(TransitionError::Refused(format!(
             "job {id} is {}; only a processing job completes",
             row.status
         )));
     }
-    let mut row = row.into_active_model();
-    row.status = Set(JobStatus::Completed);
-    row.progress = Set(100);
-    row.total_vectors = Set(total_vectors as i64);
-    row.warning_message = Set(warning);
-    row.completed_at = Set(Some(Utc::now()));
-    row.update(db).await?;
     Ok(())
 }
 
@@ -263,18 +296,30 @@ pub async fn job_failed<C: ConnectionTrait>(
     id: Uuid,
     error: &str,
 ) -> Result<(), TransitionError> {
-    let row = job(db, id).await?;
-    if row.status.is_finished() {
+    let updated = ingestion_job::Entity::update_many()
+        .col_expr(
+            ingestion_job::Column::Status,
+            Expr::value(JobStatus::Failed),
+        )
+        .col_expr(
+            ingestion_job::Column::ErrorMessage,
+            Expr::value(Some(error.to_owned())),
+        )
+        .col_expr(
+            ingestion_job::Column::CompletedAt,
+            Expr::value(Some(Utc::now())),
+        )
+        .filter(ingestion_job::Column::Id.eq(id))
+        .filter(ingestion_job::Column::Status.is_in([JobStatus::Pending, JobStatus::Processing]))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        let row = job(db, id).await?;
         return Err(TransitionError::Refused(format!(
             "job {id} is already {}; not marking it failed ({error})",
             row.status
         )));
     }
-    let mut row = row.into_active_model();
-    row.status = Set(JobStatus::Failed);
-    row.error_message = Set(Some(error.to_owned()));
-    row.completed_at = Set(Some(Utc::now()));
-    row.update(db).await?;
     Ok(())
 }
 

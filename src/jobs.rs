@@ -386,6 +386,17 @@ pub async fn job_by_id<C: ConnectionTrait>(
     ingestion_job::Entity::find_by_id(id).one(db).await
 }
 
+/// The rows of these jobs, those that exist.
+pub async fn jobs_by_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<Vec<ingestion_job::Model>, DbErr> {
+    ingestion_job::Entity::find()
+        .filter(ingestion_job::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
+}
+
 /// The latest job of each kind of every persona, for the overview.
 pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job::Model>, DbErr> {
     let all = ingestion_job::Entity::find()

@@ -13,6 +13,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::broker::Delivery;
 use super::celery::{decode, ingest_call, IngestCall, TaskMessage, TaskState};
@@ -266,20 +267,22 @@ impl Task<'_> {
     /// The jobs this very task completed before: it is being delivered again (its worker died
     /// after some of its jobs ended). They are not run twice.
     async fn done_before(&self, jobs: &[JobRef]) -> Vec<(JobRef, u64)> {
-        let mut done = Vec::new();
-        for job in jobs {
-            match crate::jobs::job_by_id(&self.ctx.peers.db, job.id).await {
-                Ok(Some(row))
-                    if row.status == JobStatus::Completed && row.task_id == job.task_id =>
-                {
-                    done.push((job.clone(), row.total_vectors.max(0) as u64));
-                }
-                Ok(_) => {}
+        let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+        let rows = match crate::jobs::jobs_by_ids(&self.ctx.peers.db, &ids).await {
+            Ok(rows) => rows,
+            Err(e) => {
                 // Not knowing costs only work done again (the run is idempotent).
-                Err(e) => tracing::warn!(job_id = %job.id, "could not read the job's row: {e}"),
+                tracing::warn!("could not read the task's job rows: {e}");
+                return Vec::new();
             }
-        }
-        done
+        };
+        jobs.iter()
+            .filter_map(|job| {
+                let row = rows.iter().find(|r| r.id == job.id)?;
+                let done = row.status == JobStatus::Completed && row.task_id == job.task_id;
+                done.then(|| (job.clone(), row.total_vectors.max(0) as u64))
+            })
+            .collect()
     }
 
     /// The Celery event of the task's new state.

@@ -1,6 +1,7 @@
 //! `persona-ingest run`: the engine daemon, serving the Celery queues on Redis until SIGTERM or
 //! SIGINT, then stopping intake, letting running work finish within `worker.shutdown_grace`,
-//! requeueing the rest, and exiting 0.
+//! requeueing the rest, and exiting 0. Beside the consumer: the HTTP server (`http.listen`),
+//! stopped after it, and Celery events (`events.enabled`).
 
 use std::sync::Arc;
 use std::time::Duration;

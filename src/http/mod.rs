@@ -49,10 +49,6 @@ pub fn start(listen: &str, state: AppState) -> std::io::Result<ServerHandle> {
                 web::QueryConfig::default()
                     .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
             )
-            .app_data(
-                web::JsonConfig::default()
-                    .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
-            )
             .wrap(from_fn(move |req, next| {
                 let token = token.clone();
                 authorize(token, req, next)

@@ -371,12 +371,7 @@ pub async fn jobs_of<C: ConnectionTrait>(
     db: &C,
     persona_id: &str,
 ) -> Result<Vec<ingestion_job::Model>, DbErr> {
-    ingestion_job::Entity::find()
-        .filter(ingestion_job::Column::PersonaId.eq(persona_id))
-        .order_by_desc(ingestion_job::Column::CreatedAt)
-        .order_by_asc(ingestion_job::Column::Kind)
-        .all(db)
-        .await
+    find_jobs(db, None, Some(persona_id), None).await
 }
 
 pub async fn job_by_id<C: ConnectionTrait>(
@@ -411,12 +406,12 @@ pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job
         .collect())
 }
 
-/// Jobs, newest first, of one status and/or one persona, at most `limit`.
+/// Jobs, newest first, of one status and/or one persona, at most `limit` when given.
 pub async fn find_jobs<C: ConnectionTrait>(
     db: &C,
     status: Option<JobStatus>,
     persona_id: Option<&str>,
-    limit: u64,
+    limit: Option<u64>,
 ) -> Result<Vec<ingestion_job::Model>, DbErr> {
     let mut query = ingestion_job::Entity::find();
     if let Some(status) = status {

@@ -83,7 +83,7 @@ async fn list_jobs(
         &state.db,
         status,
         persona.as_ref().map(PersonaId::as_str),
-        limit,
+        Some(limit),
     )
     .await
     .map_err(database)?;

@@ -72,10 +72,10 @@ async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             "at": j.completed_at,
         })
     };
-    let completed = jobs::find_jobs(db, Some(JobStatus::Completed), None, RECENT)
+    let completed = jobs::find_jobs(db, Some(JobStatus::Completed), None, Some(RECENT))
         .await
         .map_err(database)?;
-    let failed = jobs::find_jobs(db, Some(JobStatus::Failed), None, RECENT)
+    let failed = jobs::find_jobs(db, Some(JobStatus::Failed), None, Some(RECENT))
         .await
         .map_err(database)?;
     let broker = match state.broker.overview(&state.settings.worker.queues).await {

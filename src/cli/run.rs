@@ -40,13 +40,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
         name => name.to_owned(),
     };
+    let broker = Arc::new(broker);
     let events = if settings.events.enabled {
-        let client = redis::Client::open(settings.redis.url.as_str())?;
-        let db = client.get_connection_info().redis_settings().db();
-        let con = redis::aio::ConnectionManager::new(client)
-            .await
-            .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
-        Some(EventPublisher::new(con, db, node.clone()))
+        // Events are PUBLISHed on the broker's own connection, in the channels of its db.
+        let db = redis::Client::open(settings.redis.url.as_str())?
+            .get_connection_info()
+            .redis_settings()
+            .db();
+        Some(EventPublisher::new(broker.connection(), db, node.clone()))
     } else {
         None
     };
@@ -77,13 +78,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         settings.worker.queues.join(", "),
         config.concurrency
     );
-    let locks = PersonaLocks::new(
-        broker.connection(),
-        &settings.redis.key_prefix,
-        &config.worker_id,
-    );
+    let locks = PersonaLocks::new(broker.clone(), &config.worker_id);
     let peers = ConsumerPeers {
-        broker: Arc::new(broker),
+        broker,
         results: Arc::new(results),
         supervisor: engine.supervisor.clone().recipient(),
         abort_runs: engine.supervisor.clone().recipient(),

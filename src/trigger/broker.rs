@@ -138,7 +138,17 @@ impl Broker {
     }
 
     fn lease_key(&self, worker: &str) -> String {
-        format!("{}:lease:{worker}", self.prefix)
+        format!("{}{worker}", self.lease_key_prefix())
+    }
+
+    /// What every lease key starts with, the worker id following.
+    pub fn lease_key_prefix(&self) -> String {
+        format!("{}:lease:", self.prefix)
+    }
+
+    /// The key of a persona's lock (see `persona_lock`).
+    pub fn persona_lock_key(&self, persona: &str) -> String {
+        format!("{}:persona-lock:{persona}", self.prefix)
     }
 
     fn workers_key(&self) -> String {

@@ -5,10 +5,11 @@
 //! runs of a persona in line, so tasks of one worker share its lock, counted here.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
+
+use super::broker::Broker;
 
 /// Takes the lock unless another worker whose lease lives holds it.
 /// KEYS: the lock. ARGV: this worker, the prefix of lease keys.
@@ -30,8 +31,7 @@ return 0
 "#;
 
 pub struct PersonaLocks {
-    con: ConnectionManager,
-    prefix: String,
+    broker: Arc<Broker>,
     worker: String,
     /// Tasks of this worker holding each persona's lock.
     held: Mutex<HashMap<String, usize>>,
@@ -40,11 +40,10 @@ pub struct PersonaLocks {
 }
 
 impl PersonaLocks {
-    /// `prefix` is `redis.key_prefix`: lease keys are `{prefix}:lease:{worker}`.
-    pub fn new(con: ConnectionManager, prefix: &str, worker: &str) -> Self {
+    /// Locks taken by `worker`, in the broker's Redis, next to its leases.
+    pub fn new(broker: Arc<Broker>, worker: &str) -> Self {
         Self {
-            con,
-            prefix: prefix.to_owned(),
+            broker,
             worker: worker.to_owned(),
             held: Mutex::default(),
             acquire: Script::new(ACQUIRE),
@@ -52,18 +51,14 @@ impl PersonaLocks {
         }
     }
 
-    fn key(&self, persona: &str) -> String {
-        format!("{}:persona-lock:{persona}", self.prefix)
-    }
-
     /// Takes the persona's lock for one task; false while another live worker holds it.
     pub async fn try_acquire(&self, persona: &str) -> Result<bool, RedisError> {
-        let mut con = self.con.clone();
+        let mut con = self.broker.connection();
         let taken: i64 = self
             .acquire
-            .key(self.key(persona))
+            .key(self.broker.persona_lock_key(persona))
             .arg(&self.worker)
-            .arg(format!("{}:lease:", self.prefix))
+            .arg(self.broker.lease_key_prefix())
             .invoke_async(&mut con)
             .await?;
         if taken == 1 {
@@ -87,9 +82,9 @@ impl PersonaLocks {
         if !last {
             return Ok(());
         }
-        let mut con = self.con.clone();
+        let mut con = self.broker.connection();
         self.release
-            .key(self.key(persona))
+            .key(self.broker.persona_lock_key(persona))
             .arg(&self.worker)
             .invoke_async::<i64>(&mut con)
             .await

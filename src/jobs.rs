@@ -40,8 +40,11 @@ impl From<DbErr> for TransitionError {
 }
 
 /// Whether an error says the database was out of reach rather than that the statement failed:
-/// no connection, a broken one, or PostgreSQL shutting down or starting (SQLSTATE classes 08
-/// and 57P).
+/// no connection, a broken one, PostgreSQL shutting down or starting (SQLSTATE classes 08
+/// and 57P), or an SQLite file another process is writing (SQLITE_BUSY and SQLITE_LOCKED with
+/// their extended codes, such as 517, BUSY_SNAPSHOT: a read transaction that wants to write
+/// after another process wrote, which no busy timeout waits out; only trying the whole
+/// statement again does).
 fn is_unavailable(e: &DbErr) -> bool {
     use sea_orm::sqlx;
     use sea_orm::RuntimeErr;
@@ -52,12 +55,23 @@ fn is_unavailable(e: &DbErr) -> bool {
     };
     match sqlx_error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        sqlx::Error::Database(db) => {
+            if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                let primary = sqlx::error::DatabaseError::code(sqlite)
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .map(|code| code & 0xff);
+                return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
+            }
+            db.code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
         _ => false,
     }
 }
+
+/// SQLite's primary result codes for a file held by another connection.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
 
 /// A job a run is to carry out: its id may come from the caller (the web app made the row).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -68,12 +82,16 @@ pub struct JobRef {
 }
 
 /// Creates the persona (as a draft) and the job rows that do not exist yet, and moves the
-/// persona to `ingesting`.
+/// persona to `ingesting`. Answers the jobs this very task completed before, with their vector
+/// counts: a job that names a task id and whose row is completed under that id. Such a run is
+/// a redelivery (its worker died after some jobs ended) or a retry of the jobs that failed, and
+/// those jobs are not run twice.
 pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     persona_id: &PersonaId,
     jobs: &[JobRef],
-) -> Result<(), TransitionError> {
+) -> Result<Vec<(Uuid, u64)>, TransitionError> {
+    let mut completed = Vec::new();
     let txn = db.begin().await?;
     let now = Utc::now();
     let existing = persona::Entity::find_by_id(persona_id.as_str())
@@ -101,6 +119,13 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
                     job.id, row.persona_id, row.kind, persona_id, job.kind
                 )));
             }
+            Some(row)
+                if job.task_id.is_some()
+                    && row.task_id == job.task_id
+                    && row.status == JobStatus::Completed =>
+            {
+                completed.push((row.id, row.total_vectors.max(0) as u64));
+            }
             Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
                 let mut row = row.into_active_model();
                 row.task_id = Set(job.task_id.clone());
@@ -113,7 +138,7 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
         }
     }
     txn.commit().await?;
-    Ok(())
+    Ok(completed)
 }
 
 /// Creates the rows the web app creates before it enqueues: the persona (a draft) if missing,

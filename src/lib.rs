@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod embed;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod persona;
 pub mod pipeline;
+pub mod retry;
 pub mod sources;
 pub mod store;
 pub mod testkit;

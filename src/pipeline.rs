@@ -17,9 +17,12 @@ use crate::actors::orchestrator::{
     IngestorHandle, IngestorSpawner, RunDeps, RunOutcome, RunRequest,
 };
 use crate::actors::status_recorder::{FlushProgress, JobEvent, StatusRecorder};
-use crate::actors::supervisor::{IngestPersona, OrchestratorStarter, Supervisor};
+use crate::actors::supervisor::{
+    IngestPersona, JobEnded, OrchestratorStarter, RunLimits, RunTask, Supervisor, TaskOutcome,
+};
 use crate::config::Settings;
 use crate::embed::{self, EmbeddingProvider};
+use crate::retry::RetryPolicy;
 use crate::sources::{FileSources, SourceFactory};
 use crate::store::{self, VectorStore};
 use crate::{db, Kind, PersonaId};
@@ -129,6 +132,7 @@ impl Engine {
             Arc::new(OrchestratorStarter(deps)),
             recorder.clone().recipient(),
         )
+        .with_retry_policy(RetryPolicy::from_settings(&settings.worker))
         .start();
         Self {
             settings,
@@ -154,6 +158,53 @@ impl Engine {
             .send(IngestPersona(request))
             .await
             .context("the supervisor is not running")
+    }
+
+    /// Runs `request` as a task: jobs that fail only transiently run again, waiting in this
+    /// process, as the engine's retry policy says (`worker.max_retries`, `worker.retry_delay`);
+    /// jobs already completed are not run again. Answers the last run's outcome, which holds
+    /// every job.
+    pub async fn run_retrying(&self, mut request: RunRequest) -> anyhow::Result<RunOutcome> {
+        // One task id for the run's jobs, so that a run again knows which completed.
+        let task_id = uuid::Uuid::new_v4().to_string();
+        for job in &mut request.jobs {
+            job.task_id.get_or_insert_with(|| task_id.clone());
+        }
+        let mut retries = 0;
+        loop {
+            let watch = request.watch.clone();
+            let task = RunTask {
+                persona: request.persona.clone(),
+                jobs: request.jobs.clone(),
+                limits: RunLimits {
+                    soft: request.soft_time_limit,
+                    hard: request.time_limit,
+                },
+                retries,
+                tell: Arc::new(move |ended: JobEnded| watch.tell(&ended.outcome)),
+            };
+            match self
+                .supervisor
+                .send(task)
+                .await
+                .context("the supervisor is not running")?
+            {
+                TaskOutcome::Done(outcome) => return Ok(outcome),
+                TaskOutcome::Retry {
+                    after,
+                    retry,
+                    outcome,
+                } => {
+                    tracing::warn!(
+                        persona = %request.persona, retry,
+                        "failed only transiently; running the failed jobs again in {after:?}: {}",
+                        outcome.error.unwrap_or_default()
+                    );
+                    tokio::time::sleep(after).await;
+                    retries = retry;
+                }
+            }
+        }
     }
 
     /// Every job change from now on.

@@ -40,16 +40,7 @@ impl<C: 'static> Message for Observe<C> {
     type Result = C;
 }
 
-/// The wait before retry number `attempt` (1-based): `base` doubled each time, at most `cap`,
-/// with jitter in [50%, 100%] so that callers failing together do not retry together.
-pub fn jittered_backoff(
-    base: std::time::Duration,
-    attempt: u32,
-    cap: std::time::Duration,
-) -> std::time::Duration {
-    let exponential = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    exponential.min(cap).mul_f64(0.5 + fastrand::f64() * 0.5)
-}
+pub use crate::retry::jittered_backoff;
 
 /// The text of a caught panic's payload.
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

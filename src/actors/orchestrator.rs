@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use self::run::run_error;
 use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopIngest};
-use super::status_recorder::{RecordStatus, StatusUpdate};
+use super::status_recorder::{RecordStatus, Recorded, StatusUpdate};
 use super::{panic_message, Observe};
 use crate::jobs::JobRef;
 use crate::sources::{Source, SourceFactory, SourcePlan};
@@ -92,7 +92,7 @@ pub struct AbortRun {
 
 impl Orchestrator {
     pub fn new(request: RunRequest, deps: RunDeps, reply: oneshot::Sender<RunOutcome>) -> Self {
-        let mut orchestrator = Self {
+        Self {
             request,
             deps,
             reply: Some(reply),
@@ -102,24 +102,29 @@ impl Orchestrator {
             started_at: Instant::now(),
             counters: OrchestratorCounters::default(),
             aborted: None,
-        };
-        for (job, vectors) in orchestrator.request.done.clone() {
-            let collection = orchestrator.collection(job.kind).name;
-            let stats = JobStats {
-                vectors,
-                ..JobStats::default()
-            };
-            orchestrator.outcomes.insert(
-                job.id,
-                JobOutcome {
-                    job_id: job.id,
-                    kind: job.kind,
-                    collection,
-                    result: Ok(stats),
-                },
-            );
         }
-        orchestrator
+    }
+
+    /// Jobs its task completed before: their outcome stands (their vector count), and they are
+    /// not run again.
+    fn completed_before(&mut self, completed: Vec<(Uuid, u64)>) {
+        for (job_id, vectors) in completed {
+            let Some(job) = self.request.jobs.iter().find(|j| j.id == job_id).cloned() else {
+                continue;
+            };
+            let outcome = JobOutcome {
+                job_id,
+                kind: job.kind,
+                collection: self.collection(job.kind).name,
+                result: Ok(JobStats {
+                    vectors,
+                    ..JobStats::default()
+                }),
+            };
+            self.request.watch.tell(&outcome);
+            self.spawned.insert(job_id);
+            self.outcomes.insert(job_id, outcome);
+        }
     }
 
     fn collection(&self, kind: Kind) -> CollectionSpec {
@@ -150,7 +155,9 @@ impl Orchestrator {
     /// Fails the jobs that never started; the recorder is told before the run ends.
     fn fail_all(&mut self, error: &str) {
         for job in self.request.jobs.clone() {
-            self.job_failed_early(&job, error.to_owned());
+            if !self.outcomes.contains_key(&job.id) {
+                self.job_failed_early(&job, error.to_owned());
+            }
         }
     }
 
@@ -243,10 +250,8 @@ impl Orchestrator {
             .collect();
         let jobs: Vec<JobOutcome> = self
             .request
-            .done
+            .jobs
             .iter()
-            .map(|(job, _)| job)
-            .chain(&self.request.jobs)
             .filter_map(|job| self.outcomes.get(&job.id).cloned())
             .collect();
         let error = run_error(&jobs);
@@ -267,7 +272,7 @@ impl Orchestrator {
         ctx.wait(work.into_actor(self).map(|recorded, act, ctx| {
             let error = match recorded {
                 Err(e) => Some(format!("the run's end could not be recorded: {e}")),
-                Ok(()) => error,
+                Ok(_) => error,
             };
             let outcome = RunOutcome {
                 persona: act.request.persona.clone(),
@@ -288,7 +293,10 @@ impl Orchestrator {
     }
 }
 
-async fn send(recorder: &Recipient<RecordStatus>, update: StatusUpdate) -> Result<(), String> {
+async fn send(
+    recorder: &Recipient<RecordStatus>,
+    update: StatusUpdate,
+) -> Result<Recorded, String> {
     match recorder.send(RecordStatus(update)).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(e) => Err(format!("status recorder unreachable: {e}")),
@@ -303,21 +311,16 @@ impl Actor for Orchestrator {
         let sources = self.deps.sources.clone();
         let request = self.request.clone();
         let setup = async move {
-            send(
+            let begun = send(
                 &recorder,
                 StatusUpdate::BeginRun {
                     persona: request.persona.clone(),
-                    jobs: request
-                        .done
-                        .iter()
-                        .map(|(job, _)| job)
-                        .chain(&request.jobs)
-                        .cloned()
-                        .collect(),
+                    jobs: request.jobs.clone(),
                 },
             )
             .await
             .map_err(|e| format!("could not record the start of the run: {e}"))?;
+            let completed = begun.completed_before;
             if !sources.persona_exists(&request.persona) {
                 return Err(format!(
                     "persona {} not found: nothing at {}",
@@ -326,13 +329,19 @@ impl Actor for Orchestrator {
                 ));
             }
             // Listing files is blocking I/O: off the actor thread.
+            let to_run: Vec<JobRef> = request
+                .jobs
+                .iter()
+                .filter(|job| !completed.iter().any(|(id, _)| *id == job.id))
+                .cloned()
+                .collect();
+            let persona = request.persona.clone();
             let plans = tokio::task::spawn_blocking(move || {
-                request
-                    .jobs
+                to_run
                     .iter()
                     .map(|job| {
                         let planned = sources
-                            .source(&request.persona, job.kind)
+                            .source(&persona, job.kind)
                             .and_then(|source| Ok((source.clone(), source.plan()?)))
                             .map_err(|e| e.to_string());
                         (job.clone(), planned)
@@ -346,13 +355,13 @@ impl Actor for Orchestrator {
                     describe_join_error(e)
                 )
             })?;
-            Ok(plans)
+            Ok((completed, plans))
         };
         ctx.wait(setup.into_actor(self).map(|setup, act, ctx| {
             match setup {
                 Err(error) => act.fail_all(&error),
-                Ok(plans) => {
-                    let nothing = act.request.done.is_empty()
+                Ok((completed, plans)) => {
+                    let nothing = completed.is_empty()
                         && plans
                             .iter()
                             .all(|(_, p)| p.as_ref().is_ok_and(|(_, p)| p.files.is_empty()));
@@ -371,6 +380,7 @@ impl Actor for Orchestrator {
                             looked.join(", ")
                         ));
                     } else {
+                        act.completed_before(completed);
                         let mut plans = plans;
                         plans.sort_by_key(|(job, _)| Kind::ALL.iter().position(|k| *k == job.kind));
                         act.start_ingestors(plans, ctx);

@@ -52,8 +52,16 @@ pub enum StatusUpdate {
 
 /// A status update to apply; answered once it is in the database.
 #[derive(Clone, Debug, PartialEq, Message, Serialize)]
-#[rtype(result = "Result<(), TransitionError>")]
+#[rtype(result = "Result<Recorded, TransitionError>")]
 pub struct RecordStatus(pub StatusUpdate);
+
+/// What applying an update found out. Only `BeginRun` finds anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The jobs of the run that its task completed before (job id, vectors): see
+    /// [`jobs::begin_run`].
+    pub completed_before: Vec<(Uuid, u64)>,
+}
 
 /// Writes the coalesced progress now; answered once written.
 #[derive(Message)]
@@ -179,7 +187,7 @@ impl Handler<FlushProgress> for StatusRecorder {
 }
 
 impl Handler<RecordStatus> for StatusRecorder {
-    type Result = AtomicResponse<Self, Result<(), TransitionError>>;
+    type Result = AtomicResponse<Self, Result<Recorded, TransitionError>>;
 
     fn handle(
         &mut self,
@@ -198,7 +206,7 @@ impl Handler<RecordStatus> for StatusRecorder {
                 total_vectors: 0,
                 message: None,
             });
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Recorded::default()))));
         }
         // A job's final state supersedes its unwritten progress.
         if let StatusUpdate::JobCompleted { job_id, .. } | StatusUpdate::JobFailed { job_id, .. } =
@@ -214,7 +222,7 @@ impl Handler<RecordStatus> for StatusRecorder {
                 .into_actor(self)
                 .map(move |result, act, _| {
                     match &result {
-                        Ok(event) => {
+                        Ok((event, _)) => {
                             act.counters.applied += 1;
                             if let Some(event) = event.clone() {
                                 act.publish(event);
@@ -229,7 +237,7 @@ impl Handler<RecordStatus> for StatusRecorder {
                             tracing::error!("status update {applied:?} not written: {e}");
                         }
                     }
-                    result.map(|_| ())
+                    result.map(|(_, recorded)| recorded)
                 }),
         ))
     }
@@ -242,7 +250,7 @@ async fn apply_riding_out(
     db: &DatabaseConnection,
     update: StatusUpdate,
     ride_out: Duration,
-) -> Result<Option<JobEvent>, TransitionError> {
+) -> Result<(Option<JobEvent>, Recorded), TransitionError> {
     let started = tokio::time::Instant::now();
     let mut attempt = 0;
     loop {
@@ -262,7 +270,7 @@ async fn apply_riding_out(
 async fn apply(
     db: &DatabaseConnection,
     update: StatusUpdate,
-) -> Result<Option<JobEvent>, TransitionError> {
+) -> Result<(Option<JobEvent>, Recorded), TransitionError> {
     let event = |job_id, status, progress, total_vectors, message| {
         Some(JobEvent {
             job_id,
@@ -272,37 +280,40 @@ async fn apply(
             message,
         })
     };
-    Ok(match update {
-        StatusUpdate::BeginRun { persona, jobs } => {
-            jobs::begin_run(db, &persona, &jobs).await?;
-            None
-        }
-        StatusUpdate::JobStarted { job_id, restart } => {
-            jobs::job_started(db, job_id, restart).await?;
-            event(job_id, JobStatus::Processing, 0, 0, None)
-        }
-        StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
-        StatusUpdate::JobCompleted {
-            job_id,
-            total_vectors,
-            warning,
-        } => {
-            jobs::job_completed(db, job_id, total_vectors, warning.clone()).await?;
-            event(job_id, JobStatus::Completed, 100, total_vectors, warning)
-        }
-        StatusUpdate::JobFailed { job_id, error } => {
-            jobs::job_failed(db, job_id, &error).await?;
-            event(job_id, JobStatus::Failed, 0, 0, Some(error))
-        }
-        StatusUpdate::FinishRun { persona, error } => {
-            let status = jobs::finish_run(db, &persona, error).await?;
-            debug_assert!(matches!(
-                status,
-                PersonaStatus::Active | PersonaStatus::Failed
-            ));
-            None
-        }
-    })
+    Ok((
+        match update {
+            StatusUpdate::BeginRun { persona, jobs } => {
+                let completed_before = jobs::begin_run(db, &persona, &jobs).await?;
+                return Ok((None, Recorded { completed_before }));
+            }
+            StatusUpdate::JobStarted { job_id, restart } => {
+                jobs::job_started(db, job_id, restart).await?;
+                event(job_id, JobStatus::Processing, 0, 0, None)
+            }
+            StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
+            StatusUpdate::JobCompleted {
+                job_id,
+                total_vectors,
+                warning,
+            } => {
+                jobs::job_completed(db, job_id, total_vectors, warning.clone()).await?;
+                event(job_id, JobStatus::Completed, 100, total_vectors, warning)
+            }
+            StatusUpdate::JobFailed { job_id, error } => {
+                jobs::job_failed(db, job_id, &error).await?;
+                event(job_id, JobStatus::Failed, 0, 0, Some(error))
+            }
+            StatusUpdate::FinishRun { persona, error } => {
+                let status = jobs::finish_run(db, &persona, error).await?;
+                debug_assert!(matches!(
+                    status,
+                    PersonaStatus::Active | PersonaStatus::Failed
+                ));
+                None
+            }
+        },
+        Recorded::default(),
+    ))
 }
 
 impl Handler<Observe<RecorderCounters>> for StatusRecorder {

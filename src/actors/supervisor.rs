@@ -1,4 +1,5 @@
-//! Supervisor: one for the engine. It takes ingestion requests, runs at most `concurrency`
+//! Supervisor: one for the engine. It takes ingestion requests (`IngestPersona`, and the
+//! trigger's `RunTask`, which adds redelivery and the retry policy: see `task`), runs at most `concurrency`
 //! personas at once and one run per persona at a time (a second request for a running
 //! persona waits behind it), starts an Orchestrator per run and answers each requester with
 //! its run's outcome.
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use super::orchestrator::{AbortRun, Orchestrator, RunDeps, RunOutcome, RunRequest};
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
+use crate::retry::RetryPolicy;
 use crate::{PersonaId, PersonaStatus};
 
 /// Ingest a persona; answered with the outcome once the run is over.
@@ -78,6 +80,8 @@ struct RunEnded {
 
 pub struct Supervisor {
     concurrency: usize,
+    /// When a task whose jobs failed transiently runs again (`RunTask`).
+    retry: RetryPolicy,
     starter: Arc<dyn RunStarter>,
     recorder: Recipient<RecordStatus>,
     /// The running personas, and how to abort their runs.
@@ -94,11 +98,41 @@ impl Supervisor {
     ) -> Self {
         Self {
             concurrency: concurrency.max(1),
+            retry: task::no_retries(),
             starter,
             recorder,
             running: HashMap::new(),
             waiting: VecDeque::new(),
             counters: SupervisorCounters::default(),
+        }
+    }
+
+    /// Runs transiently failing tasks again as `policy` says.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Queues a run; its outcome comes when it ends (failed, if the Supervisor stops first).
+    fn enqueue(
+        &mut self,
+        request: RunRequest,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = RunOutcome> {
+        let persona = request.persona.clone();
+        let (reply, outcome) = oneshot::channel();
+        self.waiting.push_back((request, reply));
+        self.start_what_can_run(ctx);
+        async move {
+            outcome.await.unwrap_or_else(|_| RunOutcome {
+                status: PersonaStatus::Failed,
+                error: Some(format!(
+                    "the supervisor stopped before the run of {persona} ended"
+                )),
+                persona,
+                jobs: Vec::new(),
+                elapsed: Duration::ZERO,
+            })
         }
     }
 
@@ -196,21 +230,7 @@ impl Handler<IngestPersona> for Supervisor {
         IngestPersona(request): IngestPersona,
         ctx: &mut Context<Self>,
     ) -> Self::Result {
-        let persona = request.persona.clone();
-        let (reply, outcome) = oneshot::channel();
-        self.waiting.push_back((request, reply));
-        self.start_what_can_run(ctx);
-        Box::pin(async move {
-            outcome.await.unwrap_or_else(|_| RunOutcome {
-                status: PersonaStatus::Failed,
-                error: Some(format!(
-                    "the supervisor stopped before the run of {persona} ended"
-                )),
-                persona,
-                jobs: Vec::new(),
-                elapsed: Duration::ZERO,
-            })
-        })
+        Box::pin(self.enqueue(request, ctx))
     }
 }
 
@@ -247,6 +267,10 @@ impl Handler<Observe<SupervisorCounters>> for Supervisor {
         MessageResult(counters)
     }
 }
+
+mod task;
+
+pub use task::{JobEnded, JobTell, RunLimits, RunTask, TaskOutcome};
 
 #[cfg(test)]
 mod tests;

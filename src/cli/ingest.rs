@@ -29,6 +29,11 @@ pub struct IngestArgs {
     /// Print the summary as JSON on stdout instead of a table (no progress bars).
     #[arg(long)]
     pub json: bool,
+    /// Run jobs that failed only transiently (the embedding provider or the vector store still
+    /// unavailable after their own retries) again, up to N times, waiting `worker.retry_delay`
+    /// seconds doubled each time, as the daemon retries its tasks. Sets `worker.max_retries`.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub retries: u32,
 }
 
 #[derive(Serialize)]
@@ -64,7 +69,8 @@ struct JobSummary {
     error: Option<String>,
 }
 
-pub async fn run(args: &IngestArgs, settings: Settings) -> anyhow::Result<i32> {
+pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i32> {
+    settings.worker.max_retries = args.retries;
     let personas = if args.all {
         let found = DataRoot::new(settings.data_root()).personas();
         if found.is_empty() {
@@ -102,7 +108,8 @@ pub async fn run(args: &IngestArgs, settings: Settings) -> anyhow::Result<i32> {
     let listener = bars.as_ref().map(|bars| bars.follow(engine.subscribe()));
 
     let started = std::time::Instant::now();
-    let outcomes = futures::future::join_all(requests.into_iter().map(|r| engine.run(r))).await;
+    let outcomes =
+        futures::future::join_all(requests.into_iter().map(|r| engine.run_retrying(r))).await;
     engine.shutdown().await;
     if let Some(listener) = listener {
         listener.abort();

@@ -4,7 +4,8 @@
 //! - [`probe`] stands in for a peer: it records every message, answers with scripted replies,
 //!   and can withhold its answers to prove backpressure.
 //! - [`ScriptedProvider`], [`MemoryStore`] and [`StaticSource`] stand in for the embedding
-//!   provider, the vector store and a corpus, with scripted failures.
+//!   provider, the vector store and a corpus, with scripted failures; [`MemoryBroker`] for the
+//!   trigger's Redis side (queues, in-flight lists, dead letters, results, locks, events).
 //! - Time is tokio's paused clock: [`pause`] in a test, [`advance`] to move it; timers, linger
 //!   windows, backoff and time limits then take no real time. (Paused time and real database
 //!   pools do not mix: tests of the StatusRecorder keep the real clock.)
@@ -13,6 +14,7 @@
 //!
 //! See `docs/testing.md` for a complete example.
 
+mod broker;
 mod probe;
 mod provider;
 mod source;
@@ -25,6 +27,7 @@ use actix::{Actor, Addr, Handler};
 
 use crate::actors::Observe;
 
+pub use broker::MemoryBroker;
 pub use probe::{probe, ProbeHandle};
 pub use provider::{ScriptedProvider, ScriptedReply};
 pub use source::{StaticSource, StaticSources};

@@ -7,50 +7,29 @@
 //! Queues are read as Celery's Redis transport writes them: `LPUSH` to a list per queue and
 //! priority step (`celery`, `celery\x06\x163`, `...6`, `...9`), served oldest first, highest
 //! priority (lowest number) first.
+//!
+//! Messages are bytes: a message that is not UTF-8 (or not JSON) is taken, dead-lettered and
+//! requeued like any other. The Lua scripts are in `lua/`, each with its KEYS and ARGV.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::celery::priority_queue;
+pub use super::ports::Delivery;
+use super::ports::{BrokerError, Queue};
 
 /// The longest a fetch blocks on an empty queue.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 /// Celery's priority steps on Redis, served in this order.
 const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
-
-/// Takes the oldest message of the first non-empty list into the in-flight list.
-/// KEYS: the lists in the order to serve them, then the in-flight list.
-const FETCH: &str = r#"
-for i = 1, #KEYS - 1 do
-  local message = redis.call('LMOVE', KEYS[i], KEYS[#KEYS], 'RIGHT', 'LEFT')
-  if message then return {KEYS[i], message} end
-end
-return false
-"#;
-
-/// Moves one message from a list to the head of the line of another, if it is still there.
-/// KEYS: from, to. ARGV: the message.
-const MOVE_BACK: &str = r#"
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
-  return 1
-end
-return 0
-"#;
-
-/// Dead-letters a message that is in flight. KEYS: in-flight, dead letters. ARGV: message, entry.
-const DEAD_LETTER: &str = r#"
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
-  return 1
-end
-return 0
-"#;
 
 /// What the broker holds, for `status` and the HTTP API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -84,14 +63,6 @@ pub struct InFlight {
     pub queue: String,
 }
 
-/// A message taken from a queue, now in this worker's in-flight list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// The list it came from.
-    pub queue: String,
-    pub raw: String,
-}
-
 pub struct Broker {
     con: ConnectionManager,
     /// A connection of its own for BLMOVE: a blocking command holds up every other command
@@ -105,6 +76,7 @@ pub struct Broker {
     fetch: Script,
     move_back: Script,
     dead_letter: Script,
+    republish: Script,
 }
 
 impl Broker {
@@ -127,9 +99,10 @@ impl Broker {
             prefix: prefix.to_owned(),
             lists,
             default_queue: queues.first().cloned().unwrap_or_else(|| "celery".into()),
-            fetch: Script::new(FETCH),
-            move_back: Script::new(MOVE_BACK),
-            dead_letter: Script::new(DEAD_LETTER),
+            fetch: Script::new(include_str!("lua/fetch.lua")),
+            move_back: Script::new(include_str!("lua/move_back.lua")),
+            dead_letter: Script::new(include_str!("lua/dead_letter.lua")),
+            republish: Script::new(include_str!("lua/republish.lua")),
         })
     }
 
@@ -159,118 +132,42 @@ impl Broker {
         format!("{}:dead-letters", self.prefix)
     }
 
-    /// Takes (or renews) the worker's lease for `lease`; a worker that stops renewing it is
-    /// taken for dead once it lapses.
-    pub async fn renew_lease(&self, worker: &str, lease: Duration) -> Result<(), RedisError> {
-        let mut con = self.con.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("SADD")
-            .arg(self.workers_key())
-            .arg(worker)
-            .ignore()
-            .cmd("SET")
-            .arg(self.lease_key(worker))
-            .arg(1)
-            .arg("PX")
-            .arg(lease.as_millis() as u64)
-            .ignore()
-            .query_async::<()>(&mut con)
-            .await
+    /// A connection to the broker's Redis, for sending messages.
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
     }
 
-    /// A worker leaving with nothing in flight: its lease and its name go.
-    pub async fn retire(&self, worker: &str) -> Result<(), RedisError> {
+    pub async fn ping(&self) -> Result<(), RedisError> {
         let mut con = self.con.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("DEL")
-            .arg(self.lease_key(worker))
-            .ignore()
-            .cmd("SREM")
-            .arg(self.workers_key())
-            .arg(worker)
-            .ignore()
-            .query_async::<()>(&mut con)
-            .await
+        redis::cmd("PING").query_async::<()>(&mut con).await
     }
 
-    /// The next message, waiting up to `block` for one; it is in the worker's in-flight list.
-    pub async fn fetch(
-        &self,
-        worker: &str,
-        block: Duration,
-    ) -> Result<Option<Delivery>, RedisError> {
+    /// How many messages are dead-lettered, and the newest `limit` of their entries (JSON
+    /// objects, read as text whatever bytes another writer may have put there).
+    pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<String>), RedisError> {
         let mut con = self.con.clone();
-        let inflight = self.inflight_key(worker);
-        let mut invocation = self.fetch.prepare_invoke();
-        for list in &self.lists {
-            invocation.key(list);
-        }
-        invocation.key(&inflight);
-        let taken: Option<(String, String)> = invocation.invoke_async(&mut con).await?;
-        if let Some((queue, raw)) = taken {
-            return Ok(Some(Delivery { queue, raw }));
-        }
-        // Nothing anywhere: block on the default queue's own list for a while.
-        let mut blocking = self.blocking.clone();
-        let raw: Option<String> = redis::cmd("BLMOVE")
-            .arg(&self.default_queue)
-            .arg(&inflight)
-            .arg("RIGHT")
-            .arg("LEFT")
-            .arg(block.min(MAX_BLOCK).as_secs_f64())
-            .query_async(&mut blocking)
+        let key = self.dead_letters_key();
+        let (total, newest): (u64, Vec<Vec<u8>>) = redis::pipe()
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(limit.saturating_sub(1))
+            .query_async(&mut con)
             .await?;
-        Ok(raw.map(|raw| Delivery {
-            queue: self.default_queue.clone(),
-            raw,
-        }))
+        let newest = newest
+            .into_iter()
+            .map(|entry| String::from_utf8_lossy(&entry).into_owned())
+            .collect();
+        Ok((total, newest))
     }
 
-    /// Done with: its result is recorded.
-    pub async fn ack(&self, worker: &str, delivery: &Delivery) -> Result<(), RedisError> {
-        let mut con = self.con.clone();
-        redis::cmd("LREM")
-            .arg(self.inflight_key(worker))
-            .arg(1)
-            .arg(&delivery.raw)
-            .query_async::<()>(&mut con)
-            .await
-    }
-
-    /// Never to be run: kept in the dead letters with the reason.
-    pub async fn dead_letter(
-        &self,
-        worker: &str,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<(), RedisError> {
-        let entry = json!({
-            "reason": reason,
-            "queue": delivery.queue,
-            "worker": worker,
-            "at": chrono::Utc::now().to_rfc3339(),
-            "message": delivery.raw,
-        })
-        .to_string();
-        let mut con = self.con.clone();
-        self.dead_letter
-            .key(self.inflight_key(worker))
-            .key(self.dead_letters_key())
-            .arg(&delivery.raw)
-            .arg(entry)
-            .invoke_async::<i64>(&mut con)
-            .await
-            .map(|_| ())
-    }
-
-    /// Puts every message in the worker's in-flight list back at the head of its queue, oldest
-    /// first, so it is served next; answers how many.
-    pub async fn requeue(&self, worker: &str) -> Result<usize, RedisError> {
+    /// Requeues one worker's in-flight messages (see `Queue::requeue`).
+    async fn requeue_worker(&self, worker: &str) -> Result<usize, RedisError> {
         let mut con = self.con.clone();
         let inflight = self.inflight_key(worker);
-        let messages: Vec<String> = redis::cmd("LRANGE")
+        let messages: Vec<Vec<u8>> = redis::cmd("LRANGE")
             .arg(&inflight)
             .arg(0)
             .arg(-1)
@@ -290,58 +187,6 @@ impl Broker {
             moved += done as usize;
         }
         Ok(moved)
-    }
-
-    /// Requeues the in-flight messages of every worker whose lease lapsed, and forgets them.
-    pub async fn requeue_orphans(&self) -> Result<usize, RedisError> {
-        let mut con = self.con.clone();
-        let workers: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.workers_key())
-            .query_async(&mut con)
-            .await?;
-        let mut moved = 0;
-        for worker in workers {
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(self.lease_key(&worker))
-                .query_async(&mut con)
-                .await?;
-            if alive {
-                continue;
-            }
-            moved += self.requeue(&worker).await?;
-            redis::cmd("SREM")
-                .arg(self.workers_key())
-                .arg(&worker)
-                .query_async::<()>(&mut con)
-                .await?;
-        }
-        Ok(moved)
-    }
-
-    /// A connection to the broker's Redis, for sending messages.
-    pub fn connection(&self) -> ConnectionManager {
-        self.con.clone()
-    }
-
-    pub async fn ping(&self) -> Result<(), RedisError> {
-        let mut con = self.con.clone();
-        redis::cmd("PING").query_async::<()>(&mut con).await
-    }
-
-    /// How many messages are dead-lettered, and the newest `limit` of them.
-    pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<String>), RedisError> {
-        let mut con = self.con.clone();
-        let key = self.dead_letters_key();
-        let (total, newest): (u64, Vec<String>) = redis::pipe()
-            .cmd("LLEN")
-            .arg(&key)
-            .cmd("LRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(limit.saturating_sub(1))
-            .query_async(&mut con)
-            .await?;
-        Ok((total, newest))
     }
 
     /// Queue lengths, workers with their leases and in-flight messages, dead letters.
@@ -372,7 +217,7 @@ impl Broker {
                 .arg(self.lease_key(&worker))
                 .query_async(&mut con)
                 .await?;
-            let messages: Vec<String> = redis::cmd("LRANGE")
+            let messages: Vec<Vec<u8>> = redis::cmd("LRANGE")
                 .arg(self.inflight_key(&worker))
                 .arg(0)
                 .arg(-1)
@@ -381,7 +226,7 @@ impl Broker {
             let in_flight = messages
                 .iter()
                 .map(|raw| {
-                    let headers = serde_json::from_str::<Value>(raw)
+                    let headers = serde_json::from_slice::<Value>(raw)
                         .ok()
                         .and_then(|v| v.get("headers").cloned());
                     let header = |name: &str| {
@@ -413,8 +258,8 @@ impl Broker {
 
     /// The list a message goes back to: its routing key and priority, or the default queue for
     /// a message too broken to say.
-    fn queue_of(&self, raw: &str) -> String {
-        let envelope: Option<Value> = serde_json::from_str(raw).ok();
+    fn queue_of(&self, raw: &[u8]) -> String {
+        let envelope: Option<Value> = serde_json::from_slice(raw).ok();
         let properties = envelope.as_ref().and_then(|e| e.get("properties"));
         let queue = properties
             .and_then(|p| p.pointer("/delivery_info/routing_key"))
@@ -426,5 +271,175 @@ impl Broker {
             .and_then(Value::as_u64)
             .map_or(0, |p| p.min(9) as u8);
         priority_queue(queue, priority)
+    }
+}
+
+/// A dead letter's entry: why, where from, and the message itself, as text when it is UTF-8 and
+/// always as base64 of its raw bytes (`raw`), so that nothing of it is lost.
+pub fn dead_letter_entry(worker: &str, delivery: &Delivery, reason: &str) -> String {
+    json!({
+        "reason": reason,
+        "queue": delivery.queue,
+        "worker": worker,
+        "at": chrono::Utc::now().to_rfc3339(),
+        "message": std::str::from_utf8(&delivery.raw).ok(),
+        "raw": BASE64.encode(&delivery.raw),
+    })
+    .to_string()
+}
+
+#[async_trait]
+impl Queue for Broker {
+    async fn fetch(&self, worker: &str, block: Duration) -> Result<Option<Delivery>, BrokerError> {
+        let mut con = self.con.clone();
+        let inflight = self.inflight_key(worker);
+        let mut invocation = self.fetch.prepare_invoke();
+        for list in &self.lists {
+            invocation.key(list);
+        }
+        invocation.key(&inflight);
+        let taken: Option<(String, Vec<u8>)> = invocation.invoke_async(&mut con).await?;
+        if let Some((queue, raw)) = taken {
+            return Ok(Some(Delivery { queue, raw }));
+        }
+        // Nothing anywhere: block on the default queue's own list for a while.
+        let mut blocking = self.blocking.clone();
+        let raw: Option<Vec<u8>> = redis::cmd("BLMOVE")
+            .arg(&self.default_queue)
+            .arg(&inflight)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(block.min(MAX_BLOCK).as_secs_f64())
+            .query_async(&mut blocking)
+            .await?;
+        Ok(raw.map(|raw| Delivery {
+            queue: self.default_queue.clone(),
+            raw,
+        }))
+    }
+
+    async fn ack(&self, worker: &str, delivery: &Delivery) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        redis::cmd("LREM")
+            .arg(self.inflight_key(worker))
+            .arg(1)
+            .arg(&delivery.raw)
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        worker: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let entry = dead_letter_entry(worker, delivery, reason);
+        let mut con = self.con.clone();
+        self.dead_letter
+            .key(self.inflight_key(worker))
+            .key(self.dead_letters_key())
+            .arg(&delivery.raw)
+            .arg(entry)
+            .invoke_async::<i64>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn republish(
+        &self,
+        worker: &str,
+        delivery: &Delivery,
+        again: &[u8],
+    ) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        self.republish
+            .key(self.inflight_key(worker))
+            .key(&delivery.queue)
+            .arg(&delivery.raw)
+            .arg(again)
+            .invoke_async::<i64>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue(&self, worker: &str) -> Result<usize, BrokerError> {
+        Ok(self.requeue_worker(worker).await?)
+    }
+
+    /// One worker whose messages cannot be moved (Redis refusing a command on its list) does
+    /// not keep the others' from going back: each is tried, the first error reported after.
+    async fn requeue_orphans(&self) -> Result<usize, BrokerError> {
+        let mut con = self.con.clone();
+        let workers: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(self.workers_key())
+            .query_async(&mut con)
+            .await?;
+        let mut moved = 0;
+        let mut first_error = None;
+        for worker in workers {
+            let name = String::from_utf8_lossy(&worker).into_owned();
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(self.lease_key(&name))
+                .query_async(&mut con)
+                .await?;
+            if alive {
+                continue;
+            }
+            match self.requeue_worker(&name).await {
+                Ok(n) => {
+                    moved += n;
+                    redis::cmd("SREM")
+                        .arg(self.workers_key())
+                        .arg(&worker)
+                        .query_async::<()>(&mut con)
+                        .await?;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %name, "requeueing a dead worker's messages failed: {e}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if moved == 0 => Err(e.into()),
+            _ => Ok(moved),
+        }
+    }
+
+    async fn renew_lease(&self, worker: &str, lease: Duration) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("SADD")
+            .arg(self.workers_key())
+            .arg(worker)
+            .ignore()
+            .cmd("SET")
+            .arg(self.lease_key(worker))
+            .arg(1)
+            .arg("PX")
+            .arg(lease.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn retire(&self, worker: &str) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.lease_key(worker))
+            .ignore()
+            .cmd("SREM")
+            .arg(self.workers_key())
+            .arg(worker)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
     }
 }

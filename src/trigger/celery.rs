@@ -219,6 +219,24 @@ pub fn encode(
     .to_string()
 }
 
+/// The message that runs a task again, as Celery's `Task.retry` sends it: the same message with
+/// its `retries` header raised to `retries` and an `eta` (the countdown's end). `raw` is a
+/// message `decode` read.
+pub fn retry_message(raw: &[u8], retries: u32, eta: DateTime<Utc>) -> Result<Vec<u8>, DecodeError> {
+    let mut envelope: Value =
+        serde_json::from_slice(raw).map_err(|e| DecodeError::Envelope(e.to_string()))?;
+    let headers = envelope
+        .get_mut("headers")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| DecodeError::Header("headers", "missing".into()))?;
+    headers.insert("retries".into(), retries.into());
+    headers.insert(
+        "eta".into(),
+        eta.to_rfc3339_opts(SecondsFormat::Micros, false).into(),
+    );
+    Ok(envelope.to_string().into_bytes())
+}
+
 /// The Redis list a message of `priority` goes to: Celery's Redis transport keeps priorities
 /// 0 to 9 in four lists, `queue` for 0 to 2 and `queue\x06\x16{3,6,9}` above; 0 is served first.
 pub fn priority_queue(queue: &str, priority: u8) -> String {

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::celery::{encode, TaskNames};
-use super::consumer::hostname;
+use super::redis_trigger::hostname;
 use crate::config::Settings;
 use crate::jobs::{self, JobRef};
 use crate::{Kind, PersonaId};

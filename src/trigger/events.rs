@@ -10,9 +10,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use redis::aio::ConnectionManager;
 use serde_json::{json, Map, Value};
+
+use super::ports::Events;
 
 /// How often a worker says it lives; Flower takes a worker for gone after about two missed.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -47,28 +50,6 @@ impl EventPublisher {
         &self.events.hostname
     }
 
-    /// A task began being handled; `task_done` when it ends.
-    pub fn task_taken(&self) {
-        self.events.active.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn task_done(&self) {
-        self.events.active.fetch_sub(1, Ordering::Relaxed);
-        self.events.processed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// `worker-online`, `worker-heartbeat` or `worker-offline`.
-    pub async fn worker(&self, event_type: &str) {
-        let event = self.events.worker(event_type);
-        self.publish(event_type, &event).await;
-    }
-
-    /// A `task-*` event about task `uuid`, with its own `fields`.
-    pub async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
-        let event = self.events.task(event_type, uuid, fields);
-        self.publish(event_type, &event).await;
-    }
-
     async fn publish(&self, event_type: &str, event: &Value) {
         let routing_key = event_type.replace('-', ".");
         let message = envelope(&self.events.hostname, &routing_key, event);
@@ -84,6 +65,28 @@ impl EventPublisher {
             Ok(Err(e)) => tracing::debug!("event {event_type} not published: {e}"),
             Err(_) => tracing::debug!("event {event_type} not published in time"),
         }
+    }
+}
+
+#[async_trait]
+impl Events for EventPublisher {
+    fn task_taken(&self) {
+        self.events.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn task_done(&self) {
+        self.events.active.fetch_sub(1, Ordering::Relaxed);
+        self.events.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn worker(&self, event_type: &str) {
+        let event = self.events.worker(event_type);
+        self.publish(event_type, &event).await;
+    }
+
+    async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
+        let event = self.events.task(event_type, uuid, fields);
+        self.publish(event_type, &event).await;
     }
 }
 

@@ -1,13 +1,15 @@
 //! The Redis trigger: serving the calls the web app makes to Celery, as a drop-in for its Celery
-//! workers. Celery's wire format (`celery`), the Redis side of delivery (`broker`), the result
-//! backend (`results`), the serving loop with its lease and shutdown (`consumer`) and the
-//! handling of one message (`task`).
+//! workers. Celery's wire format (`celery`); the Redis side behind small traits (`ports`):
+//! delivery (`broker`), the result backend (`results`), persona locks (`persona_lock`) and
+//! events (`events`); the actor that fetches, schedules and serves (`redis_trigger`); the
+//! handling of one task (`task`); and sending tasks as the web app does (`enqueue`).
 
 pub mod broker;
 pub mod celery;
-pub mod consumer;
 pub mod enqueue;
 pub mod events;
 pub mod persona_lock;
+pub mod ports;
+pub mod redis_trigger;
 pub mod results;
 pub mod task;

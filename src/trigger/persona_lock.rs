@@ -7,28 +7,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use redis::{RedisError, Script};
+use async_trait::async_trait;
+use redis::Script;
 
 use super::broker::Broker;
-
-/// Takes the lock unless another worker whose lease lives holds it.
-/// KEYS: the lock. ARGV: this worker, the prefix of lease keys.
-const ACQUIRE: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. holder) == 1 then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"#;
-
-/// Frees the lock if this worker holds it. KEYS: the lock. ARGV: this worker.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
+use super::ports::{BrokerError, Locks};
 
 pub struct PersonaLocks {
     broker: Arc<Broker>,
@@ -46,13 +29,21 @@ impl PersonaLocks {
             broker,
             worker: worker.to_owned(),
             held: Mutex::default(),
-            acquire: Script::new(ACQUIRE),
-            release: Script::new(RELEASE),
+            acquire: Script::new(include_str!("lua/lock_acquire.lua")),
+            release: Script::new(include_str!("lua/lock_release.lua")),
         }
     }
 
-    /// Takes the persona's lock for one task; false while another live worker holds it.
-    pub async fn try_acquire(&self, persona: &str) -> Result<bool, RedisError> {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Locks for PersonaLocks {
+    async fn try_acquire(&self, persona: &str) -> Result<bool, BrokerError> {
         let mut con = self.broker.connection();
         let taken: i64 = self
             .acquire
@@ -67,8 +58,8 @@ impl PersonaLocks {
         Ok(taken == 1)
     }
 
-    /// One task is done with the persona; the lock goes when the last one is.
-    pub async fn release(&self, persona: &str) -> Result<(), RedisError> {
+    /// The lock goes when the last task of this worker holding it is done.
+    async fn release(&self, persona: &str) -> Result<(), BrokerError> {
         let last = {
             let mut held = self.counts();
             let count = held.entry(persona.to_owned()).or_default();
@@ -87,13 +78,7 @@ impl PersonaLocks {
             .key(self.broker.persona_lock_key(persona))
             .arg(&self.worker)
             .invoke_async::<i64>(&mut con)
-            .await
-            .map(|_| ())
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
-        self.held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .await?;
+        Ok(())
     }
 }

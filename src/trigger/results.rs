@@ -9,18 +9,10 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
 
-use super::celery::{result_key, result_value, TaskState};
+use async_trait::async_trait;
 
-/// SETEX and PUBLISH, unless a SUCCESS is already there. KEYS: the key. ARGV: value, seconds.
-const STORE: &str = r#"
-local previous = redis.call('GET', KEYS[1])
-if previous and string.find(previous, '"status": *"SUCCESS"') then
-  return 0
-end
-redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
-"#;
+use super::celery::{result_key, result_value, TaskState};
+use super::ports::{BrokerError, ResultStore};
 
 pub struct ResultBackend {
     con: ConnectionManager,
@@ -34,12 +26,14 @@ impl ResultBackend {
         Ok(Self {
             con,
             expires,
-            store: Script::new(STORE),
+            store: Script::new(include_str!("lua/store_result.lua")),
         })
     }
+}
 
-    /// Records a task's state; answers false when a SUCCESS was there already and stays.
-    pub async fn store(&self, task_id: &str, state: &TaskState) -> Result<bool, RedisError> {
+#[async_trait]
+impl ResultStore for ResultBackend {
+    async fn store(&self, task_id: &str, state: &TaskState) -> Result<bool, BrokerError> {
         let value = result_value(task_id, state, chrono::Utc::now());
         let mut con = self.con.clone();
         let stored: i64 = self

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use persona_ingest::trigger::broker::Broker;
 use persona_ingest::trigger::celery::{encode, priority_queue};
+use persona_ingest::trigger::ports::Queue;
 use serde_json::{Map, Value};
 
 fn redis_url() -> String {
@@ -107,7 +108,7 @@ async fn messages_are_served_oldest_first_and_by_priority_into_the_inflight_list
         .await
         .unwrap()
     {
-        got.push(delivery.raw);
+        got.push(String::from_utf8(delivery.raw).unwrap());
     }
     assert_eq!(
         got,
@@ -160,7 +161,7 @@ async fn acknowledged_and_dead_lettered_messages_leave_the_inflight_list() {
         .unwrap();
     let entry: Value = serde_json::from_str(&dead[0]).unwrap();
     assert_eq!(entry["reason"], "unknown task \"x\"");
-    assert_eq!(entry["message"], second.raw);
+    assert_eq!(entry["message"].as_str().unwrap().as_bytes(), second.raw);
 }
 
 #[tokio::test]
@@ -203,7 +204,7 @@ async fn a_dead_workers_messages_go_back_to_the_head_of_their_queues() {
         .await
         .unwrap()
     {
-        order.push(delivery.raw);
+        order.push(String::from_utf8(delivery.raw).unwrap());
     }
     // The requeued ones first, oldest first, then what came meanwhile; priority 6 after all 0s.
     let expected: Vec<String> = [&sent[..], &newer[..], &urgent[..]].concat();
@@ -224,7 +225,7 @@ async fn competing_workers_never_take_the_same_message() {
                 .await
                 .unwrap()
             {
-                got.push(d.raw);
+                got.push(String::from_utf8(d.raw).unwrap());
             }
             got
         }));

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use persona_ingest::trigger::celery::TaskState;
+use persona_ingest::trigger::ports::ResultStore;
 use persona_ingest::trigger::results::ResultBackend;
 use serde_json::json;
 

@@ -103,7 +103,7 @@ pub(super) async fn record(
     update: StatusUpdate,
 ) -> Result<(), String> {
     match recorder.send(RecordStatus(update)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("status recorder unreachable: {e}")),
     }

@@ -1,6 +1,7 @@
 //! The Ingestor alone: probes in place of the batcher, the writer and the recorder, and an
 //! in-memory source. Real time (its reader is a real blocking thread), in milliseconds.
 
+use crate::actors::status_recorder::Recorded;
 use std::time::Duration;
 
 use super::*;
@@ -21,7 +22,7 @@ fn peers() -> Peers {
         embedder: probe(|m: &EmbedTexts| Ok(m.texts.iter().map(|_| vec![1.0, 0.0]).collect())),
         writer: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
         pruner: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
-        recorder: probe(|_: &RecordStatus| Ok(())),
+        recorder: probe(|_: &RecordStatus| Ok(Recorded::default())),
         report: probe(|_: &IngestFinished| ()),
     }
 }

@@ -1,6 +1,7 @@
 //! A persona run as the Supervisor is asked for it and as it ends: the request (which jobs, with
 //! which limits) and the outcome (each job's result, the persona's final status and why).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,35 +18,51 @@ pub struct RunRequest {
     pub persona: PersonaId,
     /// The jobs to run, one per kind, in any order.
     pub jobs: Vec<JobRef>,
-    /// Job rows may be in any state: this is an explicit retry.
+    /// Job rows may be in any state: this is an explicit retry, or a task delivered again. Jobs
+    /// that name a task id and were completed under it are not run again (see
+    /// [`crate::jobs::begin_run`]).
     pub restart: bool,
     /// Overrides of the configured limits (a Celery message's own `timelimit`).
     pub soft_time_limit: Option<Duration>,
     pub time_limit: Option<Duration>,
-    /// Jobs of this run completed before (a redelivered message finding its earlier run's
-    /// work done), with their vector counts: not run again, but part of the outcome.
-    pub done: Vec<(JobRef, u64)>,
     /// Told of each job that ran as soon as it ends, before the run is over.
     #[serde(skip)]
     pub watch: JobWatch,
 }
 
 /// Where a run sends each finished job's outcome while its other jobs go on (the trigger answers
-/// a Celery sub-task as its job finishes). Its job row is recorded by then.
-#[derive(Clone, Debug, Default)]
-pub struct JobWatch(Option<mpsc::UnboundedSender<JobOutcome>>);
+/// a Celery sub-task as its job finishes). Its job row is recorded by then. A job found completed
+/// before is told too, at the run's start.
+#[derive(Clone, Default)]
+pub struct JobWatch(Option<Arc<dyn Fn(&JobOutcome) + Send + Sync>>);
 
 impl JobWatch {
-    pub fn channel() -> (Self, mpsc::UnboundedReceiver<JobOutcome>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Self(Some(tx)), rx)
+    /// Calls `tell` with each job's outcome, on the Orchestrator's thread: keep it short.
+    pub fn new(tell: impl Fn(&JobOutcome) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(tell)))
     }
 
-    pub(super) fn tell(&self, outcome: &JobOutcome) {
-        if let Some(tx) = &self.0 {
-            // A watcher that is gone no longer cares.
-            let _ = tx.send(outcome.clone());
+    /// Sends each job's outcome into a channel.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<JobOutcome>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A watcher that is gone no longer cares.
+        (Self::new(move |outcome| drop(tx.send(outcome.clone()))), rx)
+    }
+
+    pub fn tell(&self, outcome: &JobOutcome) {
+        if let Some(tell) = &self.0 {
+            tell(outcome);
         }
+    }
+}
+
+impl std::fmt::Debug for JobWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "JobWatch(watched)"
+        } else {
+            "JobWatch(none)"
+        })
     }
 }
 
@@ -77,7 +94,6 @@ impl RunRequest {
             restart: false,
             soft_time_limit: None,
             time_limit: None,
-            done: Vec::new(),
             watch: JobWatch::default(),
         }
     }
@@ -105,6 +121,25 @@ pub struct RunOutcome {
 impl RunOutcome {
     pub fn succeeded(&self) -> bool {
         self.status == PersonaStatus::Active
+    }
+}
+
+impl RunOutcome {
+    /// Whether every failed job failed only for a while (see [`JobError::retryable`]), so that
+    /// running them again later may succeed.
+    pub fn only_transient_failures(&self) -> bool {
+        let mut failed = self.jobs.iter().filter_map(|j| j.result.as_ref().err());
+        let mut any = false;
+        let all = failed.all(|e| {
+            any = true;
+            e.retryable
+        });
+        any && all
+    }
+
+    /// The jobs that failed.
+    pub fn failed_jobs(&self) -> impl Iterator<Item = &JobOutcome> {
+        self.jobs.iter().filter(|j| j.result.is_err())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The Orchestrator alone: a probe spawner in place of the ingestors, a probe in place of the
 //! recorder, static sources; time limits in virtual time.
 
+use crate::actors::status_recorder::Recorded;
 use std::sync::Mutex;
 
 use super::*;
@@ -65,7 +66,7 @@ fn start(sources: StaticSources, request: RunRequest) -> Harness {
         stop: probe(|_: &StopIngest| ()),
         abort: probe(|_: &AbortIngest| ()),
     });
-    let recorder = probe(|_: &RecordStatus| Ok(()));
+    let recorder = probe(|_: &RecordStatus| Ok(Recorded::default()));
     let deps = RunDeps {
         sources: Arc::new(sources),
         ingestors: spawner.clone(),

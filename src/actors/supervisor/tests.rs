@@ -1,6 +1,7 @@
 //! The Supervisor alone: runs are scripted (the test decides when each ends, or makes it
 //! vanish as a panicking orchestrator would), the recorder is a probe.
 
+use crate::actors::status_recorder::Recorded;
 use std::sync::Mutex;
 
 use super::*;
@@ -77,7 +78,7 @@ fn start(
     ProbeHandle<RecordStatus>,
 ) {
     let runs = Arc::new(ScriptedRuns::default());
-    let recorder = probe(|_: &RecordStatus| Ok(()));
+    let recorder = probe(|_: &RecordStatus| Ok(Recorded::default()));
     let supervisor = Supervisor::new(concurrency, runs.clone(), recorder.recipient()).start();
     (supervisor, runs, recorder)
 }

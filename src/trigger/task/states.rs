@@ -52,7 +52,7 @@ pub(super) fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<
 /// A failure as an exception Celery's client can rebuild: `RuntimeError` for a failed
 /// ingestion, `ValueError` for a bad argument, `celery.exceptions.TaskRevokedError` for an
 /// expired message.
-pub(super) fn exception(exc_type: &str, message: String) -> TaskState {
+pub fn exception(exc_type: &str, message: String) -> TaskState {
     let exc_module = if exc_type == "TaskRevokedError" {
         "celery.exceptions"
     } else {
@@ -75,7 +75,7 @@ pub(super) fn retry_state(message: String) -> TaskState {
 }
 
 /// What `task-received` tells of a message, as Celery's worker does.
-pub(super) fn received_fields(msg: &TaskMessage) -> Value {
+pub fn received_fields(msg: &TaskMessage) -> Value {
     json!({
         "name": msg.task,
         "args": Value::from(msg.args.clone()).to_string(),

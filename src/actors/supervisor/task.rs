@@ -1,0 +1,116 @@
+//! The one message between a trigger and the engine: `RunTask`, a task's jobs of one persona,
+//! answered job by job as each ends (`JobEnded`, through the task's `tell`) and once at the end
+//! (`TaskOutcome`). What the engine decides here, a trigger does not: which jobs a task
+//! delivered again already completed (they are not run twice; see `jobs::begin_run`), and
+//! whether and when a task whose jobs failed only transiently is run again (the engine's
+//! [`RetryPolicy`]). The Redis trigger and `persona-ingest ingest --retries` both ask this way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::Supervisor;
+use crate::actors::orchestrator::{JobOutcome, JobWatch, RunOutcome, RunRequest};
+use crate::jobs::JobRef;
+use crate::retry::RetryPolicy;
+use crate::PersonaId;
+
+/// Runs a task's jobs. Jobs carrying the task id they were completed under are not run again.
+#[derive(Clone, Message)]
+#[rtype(result = "TaskOutcome")]
+pub struct RunTask {
+    pub persona: PersonaId,
+    /// One per kind; each names the task id its result goes under, if any.
+    pub jobs: Vec<JobRef>,
+    pub limits: RunLimits,
+    /// Runs of this task before this one (Celery's `retries` header).
+    pub retries: u32,
+    /// Told of each job as it ends, before the task's outcome.
+    pub tell: JobTell,
+}
+
+/// Overrides of the configured time limits (a Celery message's own `timelimit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunLimits {
+    pub soft: Option<Duration>,
+    pub hard: Option<Duration>,
+}
+
+/// A job of a task has ended; its row is recorded.
+#[derive(Clone, Debug)]
+pub struct JobEnded {
+    pub outcome: JobOutcome,
+    /// It failed transiently and the task has retries left: it will run again unless another
+    /// job of the task fails for good.
+    pub will_retry: bool,
+}
+
+/// Where a task's `JobEnded` go; called on an engine thread, so keep it short.
+pub type JobTell = Arc<dyn Fn(JobEnded) + Send + Sync>;
+
+/// How a task ended.
+#[derive(Clone, Debug)]
+pub enum TaskOutcome {
+    /// For good: every job completed, or one failed in a way another run would not mend.
+    Done(RunOutcome),
+    /// Every failed job failed transiently: run the task again after `after` (its completed
+    /// jobs will not run again).
+    Retry {
+        after: Duration,
+        retry: u32,
+        outcome: RunOutcome,
+    },
+}
+
+impl TaskOutcome {
+    pub fn run(&self) -> &RunOutcome {
+        match self {
+            Self::Done(outcome) | Self::Retry { outcome, .. } => outcome,
+        }
+    }
+}
+
+impl Handler<RunTask> for Supervisor {
+    type Result = ResponseFuture<TaskOutcome>;
+
+    fn handle(&mut self, task: RunTask, ctx: &mut Context<Self>) -> Self::Result {
+        let retry = task.retries + 1;
+        let next = self.retry.delay(retry);
+        let tell = task.tell.clone();
+        let may_retry = next.is_some();
+        let watch = JobWatch::new(move |outcome: &JobOutcome| {
+            let transient = outcome.result.as_ref().err().is_some_and(|e| e.retryable);
+            tell(JobEnded {
+                outcome: outcome.clone(),
+                will_retry: may_retry && transient,
+            })
+        });
+        let request = RunRequest {
+            persona: task.persona,
+            jobs: task.jobs,
+            // At least once: a task delivered again may find its jobs in any state.
+            restart: true,
+            soft_time_limit: task.limits.soft,
+            time_limit: task.limits.hard,
+            watch,
+        };
+        let outcome = self.enqueue(request, ctx);
+        Box::pin(async move {
+            let outcome = outcome.await;
+            match next {
+                Some(after) if outcome.only_transient_failures() => TaskOutcome::Retry {
+                    after,
+                    retry,
+                    outcome,
+                },
+                _ => TaskOutcome::Done(outcome),
+            }
+        })
+    }
+}
+
+/// A policy for a supervisor built without one.
+pub(super) fn no_retries() -> RetryPolicy {
+    RetryPolicy::never()
+}

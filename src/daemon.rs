@@ -1,0 +1,163 @@
+//! The daemon as a library: `run(settings, shutdown)` starts the engine, the Redis trigger (the
+//! `RedisTrigger` actor over the broker, the result backend, persona locks and Celery events)
+//! and the HTTP server, serves until `shutdown` resolves, then drains as `worker.shutdown_grace`
+//! allows and answers what was done. `persona-ingest run` calls it with a future of SIGTERM or
+//! SIGINT; the tests call it (or `start` and `Daemon::stop`, to look at the actors meanwhile)
+//! in process.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::http::AppState;
+use crate::pipeline::Engine;
+use crate::sources::FileSources;
+use crate::trigger::broker::Broker;
+use crate::trigger::celery::TaskNames;
+use crate::trigger::events::EventPublisher;
+use crate::trigger::persona_lock::PersonaLocks;
+use crate::trigger::ports::Events;
+use crate::trigger::redis_trigger::{
+    hostname, RedisTrigger, Shutdown, TriggerConfig, TriggerCounters, TriggerPeers, TriggerPorts,
+};
+use crate::trigger::results::ResultBackend;
+
+/// What a daemon did, once stopped.
+#[derive(Clone, Debug, Serialize)]
+pub struct DaemonReport {
+    pub worker_id: String,
+    pub trigger: TriggerCounters,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub worker_id: String,
+    pub engine: Engine,
+    pub trigger: Addr<RedisTrigger>,
+    pub broker: Arc<Broker>,
+    http: Option<actix_web::dev::ServerHandle>,
+}
+
+/// Serves until `shutdown` resolves, then stops (see the module).
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<DaemonReport> {
+    let daemon = start(settings).await?;
+    shutdown.await;
+    Ok(daemon.stop().await)
+}
+
+/// Connects everything and starts serving. Must be called inside an actix system.
+pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+    let redis = crate::db::redact(&settings.redis.url);
+    let engine = Engine::start(settings.clone()).await?;
+    let broker = Broker::connect(
+        &settings.redis.url,
+        &settings.redis.key_prefix,
+        &settings.worker.queues,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let results = ResultBackend::connect(
+        &settings.redis.url,
+        Duration::from_secs(settings.results.expires),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let node = match settings.worker.name.as_str() {
+        "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
+        name => name.to_owned(),
+    };
+    let broker = Arc::new(broker);
+    let events: Option<Arc<dyn Events>> = if settings.events.enabled {
+        // Events are PUBLISHed on the broker's own connection, in the channels of its db.
+        let db = redis::Client::open(settings.redis.url.as_str())?
+            .get_connection_info()
+            .redis_settings()
+            .db();
+        Some(Arc::new(EventPublisher::new(
+            broker.connection(),
+            db,
+            node.clone(),
+        )))
+    } else {
+        None
+    };
+    let config = TriggerConfig {
+        worker_id: TriggerConfig::new_worker_id(),
+        hostname: node,
+        concurrency: settings.worker.concurrency,
+        prefetch: settings.worker.prefetch,
+        visibility_timeout: Duration::from_secs(settings.worker.visibility_timeout),
+        shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace),
+        names: TaskNames::from_settings(&settings.tasks),
+    };
+    let worker_id = config.worker_id.clone();
+    eprintln!(
+        "persona-ingest worker {worker_id} serving {} on {redis} ({} at once)",
+        settings.worker.queues.join(", "),
+        config.concurrency
+    );
+    let ports = TriggerPorts {
+        queue: broker.clone(),
+        results: Arc::new(results),
+        locks: Arc::new(PersonaLocks::new(broker.clone(), &worker_id)),
+        events,
+    };
+    let peers = TriggerPeers {
+        engine: engine.supervisor.clone().recipient(),
+        abort_runs: engine.supervisor.clone().recipient(),
+    };
+    let http = match settings.http.listen.as_str() {
+        "" => None,
+        listen => {
+            let state = AppState {
+                settings: engine.settings.clone(),
+                db: engine.db.clone(),
+                store: engine.store.clone(),
+                sources: Arc::new(FileSources::new(engine.settings.clone())),
+                broker: broker.clone(),
+                supervisor: engine.supervisor.clone(),
+            };
+            let handle = crate::http::start(listen, state)
+                .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+            eprintln!("http on http://{listen}");
+            Some(handle)
+        }
+    };
+    let trigger = RedisTrigger::new(config, ports, peers).start();
+    Ok(Daemon {
+        worker_id,
+        engine,
+        trigger,
+        broker,
+        http,
+    })
+}
+
+impl Daemon {
+    /// Stops intake, drains within `worker.shutdown_grace`, requeues the rest, stops the HTTP
+    /// server and flushes the engine's buffered progress.
+    pub async fn stop(self) -> DaemonReport {
+        let trigger = match self.trigger.send(Shutdown).await {
+            Ok(counters) => counters,
+            Err(e) => {
+                tracing::error!("the trigger stopped before its shutdown: {e}");
+                TriggerCounters::default()
+            }
+        };
+        if let Some(http) = self.http {
+            http.stop(true).await;
+        }
+        self.engine.shutdown().await;
+        DaemonReport {
+            worker_id: self.worker_id,
+            trigger,
+        }
+    }
+}

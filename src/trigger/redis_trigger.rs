@@ -1,0 +1,519 @@
+//! RedisTrigger: the actor that serves Celery task messages from Redis with the engine, as a
+//! Celery worker does. It fetches a message into this worker's in-flight list whenever a run
+//! slot is free (`concurrency * prefetch` of them), and then:
+//!
+//! - a message it cannot read (not UTF-8, not JSON, not a Celery envelope, an unknown task or
+//!   arguments it cannot use) goes straight to the dead letters with the reason and its raw
+//!   bytes, never left in flight;
+//! - a message whose `eta` is ahead waits in a timer, in flight under the lease, holding no slot
+//!   (Celery's ETA scheduling); `expires` is checked again when it falls due;
+//! - a due message takes a slot and is served by `task::serve` through the engine's façade,
+//!   `RunTask`; a retry is re-published with its countdown, which frees the slot at once.
+//!
+//! Lease renewal, the reaper of dead workers' messages and heartbeats run on intervals.
+//! `Shutdown` stops intake, lets running tasks finish within the grace, then aborts the runs
+//! still going (their jobs failed, not left processing), requeues everything still in flight,
+//! and answers a report. `Observe<TriggerCounters>` is read by tests, `/metrics` and `status`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::broker::MAX_BLOCK;
+use super::celery::{decode, ingest_call, TaskNames};
+use super::events::HEARTBEAT_EVERY;
+use super::ports::{Delivery, Events, Locks, Queue, ResultStore};
+use super::task::{self, persist, received_fields, Accepted, Served, TaskContext};
+use crate::actors::orchestrator::ABORT_GRACE;
+use crate::actors::supervisor::{AbortRuns, RunTask};
+use crate::actors::Observe;
+
+/// How long one fetch blocks on empty queues before the actor looks around again.
+pub const FETCH_BLOCK: Duration = Duration::from_secs(1);
+
+/// The wait before fetching again after Redis failed to answer.
+const FETCH_RETRY: Duration = Duration::from_secs(1);
+
+pub struct TriggerConfig {
+    /// Unique per process (`hostname:pid:uuid`), so that a restarted process never inherits a
+    /// dead one's lease.
+    pub worker_id: String,
+    /// The node name (Celery's `--hostname`).
+    pub hostname: String,
+    pub concurrency: usize,
+    /// Messages taken per concurrency slot (Celery's `worker_prefetch_multiplier`).
+    pub prefetch: usize,
+    pub visibility_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub names: TaskNames,
+}
+
+impl TriggerConfig {
+    /// A worker id no other process has had: `hostname:pid:uuid`.
+    pub fn new_worker_id() -> String {
+        format!(
+            "{}:{}:{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The trigger's Redis side (stand-ins in tests).
+#[derive(Clone)]
+pub struct TriggerPorts {
+    pub queue: Arc<dyn Queue>,
+    pub results: Arc<dyn ResultStore>,
+    pub locks: Arc<dyn Locks>,
+    pub events: Option<Arc<dyn Events>>,
+}
+
+/// The engine, as the trigger sees it.
+#[derive(Clone)]
+pub struct TriggerPeers {
+    pub engine: Recipient<RunTask>,
+    pub abort_runs: Recipient<AbortRuns>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TriggerCounters {
+    /// Messages taken from the queues.
+    pub fetched: u64,
+    /// Answered SUCCESS or FAILURE (expired ones included) and acknowledged.
+    pub answered: u64,
+    pub dead_lettered: u64,
+    /// Re-published with a countdown, to run again.
+    pub retried: u64,
+    pub expired: u64,
+    /// Tasks holding a run slot now.
+    pub running: usize,
+    /// Due tasks waiting for a slot.
+    pub ready: usize,
+    /// Tasks held for their `eta`, in flight without a slot.
+    pub scheduled: usize,
+    /// Fetches that failed (Redis away); fetching goes on.
+    pub fetch_errors: u64,
+    pub orphans_requeued: u64,
+    pub requeued_at_exit: usize,
+    pub stopping: bool,
+}
+
+/// Stop intake, drain within the grace, requeue the rest; answered once done.
+#[derive(Message)]
+#[rtype(result = "TriggerCounters")]
+pub struct Shutdown;
+
+pub struct RedisTrigger {
+    config: TriggerConfig,
+    ports: TriggerPorts,
+    peers: TriggerPeers,
+    task_ctx: Arc<TaskContext>,
+    stop: watch::Sender<bool>,
+    /// Counts the running tasks, for the shutdown to wait on.
+    running_count: watch::Sender<usize>,
+    abandoning: Arc<AtomicBool>,
+    counters: TriggerCounters,
+    fetching: bool,
+    next_key: u64,
+    /// Tasks holding a slot, by a key of their own (a task id may come twice), with their id.
+    running: HashMap<u64, (String, SpawnHandle)>,
+    ready: VecDeque<Accepted>,
+    scheduled: HashMap<u64, (String, SpawnHandle)>,
+}
+
+impl RedisTrigger {
+    pub fn new(config: TriggerConfig, ports: TriggerPorts, peers: TriggerPeers) -> Self {
+        let (stop, stopping) = watch::channel(false);
+        let abandoning = Arc::new(AtomicBool::new(false));
+        let task_ctx = Arc::new(TaskContext {
+            worker_id: config.worker_id.clone(),
+            hostname: config.hostname.clone(),
+            queue: ports.queue.clone(),
+            results: ports.results.clone(),
+            locks: ports.locks.clone(),
+            events: ports.events.clone(),
+            engine: peers.engine.clone(),
+            stopping,
+            abandoning: abandoning.clone(),
+        });
+        Self {
+            config,
+            ports,
+            peers,
+            task_ctx,
+            stop,
+            running_count: watch::channel(0).0,
+            abandoning,
+            counters: TriggerCounters::default(),
+            fetching: false,
+            next_key: 0,
+            running: HashMap::new(),
+            ready: VecDeque::new(),
+            scheduled: HashMap::new(),
+        }
+    }
+
+    fn slots(&self) -> usize {
+        self.config.concurrency.max(1) * self.config.prefetch.max(1)
+    }
+
+    fn key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    /// Fetches one message if a slot is free and no fetch is under way.
+    fn fetch_more(&mut self, ctx: &mut Context<Self>) {
+        if self.fetching
+            || self.counters.stopping
+            || self.running.len() + self.ready.len() >= self.slots()
+        {
+            return;
+        }
+        self.fetching = true;
+        let queue = self.ports.queue.clone();
+        let worker = self.config.worker_id.clone();
+        let fetch = async move { queue.fetch(&worker, FETCH_BLOCK.min(MAX_BLOCK)).await };
+        ctx.spawn(
+            fetch
+                .into_actor(self)
+                .map(|fetched, act, ctx| match fetched {
+                    Ok(Some(delivery)) => {
+                        act.fetching = false;
+                        act.counters.fetched += 1;
+                        act.accept(delivery, ctx);
+                        act.fetch_more(ctx);
+                    }
+                    Ok(None) => {
+                        act.fetching = false;
+                        act.fetch_more(ctx);
+                    }
+                    Err(e) => {
+                        act.counters.fetch_errors += 1;
+                        tracing::warn!("fetching from Redis failed ({e}); trying again");
+                        // Still `fetching`: nothing else starts one before this wait is over.
+                        ctx.run_later(FETCH_RETRY, |act, ctx| {
+                            act.fetching = false;
+                            act.fetch_more(ctx);
+                        });
+                    }
+                }),
+        );
+    }
+
+    /// A message now in flight: dead-lettered, held for its eta, or made ready to run.
+    fn accept(&mut self, delivery: Delivery, ctx: &mut Context<Self>) {
+        if self.counters.stopping {
+            // Requeued with the rest at exit.
+            return;
+        }
+        let understood = decode(&delivery.raw)
+            .map_err(|e| e.to_string())
+            .and_then(|msg| ingest_call(&msg, &self.config.names).map(|call| (msg, call)));
+        let (msg, call) = match understood {
+            Ok(understood) => understood,
+            Err(reason) => return self.dead_letter(delivery, reason, ctx),
+        };
+        let task = Accepted {
+            delivery,
+            msg,
+            call,
+        };
+        if let Some(events) = &self.ports.events {
+            let (events, id, fields) = (
+                events.clone(),
+                task.msg.id.clone(),
+                received_fields(&task.msg),
+            );
+            ctx.spawn(
+                async move { events.task("task-received", &id, fields).await }.into_actor(self),
+            );
+        }
+        let wait = task
+            .msg
+            .eta
+            .and_then(|eta| (eta.with_timezone(&Utc) - Utc::now()).to_std().ok())
+            .filter(|wait| !wait.is_zero());
+        match wait {
+            Some(wait) => {
+                let key = self.key();
+                let id = task.msg.id.clone();
+                let timer = ctx.run_later(wait, move |act, ctx| {
+                    act.scheduled.remove(&key);
+                    act.ready.push_back(task);
+                    act.start_ready(ctx);
+                });
+                self.scheduled.insert(key, (id, timer));
+            }
+            None => {
+                self.ready.push_back(task);
+                self.start_ready(ctx);
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, delivery: Delivery, reason: String, ctx: &mut Context<Self>) {
+        tracing::warn!(queue = %delivery.queue, "dead-lettered: {reason}");
+        crate::metrics::METRICS.dead_letters.inc();
+        self.counters.dead_lettered += 1;
+        let queue = self.ports.queue.clone();
+        let worker = self.config.worker_id.clone();
+        ctx.spawn(
+            async move {
+                persist("dead-lettering a message", || {
+                    queue.dead_letter(&worker, &delivery, &reason)
+                })
+                .await
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Starts ready tasks while slots are free.
+    fn start_ready(&mut self, ctx: &mut Context<Self>) {
+        while self.running.len() < self.slots() && !self.counters.stopping {
+            let Some(task) = self.ready.pop_front() else {
+                break;
+            };
+            let key = self.key();
+            let id = task.msg.id.clone();
+            let expired = task.msg.expires.is_some_and(|at| at < Utc::now());
+            let task_ctx = self.task_ctx.clone();
+            let handle = if expired {
+                ctx.spawn(
+                    async move {
+                        task::expire(task_ctx, task).await;
+                        None
+                    }
+                    .into_actor(self)
+                    .map(move |served, act, ctx| act.task_ended(key, served, ctx)),
+                )
+            } else {
+                ctx.spawn(
+                    task::serve(task_ctx, task)
+                        .into_actor(self)
+                        .map(move |served, act, ctx| act.task_ended(key, Some(served), ctx)),
+                )
+            };
+            self.running.insert(key, (id, handle));
+        }
+        self.update_gauges();
+    }
+
+    /// A task let go of its slot (`None`: it had expired).
+    fn task_ended(&mut self, key: u64, served: Option<Served>, ctx: &mut Context<Self>) {
+        self.running.remove(&key);
+        match served {
+            None => {
+                self.counters.expired += 1;
+                self.counters.answered += 1;
+            }
+            Some(Served::Answered) => self.counters.answered += 1,
+            Some(Served::Retried) => self.counters.retried += 1,
+            Some(Served::Left) => {}
+        }
+        self.start_ready(ctx);
+        self.fetch_more(ctx);
+    }
+
+    fn update_gauges(&mut self) {
+        self.counters.running = self.running.len();
+        self.counters.ready = self.ready.len();
+        self.counters.scheduled = self.scheduled.len();
+        self.running_count.send_replace(self.running.len());
+    }
+
+    fn upkeep(&mut self, ticks: u32, ctx: &mut Context<Self>) {
+        let queue = self.ports.queue.clone();
+        let worker = self.config.worker_id.clone();
+        let lease = self.config.visibility_timeout;
+        let reap = ticks.is_multiple_of(3);
+        ctx.spawn(
+            async move {
+                if let Err(e) = queue.renew_lease(&worker, lease).await {
+                    tracing::warn!("renewing the lease failed: {e}");
+                }
+                if !reap {
+                    return 0;
+                }
+                match queue.requeue_orphans().await {
+                    Ok(0) => 0,
+                    Ok(requeued) => {
+                        tracing::warn!(
+                            requeued,
+                            "requeued the messages of workers whose lease lapsed"
+                        );
+                        requeued
+                    }
+                    Err(e) => {
+                        tracing::warn!("looking for dead workers failed: {e}");
+                        0
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|requeued, act, _| act.counters.orphans_requeued += requeued as u64),
+        );
+    }
+}
+
+impl Actor for RedisTrigger {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let queue = self.ports.queue.clone();
+        let worker = self.config.worker_id.clone();
+        let lease = self.config.visibility_timeout;
+        let events = self.ports.events.clone();
+        // The lease before any message is taken; dead workers' messages back in line first.
+        let begin = async move {
+            persist("taking the worker's lease", || {
+                queue.renew_lease(&worker, lease)
+            })
+            .await;
+            let requeued = match queue.requeue_orphans().await {
+                Ok(requeued) => requeued,
+                Err(e) => {
+                    tracing::warn!("looking for dead workers failed: {e}");
+                    0
+                }
+            };
+            if requeued > 0 {
+                tracing::warn!(
+                    requeued,
+                    "requeued the messages of workers whose lease lapsed"
+                );
+            }
+            if let Some(events) = events {
+                events.worker("worker-online").await;
+            }
+            requeued
+        };
+        ctx.wait(begin.into_actor(self).map(|requeued, act, ctx| {
+            act.counters.orphans_requeued += requeued as u64;
+            act.fetch_more(ctx);
+        }));
+        let mut ticks = 0u32;
+        ctx.run_interval(self.config.visibility_timeout / 3, move |act, ctx| {
+            ticks += 1;
+            act.upkeep(ticks, ctx);
+        });
+        if let Some(events) = self.ports.events.clone() {
+            ctx.run_interval(HEARTBEAT_EVERY, move |act, ctx| {
+                let events = events.clone();
+                ctx.spawn(async move { events.worker("worker-heartbeat").await }.into_actor(act));
+            });
+        }
+    }
+}
+
+impl Handler<Shutdown> for RedisTrigger {
+    type Result = ResponseActFuture<Self, TriggerCounters>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        self.counters.stopping = true;
+        self.stop.send_replace(true);
+        // Held and ready messages stay in flight: requeued below.
+        for (_, (_, timer)) in self.scheduled.drain() {
+            ctx.cancel_future(timer);
+        }
+        self.ready.clear();
+        self.update_gauges();
+        let grace = self.config.shutdown_grace;
+        tracing::info!("stopping: no new messages; running work has {grace:?} to finish");
+        let running = self.running_count.subscribe();
+        let abort_runs = self.peers.abort_runs.clone();
+        let abandoning = self.abandoning.clone();
+        let drain = async move {
+            let mut idle = running.clone();
+            if tokio::time::timeout(grace, idle.wait_for(|n| *n == 0))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            // Their runs are aborted first, so that no job stays processing: the jobs fail with
+            // the reason, and the next worker to take the message runs them again.
+            abandoning.store(true, Ordering::SeqCst);
+            tracing::warn!("shutdown grace over: aborting the runs still going");
+            let reason =
+                "the worker shut down before the run ended; its message went back to the queue";
+            let _ = abort_runs
+                .send(AbortRuns {
+                    reason: reason.into(),
+                })
+                .await;
+            let mut idle = running;
+            let _ = tokio::time::timeout(
+                ABORT_GRACE + Duration::from_secs(5),
+                idle.wait_for(|n| *n == 0),
+            )
+            .await;
+        };
+        Box::pin(drain.into_actor(self).then(|(), act, ctx| {
+            for (_, (_, handle)) in act.running.drain() {
+                ctx.cancel_future(handle);
+            }
+            act.update_gauges();
+            let queue = act.ports.queue.clone();
+            let worker = act.config.worker_id.clone();
+            let events = act.ports.events.clone();
+            let fetching = act.fetching;
+            async move {
+                if fetching {
+                    // A fetch under way may still move a message in flight: let it land first.
+                    tokio::time::sleep(FETCH_BLOCK + Duration::from_millis(500)).await;
+                }
+                if let Some(events) = events {
+                    events.worker("worker-offline").await;
+                }
+                let requeued = std::sync::atomic::AtomicUsize::new(0);
+                persist("requeueing the messages in flight", || async {
+                    let moved = queue.requeue(&worker).await?;
+                    requeued.fetch_add(moved, Ordering::Relaxed);
+                    Ok(())
+                })
+                .await;
+                let requeued = requeued.into_inner();
+                // Nothing of ours is in flight: the lease goes now, and with it any persona
+                // lock a task aborted above still held, rather than when it would have lapsed.
+                persist("retiring the worker", || queue.retire(&worker)).await;
+                requeued
+            }
+            .into_actor(act)
+            .map(|requeued, act, ctx| {
+                act.counters.requeued_at_exit = requeued;
+                ctx.stop();
+                act.counters.clone()
+            })
+        }))
+    }
+}
+
+impl Handler<Observe<TriggerCounters>> for RedisTrigger {
+    type Result = MessageResult<Observe<TriggerCounters>>;
+
+    fn handle(&mut self, _: Observe<TriggerCounters>, _: &mut Context<Self>) -> Self::Result {
+        self.update_gauges();
+        MessageResult(self.counters.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -17,8 +17,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     let report = crate::daemon::run(settings, shutdown).await?;
     let t = &report.trigger;
     eprintln!(
-        "stopped: {} task(s) answered, {} dead-lettered, {} retried, {} requeued",
-        t.answered, t.dead_lettered, t.retried, t.requeued_at_exit
+        "stopped: {} task(s) answered, {} dead-lettered, {} requeued; {} retried",
+        t.answered, t.dead_lettered, t.requeued_at_exit, t.retried
     );
     Ok(0)
 }

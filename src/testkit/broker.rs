@@ -242,6 +242,8 @@ impl Queue for MemoryBroker {
         let mut state = self.up()?;
         state.leases.remove(worker);
         state.retired.push(worker.to_owned());
+        // As in Redis, a lock is good only while its holder's lease lives (one worker here).
+        state.locks.clear();
         Ok(())
     }
 }

@@ -405,8 +405,11 @@ impl Actor for RedisTrigger {
             }
             requeued
         };
-        ctx.wait(begin.into_actor(self).map(|requeued, act, ctx| {
+        // Spawned, not waited: `Observe` and `Shutdown` are answered while Redis is away.
+        self.fetching = true;
+        ctx.spawn(begin.into_actor(self).map(|requeued, act, ctx| {
             act.counters.orphans_requeued += requeued as u64;
+            act.fetching = false;
             act.fetch_more(ctx);
         }));
         let mut ticks = 0u32;

@@ -61,12 +61,20 @@ struct Harness {
 }
 
 fn start(sources: StaticSources, request: RunRequest) -> Harness {
+    let recorder = probe(|_: &RecordStatus| Ok(Recorded::default()));
+    start_with_recorder(sources, request, recorder)
+}
+
+fn start_with_recorder(
+    sources: StaticSources,
+    request: RunRequest,
+    recorder: ProbeHandle<RecordStatus>,
+) -> Harness {
     let spawner = Arc::new(ProbeSpawner {
         spawned: Mutex::new(Vec::new()),
         stop: probe(|_: &StopIngest| ()),
         abort: probe(|_: &AbortIngest| ()),
     });
-    let recorder = probe(|_: &RecordStatus| Ok(Recorded::default()));
     let deps = RunDeps {
         sources: Arc::new(sources),
         ingestors: spawner.clone(),
@@ -289,4 +297,57 @@ async fn an_aborted_run_aborts_the_ingestors_still_running_and_ends_failed() {
     let outcome = harness.outcome.await.unwrap();
     assert_eq!(outcome.status, PersonaStatus::Failed);
     assert_eq!(outcome.jobs.iter().filter(|j| j.result.is_ok()).count(), 1);
+}
+
+#[actix::test]
+async fn jobs_its_task_completed_before_are_not_run_again_but_counted_and_told() {
+    let request = request();
+    let works = request
+        .jobs
+        .iter()
+        .find(|j| j.kind == Kind::Works)
+        .unwrap()
+        .id;
+    // The recorder finds the works job completed under this task, with 12 vectors.
+    let recorder = probe(move |RecordStatus(update): &RecordStatus| {
+        Ok(match update {
+            StatusUpdate::BeginRun { .. } => Recorded {
+                completed_before: vec![(works, 12)],
+            },
+            _ => Recorded::default(),
+        })
+    });
+    let (watch, mut told) = JobWatch::channel();
+    let harness = start_with_recorder(everything(), RunRequest { watch, ..request }, recorder);
+    let first = told.recv().await.unwrap();
+    assert_eq!(
+        (first.kind, first.result.unwrap().vectors),
+        (Kind::Works, 12)
+    );
+    spawned(&harness, 2).await;
+    assert_eq!(harness.spawner.kinds(), [Kind::Profile, Kind::Quotes]);
+    harness.spawner.finish(Kind::Profile, Ok(3));
+    harness.spawner.finish(Kind::Quotes, Ok(4));
+    let outcome = harness.outcome.await.unwrap();
+    assert_eq!(outcome.status, PersonaStatus::Active);
+    let mut vectors: Vec<(Kind, u64)> = outcome
+        .jobs
+        .iter()
+        .map(|j| (j.kind, j.result.as_ref().unwrap().vectors))
+        .collect();
+    vectors.sort();
+    let mut expected = vec![(Kind::Works, 12), (Kind::Quotes, 4), (Kind::Profile, 3)];
+    expected.sort();
+    assert_eq!(vectors, expected);
+    assert_eq!(harness.spawner.kinds().len(), 2, "works never started");
+    let failed = harness
+        .recorder
+        .received()
+        .into_iter()
+        .filter(|RecordStatus(u)| matches!(u, StatusUpdate::JobFailed { .. }))
+        .count();
+    assert_eq!(
+        failed, 0,
+        "the completed job is not failed as never started"
+    );
 }

@@ -18,5 +18,6 @@ mod many_personas;
 mod migrations;
 mod openai;
 mod own_postgres;
+mod trigger;
 mod two_workers;
 mod worker_kit;

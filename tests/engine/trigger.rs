@@ -1,0 +1,419 @@
+//! The trigger against the real Redis: any bytes on the queue (a quarter of a thousand not even
+//! UTF-8) dead-lettered while valid work goes on, a killed worker holding such bytes replaced,
+//! countdown messages that hold no run slot, a retry that frees its slot for other work, and
+//! two daemons sharing one SQLite file.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use persona_ingest::trigger::celery::encode;
+use serde_json::{json, Map, Value};
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::common::*;
+use crate::openai::embeddings_response;
+use crate::worker_kit::*;
+
+const PERSONA: &str = "twain-sampler";
+
+/// A valid envelope of `ingest_full_persona` with `kwargs`, as JSON to spoil.
+fn envelope(queue: &str, kwargs: Value) -> Value {
+    let Value::Object(kwargs) = kwargs else {
+        unreachable!()
+    };
+    let raw = encode(
+        "workers.tasks.ingest_full_persona",
+        &uuid::Uuid::new_v4().to_string(),
+        &[],
+        &kwargs,
+        queue,
+        "t@h",
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+/// 1,000 messages no worker can run, of twelve kinds, a quarter of them not UTF-8; each with
+/// what its dead letter's reason must say.
+fn garbage(queue: &str) -> Vec<(Vec<u8>, &'static str)> {
+    let good_args = json!({ "persona_id": "p", "job_ids": {} });
+    (0..1000)
+        .map(|i| {
+            let mut spoilt = envelope(queue, good_args.clone());
+            let (raw, why): (Vec<u8>, &str) = match (i % 4, i % 10) {
+                // Not UTF-8: raw bytes, and Latin-1 JSON (a lone byte in a string).
+                (0, 0 | 2 | 4) => (
+                    [b"\xff\xfe\x00garbage ".as_slice(), i.to_string().as_bytes()].concat(),
+                    "not a JSON envelope",
+                ),
+                (0, _) => {
+                    let text = spoilt.to_string().replacen("\"t@h\"", "\"t@h\u{e9}\"", 1);
+                    let latin1: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+                    (latin1, "not a JSON envelope")
+                }
+                (_, 0) => (format!("garbage {i}").into_bytes(), "not a JSON envelope"),
+                (_, 1) => (json!([i]).to_string().into_bytes(), "not a JSON envelope"),
+                (_, 2) => {
+                    spoilt["body"] = "%%% not base64 %%%".into();
+                    (spoilt.to_string().into_bytes(), "body: not base64")
+                }
+                (_, 3) => {
+                    spoilt["content-type"] = "application/x-python-serialize".into();
+                    (spoilt.to_string().into_bytes(), "content type")
+                }
+                (_, 4) => {
+                    spoilt["headers"]["task"] = "workers.tasks.send_newsletter".into();
+                    (spoilt.to_string().into_bytes(), "unknown task")
+                }
+                (_, 5) => (
+                    envelope(queue, json!({})).to_string().into_bytes(),
+                    "missing argument",
+                ),
+                (_, 6) => (
+                    envelope(queue, json!({ "persona_id": 7, "job_ids": {} }))
+                        .to_string()
+                        .into_bytes(),
+                    "must be a string",
+                ),
+                (_, 7) => (
+                    envelope(
+                        queue,
+                        json!({ "persona_id": "p", "job_ids": { "works": "x" } }),
+                    )
+                    .to_string()
+                    .into_bytes(),
+                    "must be a UUID",
+                ),
+                (_, 8) => {
+                    spoilt["properties"]["body_encoding"] = "rot13".into();
+                    (spoilt.to_string().into_bytes(), "body encoding")
+                }
+                _ => {
+                    // A valid envelope around a body that is not UTF-8.
+                    let body: Vec<u8> = format!("[[], {{}}, {{}}] {i}")
+                        .bytes()
+                        .map(|b| b | 0x80)
+                        .collect();
+                    spoilt["body"] = BASE64.encode(body).into();
+                    (spoilt.to_string().into_bytes(), "body: not JSON")
+                }
+            };
+            (raw, why)
+        })
+        .collect()
+}
+
+async fn push_bytes(con: &mut redis::aio::MultiplexedConnection, list: &str, raws: &[Vec<u8>]) {
+    let _: () = redis::cmd("LPUSH")
+        .arg(list)
+        .arg(raws)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn dead_letters(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec<Value> {
+    let dead: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(format!("{prefix}:dead-letters"))
+        .arg(0)
+        .arg(-1)
+        .query_async(con)
+        .await
+        .unwrap();
+    dead.iter()
+        .map(|entry| serde_json::from_slice(entry).unwrap())
+        .collect()
+}
+
+fn status(world: &World, names: &Names, extra: &[(String, String)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args(["status", "--data-root", world.data_root.to_str().unwrap()])
+        .env_clear()
+        .envs(daemon_env(world, names, &redis_url()))
+        .envs(extra.iter().cloned())
+        .current_dir(world.dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[actix::test]
+async fn any_bytes_are_dead_lettered_and_a_killed_worker_holding_them_is_replaced() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let mut con = connect(&redis_url()).await;
+    let bad = garbage(&names.queue);
+    assert!(
+        bad.iter()
+            .filter(|(raw, _)| std::str::from_utf8(raw).is_err())
+            .count()
+            >= 250
+    );
+    let raws: Vec<Vec<u8>> = bad.iter().map(|(raw, _)| raw.clone()).collect();
+    push_bytes(&mut con, &names.queue, &raws).await;
+    let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    let embedder = slow_embedder(Duration::from_millis(100)).await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[("ENGINE__WORKER__VISIBILITY_TIMEOUT", "3")]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+
+    // Behind a thousand bad messages, the valid one is answered within 10 s.
+    let sent = Instant::now();
+    let result = final_result(&redis_url(), &task_id, Duration::from_secs(10)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    let dead = dead_letters(&mut con, &names.prefix).await;
+    assert_eq!(dead.len(), 1000);
+    let mut by_raw: Map<String, Value> = Map::new();
+    for entry in dead {
+        by_raw.insert(entry["raw"].as_str().unwrap().into(), entry);
+    }
+    for (raw, why) in &bad {
+        let entry = &by_raw[&BASE64.encode(raw)];
+        let reason = entry["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{reason:?} should say {why:?}");
+        assert_eq!(entry["queue"], json!(names.queue));
+        assert_eq!(
+            entry["message"].as_str().map(str::as_bytes),
+            std::str::from_utf8(raw).ok().map(str::as_bytes)
+        );
+    }
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 0);
+    eprintln!(
+        "the valid task answered {:?} after it was sent",
+        sent.elapsed()
+    );
+
+    // A run under way, and bad bytes in its in-flight list, as if taken just before a crash.
+    let second = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    let calls_before = embedder.received_requests().await.unwrap().len();
+    wait_for(
+        "the second run under way",
+        Duration::from_secs(30),
+        || async {
+            (embedder.received_requests().await.unwrap().len() > calls_before + 2).then_some(())
+        },
+    )
+    .await;
+    let workers: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{}:workers", names.prefix))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(workers.len(), 1);
+    let held = vec![b"\xc3\x28 held when it died".to_vec(), b"\x80".to_vec()];
+    push_bytes(
+        &mut con,
+        &format!("{}:inflight:{}", names.prefix, workers[0]),
+        &held,
+    )
+    .await;
+    daemon.kill();
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 3);
+    let (code, out) = status(&world, &names, &env);
+    assert_eq!(code, Some(0), "status reads any bytes in flight: {out}");
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let result = final_result(&redis_url(), &second, Duration::from_secs(60)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    wait_for(
+        "the held bytes dead-lettered",
+        Duration::from_secs(10),
+        || {
+            let mut con = con.clone();
+            let prefix = names.prefix.clone();
+            async move { (dead_letters(&mut con, &prefix).await.len() == 1002).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(in_flight(&mut con, &names.prefix).await, 0);
+    let (code, out) = status(&world, &names, &env);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    forget(&redis_url(), &names.prefix, &[&task_id, &second]).await;
+}
+
+/// The web app's side: four tasks with `countdown=600`, then one without; prints their ids.
+const COUNTDOWNS: &str = r#"
+import json, sys, uuid
+from celery import Celery
+url, queue = sys.argv[1], sys.argv[2]
+app = Celery("workers", broker=url, backend=url)
+def send(persona, **options):
+    job_ids = {kind: str(uuid.uuid4()) for kind in ("works", "quotes", "profile")}
+    return app.send_task("workers.tasks.ingest_full_persona",
+                         kwargs={"persona_id": persona, "job_ids": job_ids}, queue=queue, **options).id
+later = [send("twain-sampler", countdown=600) for _ in range(4)]
+now = send("twain-sampler")
+print(json.dumps({"later": later, "now": now}))
+"#;
+
+#[actix::test]
+async fn countdown_tasks_wait_in_a_timer_without_taking_a_run_slot() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let env = vars(&[("ENGINE__WORKER__CONCURRENCY", "4")]);
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let client = Command::new(python())
+        .args(["-c", COUNTDOWNS, &redis_url(), &names.queue])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let sent = Instant::now();
+    let ids: Value = serde_json::from_slice(&client.stdout).unwrap();
+    let now = ids["now"].as_str().unwrap();
+    let result = final_result(&redis_url(), now, Duration::from_secs(10)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    eprintln!("answered {:?} after it was sent", sent.elapsed());
+    let mut con = connect(&redis_url()).await;
+    for later in ids["later"].as_array().unwrap() {
+        assert_eq!(
+            result_of(&mut con, later.as_str().unwrap()).await,
+            None,
+            "not run before its time"
+        );
+    }
+    assert_eq!(
+        in_flight(&mut con, &names.prefix).await,
+        4,
+        "held in flight"
+    );
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("4 requeued"), "{stderr}");
+    let queued: usize = redis::cmd("LLEN")
+        .arg(&names.queue)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(queued, 4);
+    let mut all: Vec<&str> = ids["later"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    all.push(now);
+    forget(&redis_url(), &names.prefix, &all).await;
+}
+
+#[actix::test]
+async fn a_task_waiting_for_its_retry_leaves_its_slot_to_other_work() {
+    let world = World::new();
+    for persona in ["first", "second"] {
+        world.write(
+            &format!("personas/{persona}/profile.md"),
+            format!("# {persona}\n\nA profile of {persona}, long enough to embed."),
+        );
+    }
+    let names = Names::new();
+    let embedder = MockServer::start().await;
+    // Down for the first two calls, whatever they carry: the first task's.
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&embedder)
+        .await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(embeddings_response)
+        .mount(&embedder)
+        .await;
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[
+        ("ENGINE__WORKER__CONCURRENCY", "1"),
+        ("ENGINE__EMBEDDING__MAX_RETRIES", "1"),
+        ("ENGINE__EMBEDDING__MAX_IN_FLIGHT", "1"),
+        ("ENGINE__WORKER__RETRY_DELAY", "8"),
+    ]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let first = send_full_persona(&mut con, &names.queue, "first").await;
+    wait_for("the first task's RETRY", Duration::from_secs(30), || {
+        let mut con = con.clone();
+        let first = first.clone();
+        async move { (result_of(&mut con, &first).await?["status"] == "RETRY").then_some(()) }
+    })
+    .await;
+    let retried_at = Instant::now();
+    let second = send_full_persona(&mut con, &names.queue, "second").await;
+    let result = final_result(&redis_url(), &second, Duration::from_secs(30)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    assert!(
+        retried_at.elapsed() < Duration::from_secs(4),
+        "the second task waited for the first one's retry: {:?}",
+        retried_at.elapsed()
+    );
+    assert_eq!(
+        result_of(&mut con, &first).await.unwrap()["status"],
+        "RETRY",
+        "still waiting"
+    );
+    let result = final_result(&redis_url(), &first, Duration::from_secs(30)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("; 1 retried"), "{stderr}");
+    forget(&redis_url(), &names.prefix, &[&first, &second]).await;
+}
+
+#[actix::test]
+async fn two_daemons_sharing_one_sqlite_file_fail_no_task() {
+    let world = World::new();
+    let personas: Vec<String> = (0..20).map(|i| format!("p{i:02}")).collect();
+    for persona in &personas {
+        world.write(
+            &format!("personas/{persona}/profile.md"),
+            format!("# {persona}\n\nWho {persona} is, in a sentence or two."),
+        );
+        world.write(
+            &format!("data/{persona}/works/one.txt"),
+            format!("A short work by {persona}. It has two sentences."),
+        );
+    }
+    let names = Names::new();
+    let env = vars(&[("ENGINE__WORKER__CONCURRENCY", "4")]);
+    let first = Daemon::start(&world, &names, &redis_url(), &env);
+    let second = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let mut tasks = Vec::new();
+    for round in 0..10 {
+        for persona in &personas {
+            let _ = round;
+            tasks.push(send_full_persona(&mut con, &names.queue, persona).await);
+        }
+    }
+    let mut failures = Vec::new();
+    for task in &tasks {
+        let result = final_result(&redis_url(), task, Duration::from_secs(240)).await;
+        if result["status"] != "SUCCESS" {
+            failures.push(result);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    for daemon in [first, second] {
+        let (code, stderr) = daemon.terminate();
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let ids: Vec<&str> = tasks.iter().map(String::as_str).collect();
+    forget(&redis_url(), &names.prefix, &ids).await;
+}

@@ -113,6 +113,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         engine: engine.supervisor.clone().recipient(),
         abort_runs: engine.supervisor.clone().recipient(),
     };
+    let trigger = RedisTrigger::new(config, ports, peers).start();
     let http = match settings.http.listen.as_str() {
         "" => None,
         listen => {
@@ -123,6 +124,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
                 sources: Arc::new(FileSources::new(engine.settings.clone())),
                 broker: broker.clone(),
                 supervisor: engine.supervisor.clone(),
+                trigger: Some(trigger.clone().recipient()),
             };
             let handle = crate::http::start(listen, state)
                 .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
@@ -130,7 +132,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             Some(handle)
         }
     };
-    let trigger = RedisTrigger::new(config, ports, peers).start();
     Ok(Daemon {
         worker_id,
         engine,

@@ -155,12 +155,15 @@ fn print_broker(broker: &Result<BrokerOverview, String>) {
         let tasks: Vec<String> = worker
             .in_flight
             .iter()
-            .map(|m| {
-                format!(
-                    "{} {}",
-                    m.task.as_deref().unwrap_or("(undecodable)"),
+            .map(|m| match (&m.task, &m.eta) {
+                (None, _) => format!("(undecodable, {} bytes)", m.bytes),
+                (Some(task), None) => {
+                    format!("{task} {}", m.task_id.as_deref().unwrap_or(""))
+                }
+                (Some(task), Some(eta)) => format!(
+                    "{task} {} (held until {eta})",
                     m.task_id.as_deref().unwrap_or("")
-                )
+                ),
             })
             .collect();
         table.add_row(vec![worker.worker.clone(), lease, tasks.join("\n")]);

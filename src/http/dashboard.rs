@@ -92,8 +92,17 @@ async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         }),
         Err(e) => json!({ "error": e.to_string() }),
     };
+    let trigger = match &state.trigger {
+        Some(trigger) => trigger
+            .send(crate::actors::Observe::new())
+            .await
+            .ok()
+            .map(|c: crate::trigger::redis_trigger::TriggerCounters| json!(c)),
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(json!({
         "personas": personas,
+        "trigger": trigger,
         "completed": completed.iter().map(row).collect::<Vec<_>>(),
         "failed": failed.iter().map(row).collect::<Vec<_>>(),
         "broker": broker,

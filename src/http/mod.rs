@@ -23,7 +23,9 @@ use crate::actors::supervisor::Supervisor;
 use crate::config::Settings;
 use crate::sources::SourceFactory;
 use crate::store::VectorStore;
+use crate::actors::Observe;
 use crate::trigger::broker::Broker;
+use crate::trigger::redis_trigger::TriggerCounters;
 
 pub use error::ApiError;
 
@@ -36,6 +38,8 @@ pub struct AppState {
     pub sources: Arc<dyn SourceFactory>,
     pub broker: Arc<Broker>,
     pub supervisor: actix::Addr<Supervisor>,
+    /// This process's trigger, for its counters (tasks running, ready, held for their eta).
+    pub trigger: Option<actix::Recipient<Observe<TriggerCounters>>>,
 }
 
 /// Binds `listen` and starts serving; the handle stops the server.

@@ -13,6 +13,7 @@ use super::{ApiError, AppState};
 use crate::actors::supervisor::SupervisorCounters;
 use crate::actors::Observe;
 use crate::metrics::METRICS;
+use crate::trigger::redis_trigger::TriggerCounters;
 
 const CHECK_WITHIN: Duration = Duration::from_secs(2);
 
@@ -166,6 +167,20 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     {
         running.set(counters.running.len() as i64);
         waiting.set(counters.waiting as i64);
+    }
+    let tasks = gauge_vec(
+        "persona_ingest_trigger_tasks",
+        "Tasks this worker holds now: running (in a run slot), ready (due, waiting for a slot), scheduled (held for their eta, without a slot).",
+        &["state"],
+    );
+    if let Some(trigger) = &state.trigger {
+        if let Ok(counters) = within(trigger.send(Observe::<TriggerCounters>::new())).await {
+            tasks.with_label_values(&["running"]).set(counters.running as i64);
+            tasks.with_label_values(&["ready"]).set(counters.ready as i64);
+            tasks
+                .with_label_values(&["scheduled"])
+                .set(counters.scheduled as i64);
+        }
     }
     let mut families = METRICS.registry.gather();
     families.extend(now.gather());

@@ -61,6 +61,10 @@ pub struct InFlight {
     pub task_id: Option<String>,
     pub task: Option<String>,
     pub queue: String,
+    /// When it is due, if it is held for a countdown.
+    pub eta: Option<String>,
+    /// Its size; what cannot be read is shown by size alone.
+    pub bytes: usize,
 }
 
 pub struct Broker {
@@ -240,6 +244,8 @@ impl Broker {
                         task_id: header("id"),
                         task: header("task"),
                         queue: self.queue_of(raw),
+                        eta: header("eta"),
+                        bytes: raw.len(),
                     }
                 })
                 .collect();

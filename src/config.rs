@@ -14,9 +14,10 @@ pub const DEFAULTS_TOML: &str = include_str!("../config.toml");
 
 /// Environment variables that deployments customarily set, and the key each one sets.
 /// `ENGINE__...` variables win over them.
-const CUSTOMARY_ENV: [(&str, &str); 4] = [
+const CUSTOMARY_ENV: [(&str, &str); 5] = [
     ("DATABASE_URL", "database.url"),
     ("REDIS_URL", "redis.url"),
+    ("CELERY_RESULT_BACKEND", "results.url"),
     ("CHROMA_URL", "store.url"),
     ("OPENAI_API_KEY", "embedding.api_key"),
 ];
@@ -195,6 +196,9 @@ pub struct WorkerSettings {
     /// The worker's node name (Celery's `--hostname`), in its events and STARTED results;
     /// empty: `persona-ingest.<pid>@<host>`.
     pub name: String,
+    /// Seconds a revocation is kept (Celery's `REVOKES_EXPIRES`, 3 hours): a revoked task that
+    /// arrives later than that runs.
+    pub revokes_expire: u64,
 }
 
 /// Celery events (`worker-*`, `task-*`) for Flower and `celery events`.
@@ -223,6 +227,17 @@ pub struct TaskSettings {
     pub works: String,
     pub quotes: String,
     pub profile: String,
+    /// When `ingest_full_persona` answers: once its run is accepted (the seed's contract,
+    /// its sub-tasks then living on their own), or once the whole ingestion ended.
+    pub full_persona_answers: FullPersonaAnswers,
+}
+
+/// See [`TaskSettings::full_persona_answers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FullPersonaAnswers {
+    Dispatched,
+    Completed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,11 +248,15 @@ pub struct RedisSettings {
     pub key_prefix: String,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsSettings {
     /// Seconds a task's result is kept (Celery's `result_expires`, one day by default).
     pub expires: u64,
+    /// The result backend's Redis (Celery's `result_backend`, `CELERY_RESULT_BACKEND`); unset:
+    /// the broker's.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 /// A refused configuration; the message names the key.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::http::AppState;
@@ -20,6 +21,7 @@ use crate::trigger::broker::Broker;
 use crate::trigger::celery::TaskNames;
 use crate::trigger::events::EventPublisher;
 use crate::trigger::persona_lock::PersonaLocks;
+use crate::trigger::pidbox::{listen, Pidbox, WorkerInfo};
 use crate::trigger::ports::Events;
 use crate::trigger::redis_trigger::{
     hostname, RedisTrigger, Shutdown, TriggerConfig, TriggerCounters, TriggerPeers, TriggerPorts,
@@ -40,6 +42,9 @@ pub struct Daemon {
     pub trigger: Addr<RedisTrigger>,
     pub broker: Arc<Broker>,
     http: Option<actix_web::dev::ServerHandle>,
+    /// Turns true when remote control asks this worker to shut down.
+    pub stopped_remotely: watch::Receiver<bool>,
+    stop_listening: watch::Sender<bool>,
 }
 
 /// Serves until `shutdown` resolves, then stops (see the module).
@@ -48,7 +53,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<DaemonReport> {
     let daemon = start(settings).await?;
-    shutdown.await;
+    let mut remote = daemon.stopped_remotely.clone();
+    tokio::select! {
+        _ = shutdown => {}
+        _ = remote.wait_for(|stop| *stop) => {}
+    }
     Ok(daemon.stop().await)
 }
 
@@ -63,12 +72,15 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
-    let results = ResultBackend::connect(
-        &settings.redis.url,
-        Duration::from_secs(settings.results.expires),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("redis {redis}: {e}"))?;
+    let results_url = settings
+        .results
+        .url
+        .clone()
+        .unwrap_or_else(|| settings.redis.url.clone());
+    let results =
+        ResultBackend::connect(&results_url, Duration::from_secs(settings.results.expires))
+            .await
+            .map_err(|e| anyhow::anyhow!("results.url {}: {e}", crate::db::redact(&results_url)))?;
     let node = match settings.worker.name.as_str() {
         "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
         name => name.to_owned(),
@@ -88,14 +100,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     } else {
         None
     };
+    let names = TaskNames::from_settings(&settings.tasks);
     let config = TriggerConfig {
         worker_id: TriggerConfig::new_worker_id(),
-        hostname: node,
+        hostname: node.clone(),
         concurrency: settings.worker.concurrency,
         prefetch: settings.worker.prefetch,
         visibility_timeout: Duration::from_secs(settings.worker.visibility_timeout),
         shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace),
-        names: TaskNames::from_settings(&settings.tasks),
+        names: names.clone(),
+        answers: settings.tasks.full_persona_answers,
+        default_queue: settings
+            .worker
+            .queues
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "celery".into()),
+        revokes_expire: Duration::from_secs(settings.worker.revokes_expire),
     };
     let worker_id = config.worker_id.clone();
     eprintln!(
@@ -107,13 +128,41 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         queue: broker.clone(),
         results: Arc::new(results),
         locks: Arc::new(PersonaLocks::new(broker.clone(), &worker_id)),
-        events,
+        revocations: broker.clone(),
+        events: events.clone(),
     };
     let peers = TriggerPeers {
         engine: engine.supervisor.clone().recipient(),
         abort_runs: engine.supervisor.clone().recipient(),
+        abort_persona: engine.supervisor.clone().recipient(),
     };
     let trigger = RedisTrigger::new(config, ports, peers).start();
+    let (remote_stop, stopped_remotely) = watch::channel(false);
+    let info = WorkerInfo {
+        hostname: node,
+        queues: settings.worker.queues.clone(),
+        concurrency: settings.worker.concurrency,
+        prefetch: settings.worker.prefetch,
+        registered: names.all(),
+        broker_url: redis.clone(),
+        result_backend: crate::db::redact(&results_url),
+    };
+    let pidbox = Pidbox::new(
+        info,
+        broker.clone(),
+        broker.clone(),
+        events,
+        (trigger.clone().recipient(), trigger.clone().recipient()),
+        remote_stop,
+    )
+    .start();
+    let (stop_listening, listening) = watch::channel(false);
+    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let channel = format!(
+        "/{}.celery.pidbox",
+        client.get_connection_info().redis_settings().db()
+    );
+    actix::spawn(listen(client, channel, pidbox.recipient(), listening));
     let http = match settings.http.listen.as_str() {
         "" => None,
         listen => {
@@ -138,6 +187,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         trigger,
         broker,
         http,
+        stopped_remotely,
+        stop_listening,
     })
 }
 
@@ -145,6 +196,7 @@ impl Daemon {
     /// Stops intake, drains within `worker.shutdown_grace`, requeues the rest, stops the HTTP
     /// server and flushes the engine's buffered progress.
     pub async fn stop(self) -> DaemonReport {
+        self.stop_listening.send_replace(true);
         let trigger = match self.trigger.send(Shutdown).await {
             Ok(counters) => counters,
             Err(e) => {

@@ -14,11 +14,11 @@ use crate::actors::chroma_writer::{ChromaWriter, WriterLimits};
 use crate::actors::embedding_batcher::{BatchLimits, EmbeddingBatcher};
 use crate::actors::ingestor::{IngestFinished, IngestJob, Ingestor, IngestorLimits, IngestorPeers};
 use crate::actors::orchestrator::{
-    IngestorHandle, IngestorSpawner, RunDeps, RunOutcome, RunRequest,
+    IngestorHandle, IngestorSpawner, RunDeps, RunEvent, RunOutcome, RunRequest,
 };
 use crate::actors::status_recorder::{FlushProgress, JobEvent, StatusRecorder};
 use crate::actors::supervisor::{
-    IngestPersona, JobEnded, OrchestratorStarter, RunLimits, RunTask, Supervisor, TaskOutcome,
+    IngestPersona, OrchestratorStarter, RunLimits, RunTask, Supervisor, TaskEvent, TaskOutcome,
 };
 use crate::config::Settings;
 use crate::embed::{self, EmbeddingProvider};
@@ -181,7 +181,11 @@ impl Engine {
                     hard: request.time_limit,
                 },
                 retries,
-                tell: Arc::new(move |ended: JobEnded| watch.tell(&ended.outcome)),
+                tell: Arc::new(move |event: TaskEvent| {
+                    if let TaskEvent::JobEnded(ended) = event {
+                        watch.tell(&RunEvent::JobEnded(ended.outcome));
+                    }
+                }),
             };
             match self
                 .supervisor

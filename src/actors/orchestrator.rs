@@ -121,7 +121,9 @@ impl Orchestrator {
                     ..JobStats::default()
                 }),
             };
-            self.request.watch.tell(&outcome);
+            self.request
+                .watch
+                .tell(&RunEvent::JobEnded(outcome.clone()));
             self.spawned.insert(job_id);
             self.outcomes.insert(job_id, outcome);
         }
@@ -185,6 +187,10 @@ impl Orchestrator {
                 restart: self.request.restart,
             };
             let handle = self.deps.ingestors.spawn(ingest, ctx.address().recipient());
+            self.request.watch.tell(&RunEvent::JobStarted {
+                job_id: job.id,
+                kind: job.kind,
+            });
             self.counters.started.push(job.kind);
             self.spawned.insert(job.id);
             self.running.insert(job.id, handle);
@@ -310,6 +316,7 @@ impl Actor for Orchestrator {
         let recorder = self.deps.recorder.clone();
         let sources = self.deps.sources.clone();
         let request = self.request.clone();
+        let watch = self.request.watch.clone();
         let setup = async move {
             let begun = send(
                 &recorder,
@@ -320,6 +327,7 @@ impl Actor for Orchestrator {
             )
             .await
             .map_err(|e| format!("could not record the start of the run: {e}"))?;
+            watch.tell(&RunEvent::Begun);
             let completed = begun.completed_before;
             if !sources.persona_exists(&request.persona) {
                 return Err(format!(
@@ -416,7 +424,9 @@ impl Handler<IngestFinished> for Orchestrator {
             collection,
             result: msg.result,
         };
-        self.request.watch.tell(&outcome);
+        self.request
+            .watch
+            .tell(&RunEvent::JobEnded(outcome.clone()));
         self.outcomes.insert(msg.job_id, outcome);
         if self.running.is_empty() {
             self.finish(ctx);
@@ -445,7 +455,7 @@ impl Handler<Observe<OrchestratorCounters>> for Orchestrator {
 
 mod run;
 
-pub use run::{JobOutcome, JobWatch, RunOutcome, RunRequest};
+pub use run::{JobOutcome, JobWatch, RunEvent, RunOutcome, RunRequest};
 
 #[cfg(test)]
 mod tests;

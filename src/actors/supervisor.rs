@@ -35,6 +35,15 @@ pub struct AbortRuns {
     pub reason: String,
 }
 
+/// Aborts the run of one persona (its unfinished jobs fail with `reason`), or answers its
+/// waiting requests as failed without starting them: a task of it was revoked with `terminate`.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "bool")]
+pub struct AbortPersona {
+    pub persona: PersonaId,
+    pub reason: String,
+}
+
 /// A run as started: its outcome to come, and how to abort it.
 pub struct StartedRun {
     pub outcome: oneshot::Receiver<RunOutcome>,
@@ -256,6 +265,39 @@ impl Handler<AbortRuns> for Supervisor {
     }
 }
 
+impl Handler<AbortPersona> for Supervisor {
+    type Result = bool;
+
+    /// Answers whether there was a run or a request of the persona to end.
+    fn handle(&mut self, msg: AbortPersona, _: &mut Context<Self>) -> bool {
+        let mut found = false;
+        if let Some(abort) = self.running.get(&msg.persona) {
+            abort.do_send(AbortRun {
+                reason: msg.reason.clone(),
+            });
+            found = true;
+        }
+        let mut index = 0;
+        while index < self.waiting.len() {
+            if self.waiting[index].0.persona != msg.persona {
+                index += 1;
+                continue;
+            }
+            let (request, reply) = self.waiting.remove(index).expect("index in range");
+            let _ = reply.send(RunOutcome {
+                persona: request.persona,
+                status: PersonaStatus::Failed,
+                jobs: Vec::new(),
+                error: Some(msg.reason.clone()),
+                elapsed: Duration::ZERO,
+            });
+            found = true;
+        }
+        self.counters.waiting = self.waiting.len();
+        found
+    }
+}
+
 impl Handler<Observe<SupervisorCounters>> for Supervisor {
     type Result = MessageResult<Observe<SupervisorCounters>>;
 
@@ -270,7 +312,7 @@ impl Handler<Observe<SupervisorCounters>> for Supervisor {
 
 mod task;
 
-pub use task::{JobEnded, JobTell, RunLimits, RunTask, TaskOutcome};
+pub use task::{JobEnded, RunLimits, RunTask, TaskEvent, TaskOutcome, TaskTell};
 
 #[cfg(test)]
 mod tests;

@@ -20,10 +20,10 @@ use actix_web::{web, App, HttpServer};
 use sea_orm::DatabaseConnection;
 
 use crate::actors::supervisor::Supervisor;
+use crate::actors::Observe;
 use crate::config::Settings;
 use crate::sources::SourceFactory;
 use crate::store::VectorStore;
-use crate::actors::Observe;
 use crate::trigger::broker::Broker;
 use crate::trigger::redis_trigger::TriggerCounters;
 

@@ -175,8 +175,12 @@ async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     );
     if let Some(trigger) = &state.trigger {
         if let Ok(counters) = within(trigger.send(Observe::<TriggerCounters>::new())).await {
-            tasks.with_label_values(&["running"]).set(counters.running as i64);
-            tasks.with_label_values(&["ready"]).set(counters.ready as i64);
+            tasks
+                .with_label_values(&["running"])
+                .set(counters.running as i64);
+            tasks
+                .with_label_values(&["ready"])
+                .set(counters.ready as i64);
             tasks
                 .with_label_values(&["scheduled"])
                 .set(counters.scheduled as i64);

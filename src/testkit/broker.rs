@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::trigger::celery::TaskState;
-use crate::trigger::ports::{BrokerError, Delivery, Events, Locks, Queue, ResultStore};
+use crate::trigger::celery::{ResultMeta, TaskState};
+use crate::trigger::ports::{
+    BrokerError, ControlReplies, Delivery, Events, Locks, Queue, ResultStore, Revocations,
+};
 
 #[derive(Default)]
 struct State {
@@ -26,6 +28,10 @@ struct State {
     locks: HashMap<String, usize>,
     events: Vec<(String, Option<String>)>,
     leases: HashMap<String, Duration>,
+    revoked: Vec<String>,
+    task_events_off: bool,
+    /// (exchange/routing key, message) of every remote-control reply.
+    replies: Vec<(String, Vec<u8>)>,
     retired: Vec<String>,
     down: bool,
 }
@@ -102,6 +108,11 @@ impl MemoryBroker {
     /// Every event published: (type, task id).
     pub fn events(&self) -> Vec<(String, Option<String>)> {
         self.state().events.clone()
+    }
+
+    /// Every remote-control reply: (exchange/routing key, message).
+    pub fn replies(&self) -> Vec<(String, Vec<u8>)> {
+        self.state().replies.clone()
     }
 
     /// Persona locks held now.
@@ -215,6 +226,16 @@ impl Queue for MemoryBroker {
         Ok(())
     }
 
+    async fn publish(&self, list: &str, raw: &[u8]) -> Result<(), BrokerError> {
+        self.up()?
+            .queues
+            .entry(list.to_owned())
+            .or_default()
+            .push_front(raw.to_vec());
+        self.pushed.notify_waiters();
+        Ok(())
+    }
+
     async fn requeue(&self, worker: &str) -> Result<usize, BrokerError> {
         let mut state = self.up()?;
         let taken = state.in_flight.remove(worker).unwrap_or_default();
@@ -250,7 +271,12 @@ impl Queue for MemoryBroker {
 
 #[async_trait]
 impl ResultStore for MemoryBroker {
-    async fn store(&self, task_id: &str, state: &TaskState) -> Result<bool, BrokerError> {
+    async fn store(
+        &self,
+        task_id: &str,
+        state: &TaskState,
+        _meta: &ResultMeta,
+    ) -> Result<bool, BrokerError> {
         let mut all = self.up()?;
         let succeeded = all
             .results
@@ -286,6 +312,9 @@ impl Events for MemoryBroker {
     }
 
     async fn task(&self, event_type: &str, uuid: &str, _fields: Value) {
+        if self.state().task_events_off {
+            return;
+        }
         self.state()
             .events
             .push((event_type.to_owned(), Some(uuid.to_owned())));
@@ -294,4 +323,42 @@ impl Events for MemoryBroker {
     fn task_taken(&self) {}
 
     fn task_done(&self) {}
+
+    fn set_task_events(&self, on: bool) -> bool {
+        let mut state = self.state();
+        let was = !state.task_events_off;
+        state.task_events_off = !on;
+        was
+    }
+}
+
+#[async_trait]
+impl ControlReplies for MemoryBroker {
+    async fn reply(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &[u8],
+    ) -> Result<(), BrokerError> {
+        self.up()?
+            .replies
+            .push((format!("{exchange}/{routing_key}"), message.to_vec()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Revocations for MemoryBroker {
+    async fn revoke(&self, task_ids: &[String], _keep: Duration) -> Result<(), BrokerError> {
+        self.up()?.revoked.extend(task_ids.iter().cloned());
+        Ok(())
+    }
+
+    async fn is_revoked(&self, task_id: &str) -> Result<bool, BrokerError> {
+        Ok(self.up()?.revoked.iter().any(|id| id == task_id))
+    }
+
+    async fn revoked(&self) -> Result<Vec<String>, BrokerError> {
+        Ok(self.up()?.revoked.clone())
+    }
 }

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::celery::priority_queue;
 pub use super::ports::Delivery;
-use super::ports::{BrokerError, Queue};
+use super::ports::{BrokerError, ControlReplies, Queue, Revocations};
 
 /// The longest a fetch blocks on an empty queue.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
@@ -126,6 +126,11 @@ impl Broker {
     /// The key of a persona's lock (see `persona_lock`).
     pub fn persona_lock_key(&self, persona: &str) -> String {
         format!("{}:persona-lock:{persona}", self.prefix)
+    }
+
+    /// A sorted set: revoked task ids, scored by when they are forgotten (epoch seconds).
+    fn revoked_key(&self) -> String {
+        format!("{}:revoked", self.prefix)
     }
 
     fn workers_key(&self) -> String {
@@ -370,6 +375,16 @@ impl Queue for Broker {
         Ok(())
     }
 
+    async fn publish(&self, list: &str, raw: &[u8]) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        redis::cmd("LPUSH")
+            .arg(list)
+            .arg(raw)
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
     async fn requeue(&self, worker: &str) -> Result<usize, BrokerError> {
         Ok(self.requeue_worker(worker).await?)
     }
@@ -446,6 +461,95 @@ impl Queue for Broker {
             .ignore()
             .query_async::<()>(&mut con)
             .await?;
+        Ok(())
+    }
+}
+
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[async_trait]
+impl Revocations for Broker {
+    async fn revoke(&self, task_ids: &[String], keep: Duration) -> Result<(), BrokerError> {
+        if task_ids.is_empty() {
+            return Ok(());
+        }
+        let now = epoch_secs();
+        let until = now + keep.as_secs_f64();
+        let mut con = self.con.clone();
+        let mut add = redis::cmd("ZADD");
+        add.arg(self.revoked_key());
+        for id in task_ids {
+            add.arg(until).arg(id);
+        }
+        redis::pipe()
+            .add_command(add)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.revoked_key())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .query_async::<()>(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, task_id: &str) -> Result<bool, BrokerError> {
+        let mut con = self.con.clone();
+        let until: Option<f64> = redis::cmd("ZSCORE")
+            .arg(self.revoked_key())
+            .arg(task_id)
+            .query_async(&mut con)
+            .await?;
+        Ok(until.is_some_and(|until| until > epoch_secs()))
+    }
+
+    async fn revoked(&self) -> Result<Vec<String>, BrokerError> {
+        let mut con = self.con.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.revoked_key())
+            .arg(epoch_secs())
+            .arg("+inf")
+            .query_async(&mut con)
+            .await?;
+        Ok(ids)
+    }
+}
+
+/// kombu's separator in binding entries (`routing_key`, `pattern`, `queue`).
+const BINDING_SEP: &str = "\x06\x16";
+
+#[async_trait]
+impl ControlReplies for Broker {
+    async fn reply(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &[u8],
+    ) -> Result<(), BrokerError> {
+        let mut con = self.con.clone();
+        let bindings: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
+            .arg(format!("_kombu.binding.{exchange}"))
+            .query_async(&mut con)
+            .await?;
+        for binding in bindings {
+            let binding = String::from_utf8_lossy(&binding);
+            let mut parts = binding.split(BINDING_SEP);
+            let (Some(key), _, Some(queue)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            if key == routing_key {
+                redis::cmd("LPUSH")
+                    .arg(queue)
+                    .arg(message)
+                    .query_async::<()>(&mut con)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }

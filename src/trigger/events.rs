@@ -25,6 +25,9 @@ pub struct EventPublisher {
     /// `/{db}.celeryev/`
     channel_prefix: String,
     events: WorkerEvents,
+    /// Task events on (remote control's `enable_events`/`disable_events`); worker events are
+    /// always sent, as Celery sends them.
+    task_events: std::sync::atomic::AtomicBool,
 }
 
 /// The events of one worker, as Celery writes them: its name, pid, logical clock and counts.
@@ -43,6 +46,7 @@ impl EventPublisher {
             con,
             channel_prefix: format!("/{db}.celeryev/"),
             events: WorkerEvents::new(hostname),
+            task_events: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -79,12 +83,19 @@ impl Events for EventPublisher {
         self.events.processed.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn set_task_events(&self, on: bool) -> bool {
+        self.task_events.swap(on, Ordering::Relaxed)
+    }
+
     async fn worker(&self, event_type: &str) {
         let event = self.events.worker(event_type);
         self.publish(event_type, &event).await;
     }
 
     async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
+        if !self.task_events.load(Ordering::Relaxed) {
+            return;
+        }
         let event = self.events.task(event_type, uuid, fields);
         self.publish(event_type, &event).await;
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::celery::TaskState;
+use super::celery::{ResultMeta, TaskState};
 
 /// A message taken from a queue, now in this worker's in-flight list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub trait Queue: Send + Sync {
         delivery: &Delivery,
         again: &[u8],
     ) -> Result<(), BrokerError>;
+    /// Publishes a new message to the back of `list` (a queue, or one of its priority lists).
+    async fn publish(&self, list: &str, raw: &[u8]) -> Result<(), BrokerError>;
     /// Puts everything in `worker`'s in-flight list back at the head of its queue; answers
     /// how many.
     async fn requeue(&self, worker: &str) -> Result<usize, BrokerError>;
@@ -68,7 +70,22 @@ pub trait Queue: Send + Sync {
 #[async_trait]
 pub trait ResultStore: Send + Sync {
     /// Records a task's state; answers false when a SUCCESS was there already and stays.
-    async fn store(&self, task_id: &str, state: &TaskState) -> Result<bool, BrokerError>;
+    async fn store(
+        &self,
+        task_id: &str,
+        state: &TaskState,
+        meta: &ResultMeta,
+    ) -> Result<bool, BrokerError>;
+}
+
+/// Revoked task ids, shared by every worker on the broker (a worker that starts after a revoke
+/// still honours it), each kept for a while (`worker.revokes_expire`).
+#[async_trait]
+pub trait Revocations: Send + Sync {
+    async fn revoke(&self, task_ids: &[String], keep: Duration) -> Result<(), BrokerError>;
+    async fn is_revoked(&self, task_id: &str) -> Result<bool, BrokerError>;
+    /// The ids revoked and still kept.
+    async fn revoked(&self) -> Result<Vec<String>, BrokerError>;
 }
 
 /// One run per persona across every worker sharing the broker.
@@ -91,4 +108,18 @@ pub trait Events: Send + Sync {
     fn task_taken(&self);
     /// A task's handling ended (counted in `processed`).
     fn task_done(&self);
+    /// Turns task events on or off; answers whether they were on.
+    fn set_task_events(&self, on: bool) -> bool;
+}
+
+/// Where remote-control replies go: kombu's direct exchange on Redis, whose bindings
+/// (`_kombu.binding.<exchange>`) name the queue of each routing key.
+#[async_trait]
+pub trait ControlReplies: Send + Sync {
+    async fn reply(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &[u8],
+    ) -> Result<(), BrokerError>;
 }

@@ -26,13 +26,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::broker::MAX_BLOCK;
-use super::celery::{decode, ingest_call, TaskNames};
+use super::celery::{decode, ingest_call, CallError, IngestCall, ResultMeta, TaskNames, TaskState};
 use super::events::HEARTBEAT_EVERY;
-use super::ports::{Delivery, Events, Locks, Queue, ResultStore};
+use super::ports::{Delivery, Events, Locks, Queue, ResultStore, Revocations};
 use super::task::{self, persist, received_fields, Accepted, Served, TaskContext};
 use crate::actors::orchestrator::ABORT_GRACE;
-use crate::actors::supervisor::{AbortRuns, RunTask};
+use crate::actors::supervisor::{AbortPersona, AbortRuns, RunTask};
 use crate::actors::Observe;
+use crate::config::FullPersonaAnswers;
 
 /// How long one fetch blocks on empty queues before the actor looks around again.
 pub const FETCH_BLOCK: Duration = Duration::from_secs(1);
@@ -52,6 +53,11 @@ pub struct TriggerConfig {
     pub visibility_timeout: Duration,
     pub shutdown_grace: Duration,
     pub names: TaskNames,
+    pub answers: FullPersonaAnswers,
+    /// The first queue served: where callbacks without a queue of their own go.
+    pub default_queue: String,
+    /// How long a revocation is kept (`worker.revokes_expire`).
+    pub revokes_expire: Duration,
 }
 
 impl TriggerConfig {
@@ -81,6 +87,7 @@ pub struct TriggerPorts {
     pub queue: Arc<dyn Queue>,
     pub results: Arc<dyn ResultStore>,
     pub locks: Arc<dyn Locks>,
+    pub revocations: Arc<dyn Revocations>,
     pub events: Option<Arc<dyn Events>>,
 }
 
@@ -89,6 +96,7 @@ pub struct TriggerPorts {
 pub struct TriggerPeers {
     pub engine: Recipient<RunTask>,
     pub abort_runs: Recipient<AbortRuns>,
+    pub abort_persona: Recipient<AbortPersona>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -101,6 +109,8 @@ pub struct TriggerCounters {
     /// Re-published with a countdown, to run again.
     pub retried: u64,
     pub expired: u64,
+    /// Answered REVOKED without running, or ended by a revoke with `terminate`.
+    pub revoked: u64,
     /// Tasks holding a run slot now.
     pub running: usize,
     /// Due tasks waiting for a slot.
@@ -119,6 +129,42 @@ pub struct TriggerCounters {
 #[rtype(result = "TriggerCounters")]
 pub struct Shutdown;
 
+/// Revokes tasks (Celery's `revoke`): they are remembered on the broker for every worker; one
+/// held for its eta or waiting for a slot here is answered REVOKED at once; with `terminate`, a
+/// running one's run is aborted and it is answered REVOKED. Answered with the ids terminated.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Revoke {
+    pub task_ids: Vec<String>,
+    pub terminate: bool,
+}
+
+/// What this worker holds, for remote control's `inspect`.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Held")]
+pub struct Inspect;
+
+/// The tasks a worker holds, by where they are.
+#[derive(Clone, Debug, Default)]
+pub struct Held {
+    /// Running (in a run slot), with when they started.
+    pub active: Vec<(Accepted, chrono::DateTime<Utc>)>,
+    /// Due, waiting for a slot.
+    pub reserved: Vec<Accepted>,
+    /// Held for their eta.
+    pub scheduled: Vec<Accepted>,
+    pub counters: TriggerCounters,
+    /// Tasks answered, by name.
+    pub total: std::collections::BTreeMap<String, u64>,
+}
+
+/// A task holding a run slot.
+struct Running {
+    task: Accepted,
+    since: chrono::DateTime<Utc>,
+    handle: SpawnHandle,
+}
+
 pub struct RedisTrigger {
     config: TriggerConfig,
     ports: TriggerPorts,
@@ -131,10 +177,11 @@ pub struct RedisTrigger {
     counters: TriggerCounters,
     fetching: bool,
     next_key: u64,
-    /// Tasks holding a slot, by a key of their own (a task id may come twice), with their id.
-    running: HashMap<u64, (String, SpawnHandle)>,
+    /// Tasks holding a slot, by a key of their own (a task id may come twice).
+    running: HashMap<u64, Running>,
     ready: VecDeque<Accepted>,
-    scheduled: HashMap<u64, (String, SpawnHandle)>,
+    scheduled: HashMap<u64, (Accepted, SpawnHandle)>,
+    total: std::collections::BTreeMap<String, u64>,
 }
 
 impl RedisTrigger {
@@ -144,9 +191,13 @@ impl RedisTrigger {
         let task_ctx = Arc::new(TaskContext {
             worker_id: config.worker_id.clone(),
             hostname: config.hostname.clone(),
+            names: config.names.clone(),
+            answers: config.answers,
+            default_queue: config.default_queue.clone(),
             queue: ports.queue.clone(),
             results: ports.results.clone(),
             locks: ports.locks.clone(),
+            revocations: ports.revocations.clone(),
             events: ports.events.clone(),
             engine: peers.engine.clone(),
             stopping,
@@ -166,6 +217,7 @@ impl RedisTrigger {
             running: HashMap::new(),
             ready: VecDeque::new(),
             scheduled: HashMap::new(),
+            total: Default::default(),
         }
     }
 
@@ -223,17 +275,41 @@ impl RedisTrigger {
             // Requeued with the rest at exit.
             return;
         }
-        let understood = decode(&delivery.raw)
-            .map_err(|e| e.to_string())
-            .and_then(|msg| ingest_call(&msg, &self.config.names).map(|call| (msg, call)));
-        let (msg, call) = match understood {
-            Ok(understood) => understood,
-            Err(reason) => return self.dead_letter(delivery, reason, ctx),
+        let msg = match decode(&delivery.raw) {
+            Ok(msg) => msg,
+            Err(reason) => return self.dead_letter(delivery, reason.to_string(), ctx),
         };
+        let call = ingest_call(&msg, &self.config.names);
+        if let Err(CallError::NotRegistered(_)) = &call {
+            // Kept whole for whoever serves it; its caller is told, as Celery's worker tells.
+            let reason = call.as_ref().unwrap_err().to_string();
+            let (results, id) = (self.ports.results.clone(), msg.id.clone());
+            let (exc_type, exc_module, message) = call.as_ref().unwrap_err().exception();
+            let state = TaskState::Failure {
+                exc_type: exc_type.into(),
+                exc_message: message,
+                exc_module: exc_module.into(),
+                traceback: None,
+            };
+            ctx.spawn(
+                async move {
+                    persist("recording a task result", || async {
+                        results
+                            .store(&id, &state, &ResultMeta::default())
+                            .await
+                            .map(|_| ())
+                    })
+                    .await
+                }
+                .into_actor(self),
+            );
+            return self.dead_letter(delivery, reason, ctx);
+        }
         let task = Accepted {
             delivery,
             msg,
             call,
+            terminated: Arc::new(AtomicBool::new(false)),
         };
         if let Some(events) = &self.ports.events {
             let (events, id, fields) = (
@@ -253,13 +329,13 @@ impl RedisTrigger {
         match wait {
             Some(wait) => {
                 let key = self.key();
-                let id = task.msg.id.clone();
                 let timer = ctx.run_later(wait, move |act, ctx| {
-                    act.scheduled.remove(&key);
-                    act.ready.push_back(task);
-                    act.start_ready(ctx);
+                    if let Some((task, _)) = act.scheduled.remove(&key) {
+                        act.ready.push_back(task);
+                        act.start_ready(ctx);
+                    }
                 });
-                self.scheduled.insert(key, (id, timer));
+                self.scheduled.insert(key, (task, timer));
             }
             None => {
                 self.ready.push_back(task);
@@ -292,13 +368,13 @@ impl RedisTrigger {
                 break;
             };
             let key = self.key();
-            let id = task.msg.id.clone();
             let expired = task.msg.expires.is_some_and(|at| at < Utc::now());
             let task_ctx = self.task_ctx.clone();
+            let held = task.clone();
             let handle = if expired {
                 ctx.spawn(
                     async move {
-                        task::expire(task_ctx, task).await;
+                        task::revoke(task_ctx, task, "expired").await;
                         None
                     }
                     .into_actor(self)
@@ -311,14 +387,28 @@ impl RedisTrigger {
                         .map(move |served, act, ctx| act.task_ended(key, Some(served), ctx)),
                 )
             };
-            self.running.insert(key, (id, handle));
+            self.running.insert(
+                key,
+                Running {
+                    task: held,
+                    since: Utc::now(),
+                    handle,
+                },
+            );
         }
         self.update_gauges();
     }
 
     /// A task let go of its slot (`None`: it had expired).
     fn task_ended(&mut self, key: u64, served: Option<Served>, ctx: &mut Context<Self>) {
-        self.running.remove(&key);
+        if let Some(running) = self.running.remove(&key) {
+            if served != Some(Served::Left) {
+                *self.total.entry(running.task.msg.task.clone()).or_default() += 1;
+            }
+            if running.task.terminated.load(Ordering::SeqCst) {
+                self.counters.revoked += 1;
+            }
+        }
         match served {
             None => {
                 self.counters.expired += 1;
@@ -470,8 +560,8 @@ impl Handler<Shutdown> for RedisTrigger {
             .await;
         };
         Box::pin(drain.into_actor(self).then(|(), act, ctx| {
-            for (_, (_, handle)) in act.running.drain() {
-                ctx.cancel_future(handle);
+            for (_, running) in act.running.drain() {
+                ctx.cancel_future(running.handle);
             }
             act.update_gauges();
             let queue = act.ports.queue.clone();
@@ -506,6 +596,110 @@ impl Handler<Shutdown> for RedisTrigger {
                 act.counters.clone()
             })
         }))
+    }
+}
+
+impl RedisTrigger {
+    /// Answers a task that holds no slot REVOKED without running it.
+    fn revoke_held(&mut self, task: Accepted, ctx: &mut Context<Self>) {
+        self.counters.revoked += 1;
+        self.counters.answered += 1;
+        let task_ctx = self.task_ctx.clone();
+        ctx.spawn(async move { task::revoke(task_ctx, task, "revoked").await }.into_actor(self));
+    }
+}
+
+impl Handler<Revoke> for RedisTrigger {
+    type Result = MessageResult<Revoke>;
+
+    fn handle(&mut self, msg: Revoke, ctx: &mut Context<Self>) -> Self::Result {
+        let ids: std::collections::HashSet<&String> = msg.task_ids.iter().collect();
+        let named = |task: &Accepted| task.task_ids().iter().any(|id| ids.contains(id));
+        // Remembered for every worker, and stored REVOKED at once, as Celery 5.7 does.
+        let (revocations, results) = (self.ports.revocations.clone(), self.ports.results.clone());
+        let (task_ids, keep) = (msg.task_ids.clone(), self.config.revokes_expire);
+        ctx.spawn(
+            async move {
+                persist("remembering revoked tasks", || {
+                    revocations.revoke(&task_ids, keep)
+                })
+                .await;
+                let state = TaskState::Revoked {
+                    reason: "revoked".into(),
+                };
+                for id in &task_ids {
+                    persist("recording a task result", || async {
+                        results
+                            .store(id, &state, &ResultMeta::default())
+                            .await
+                            .map(|_| ())
+                    })
+                    .await;
+                }
+            }
+            .into_actor(self),
+        );
+        let held: Vec<u64> = self
+            .scheduled
+            .iter()
+            .filter(|(_, (task, _))| named(task))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in held {
+            if let Some((task, timer)) = self.scheduled.remove(&key) {
+                ctx.cancel_future(timer);
+                self.revoke_held(task, ctx);
+            }
+        }
+        let (revoked, ready): (Vec<Accepted>, Vec<Accepted>) =
+            self.ready.drain(..).partition(|task| named(task));
+        self.ready = ready.into();
+        for task in revoked {
+            self.revoke_held(task, ctx);
+        }
+        let mut terminated = Vec::new();
+        if msg.terminate {
+            for running in self.running.values() {
+                if !named(&running.task) || running.task.terminated.swap(true, Ordering::SeqCst) {
+                    continue;
+                }
+                terminated.push(running.task.msg.id.clone());
+                let persona = match &running.task.call {
+                    Ok(IngestCall::FullPersona { persona_id, .. })
+                    | Ok(IngestCall::OneKind { persona_id, .. }) => persona_id.clone(),
+                    Err(_) => continue,
+                };
+                let Ok(persona) = crate::PersonaId::parse(&persona) else {
+                    continue;
+                };
+                tracing::warn!(task_id = %running.task.msg.id, %persona, "revoked: terminating its run");
+                self.peers.abort_persona.do_send(AbortPersona {
+                    persona,
+                    reason: "revoked".into(),
+                });
+            }
+        }
+        self.update_gauges();
+        MessageResult(terminated)
+    }
+}
+
+impl Handler<Inspect> for RedisTrigger {
+    type Result = MessageResult<Inspect>;
+
+    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
+        self.update_gauges();
+        MessageResult(Held {
+            active: self
+                .running
+                .values()
+                .map(|r| (r.task.clone(), r.since))
+                .collect(),
+            reserved: self.ready.iter().cloned().collect(),
+            scheduled: self.scheduled.values().map(|(t, _)| t.clone()).collect(),
+            counters: self.counters.clone(),
+            total: self.total.clone(),
+        })
     }
 }
 

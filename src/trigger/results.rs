@@ -11,7 +11,7 @@ use redis::{RedisError, Script};
 
 use async_trait::async_trait;
 
-use super::celery::{result_key, result_value, TaskState};
+use super::celery::{result_key, result_value, ResultMeta, TaskState};
 use super::ports::{BrokerError, ResultStore};
 
 pub struct ResultBackend {
@@ -33,8 +33,13 @@ impl ResultBackend {
 
 #[async_trait]
 impl ResultStore for ResultBackend {
-    async fn store(&self, task_id: &str, state: &TaskState) -> Result<bool, BrokerError> {
-        let value = result_value(task_id, state, chrono::Utc::now());
+    async fn store(
+        &self,
+        task_id: &str,
+        state: &TaskState,
+        meta: &ResultMeta,
+    ) -> Result<bool, BrokerError> {
+        let value = result_value(task_id, state, meta, chrono::Utc::now());
         let mut con = self.con.clone();
         let stored: i64 = self
             .store

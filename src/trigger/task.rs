@@ -1,13 +1,18 @@
-//! One task message, from the moment it takes a run slot to its answer: the persona's lock taken,
-//! STARTED stored, the jobs run through the engine's one façade (`RunTask`), each sub-task
-//! answered as its job ends, then the task answered SUCCESS or FAILURE and acknowledged, or, when
-//! the engine says its failures were transient, answered RETRY and re-published with its
+//! One task message, from the moment it takes a run slot to its answer, as a Celery worker would
+//! serve the seed's tasks: a revoked task answered REVOKED without running; the persona's lock
+//! taken; STARTED stored; the jobs run through the engine's one façade (`RunTask`). For
+//! `ingest_full_persona` each job is a sub-task with a life of its own (received, STARTED,
+//! SUCCESS with its vector count, FAILURE, RETRY, REVOKED, and their events), and the task itself
+//! answers its sub-task ids as soon as the run is accepted (`tasks.full_persona_answers =
+//! "dispatched"`, the seed's contract) or once it ended ("completed"). Then the message is
+//! acknowledged, or, when the engine says its failures were transient, published again with its
 //! countdown (acknowledged in the same step), which frees the slot and the lock at once.
+//! `link` callbacks are sent on success and `link_error` ones on failure, as Celery sends them.
 //!
 //! Redis going away does not lose an answer: writes to it are retried until they land. If the
 //! worker stops first, the message is still in flight and goes back to its queue.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,11 +23,15 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::celery::{retry_message, IngestCall, TaskMessage, TaskState};
-use super::ports::{BrokerError, Delivery, Events, Locks, Queue, ResultStore};
+use super::celery::{
+    callback_message, retry_message, CallError, IngestCall, ResultMeta, TaskMessage, TaskNames,
+    TaskState,
+};
+use super::ports::{BrokerError, Delivery, Events, Locks, Queue, ResultStore, Revocations};
 use crate::actors::jittered_backoff;
 use crate::actors::orchestrator::RunOutcome;
-use crate::actors::supervisor::{JobEnded, RunLimits, RunTask, TaskOutcome};
+use crate::actors::supervisor::{JobEnded, RunLimits, RunTask, TaskEvent, TaskOutcome};
+use crate::config::FullPersonaAnswers;
 use crate::{Kind, PersonaId};
 
 /// A message understood, waiting for (or holding) a run slot.
@@ -30,13 +39,27 @@ use crate::{Kind, PersonaId};
 pub struct Accepted {
     pub delivery: Delivery,
     pub msg: TaskMessage,
-    pub call: IngestCall,
+    /// What it asks; an error is answered as Celery's worker answers a call that does not bind.
+    pub call: Result<IngestCall, CallError>,
+    /// Set when a `revoke(terminate=True)` ended its run: it is answered REVOKED.
+    pub terminated: Arc<AtomicBool>,
+}
+
+impl Accepted {
+    /// Its own id and, for `ingest_full_persona`, its sub-tasks' (what a revoke may name).
+    pub fn task_ids(&self) -> Vec<String> {
+        let mut ids = vec![self.msg.id.clone()];
+        if let Ok(IngestCall::FullPersona { job_ids, .. }) = &self.call {
+            ids.extend(job_ids.keys().map(|k| subtask_id(&self.msg.id, *k)));
+        }
+        ids
+    }
 }
 
 /// How a message left this worker's hands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Served {
-    /// Answered SUCCESS or FAILURE, and acknowledged.
+    /// Answered SUCCESS, FAILURE or REVOKED, and acknowledged.
     Answered,
     /// Answered RETRY and published again with its countdown.
     Retried,
@@ -49,9 +72,14 @@ pub struct TaskContext {
     pub worker_id: String,
     /// The node name in STARTED results and events.
     pub hostname: String,
+    pub names: TaskNames,
+    pub answers: FullPersonaAnswers,
+    /// Where `link` callbacks without a queue of their own go.
+    pub default_queue: String,
     pub queue: Arc<dyn Queue>,
     pub results: Arc<dyn ResultStore>,
     pub locks: Arc<dyn Locks>,
+    pub revocations: Arc<dyn Revocations>,
     pub events: Option<Arc<dyn Events>>,
     pub engine: Recipient<RunTask>,
     /// Turns true when the worker stops taking work.
@@ -84,11 +112,15 @@ pub async fn serve(ctx: Arc<TaskContext>, task: Accepted) -> Served {
     .await
 }
 
-/// Answers a task whose message expired before it ran, and acknowledges it.
-pub async fn expire(ctx: Arc<TaskContext>, task: Accepted) {
-    let state = exception("TaskRevokedError", "expired".into());
-    let handling = Task::new(&ctx, &task);
-    handling.answer(&task.msg.id, state).await;
+/// Answers a task that will not run (`reason`: "revoked", or "expired" for a message past its
+/// `expires`), its sub-tasks too, and acknowledges it.
+pub async fn revoke(ctx: Arc<TaskContext>, task: Accepted, reason: &str) {
+    let mut handling = Task::new(&ctx, &task);
+    let state = TaskState::Revoked {
+        reason: reason.into(),
+    };
+    handling.answer_unanswered(&state).await;
+    handling.answer_top(state).await;
     handling.acknowledge().await;
 }
 
@@ -113,9 +145,14 @@ struct Task<'a> {
     ctx: &'a TaskContext,
     delivery: &'a Delivery,
     msg: &'a TaskMessage,
-    call: &'a IngestCall,
+    call: &'a Result<IngestCall, CallError>,
+    terminated: &'a AtomicBool,
+    /// Whether the task itself has its final answer.
+    top_answered: bool,
     /// Sub-tasks already given the state they end in.
     answered: HashSet<Kind>,
+    /// When each sub-task's job started.
+    sub_started: HashMap<Kind, Instant>,
     started: Instant,
 }
 
@@ -126,18 +163,63 @@ impl<'a> Task<'a> {
             delivery: &task.delivery,
             msg: &task.msg,
             call: &task.call,
+            terminated: &task.terminated,
+            top_answered: false,
             answered: HashSet::new(),
+            sub_started: HashMap::new(),
             started: Instant::now(),
         }
     }
 
+    fn full_persona(&self) -> Option<(&'a str, &'a std::collections::BTreeMap<Kind, uuid::Uuid>)> {
+        match self.call {
+            Ok(IngestCall::FullPersona {
+                persona_id,
+                job_ids,
+            }) => Some((persona_id, job_ids)),
+            _ => None,
+        }
+    }
+
     async fn serve(mut self) -> Served {
-        let (persona_id, jobs) = jobs_of(self.call, &self.msg.id);
+        let call = match self.call {
+            Ok(call) => call,
+            Err(e) => {
+                let (exc_type, exc_module, message) = e.exception();
+                tracing::warn!("answered {exc_type}: {message}");
+                let state = TaskState::Failure {
+                    exc_type: exc_type.into(),
+                    exc_message: message,
+                    exc_module: exc_module.into(),
+                    traceback: None,
+                };
+                self.answer_top(state).await;
+                self.acknowledge().await;
+                return Served::Answered;
+            }
+        };
+        match self.ctx.revocations.is_revoked(&self.msg.id).await {
+            Ok(true) => {
+                let state = TaskState::Revoked {
+                    reason: "revoked".into(),
+                };
+                self.answer_unanswered(&state).await;
+                self.answer_top(state).await;
+                self.acknowledge().await;
+                return Served::Answered;
+            }
+            Ok(false) => {}
+            // Not knowing costs at most a run of a revoked task: Celery's own revokes are
+            // best effort too.
+            Err(e) => tracing::warn!("could not read the revoked tasks: {e}"),
+        }
+        let (persona_id, jobs) = jobs_of(call, &self.msg.id);
         let persona = match PersonaId::parse(persona_id) {
             Ok(persona) => persona,
             Err(e) => {
-                self.answer(&self.msg.id, exception("ValueError", e.to_string()))
-                    .await;
+                let state = exception("ValueError", e.to_string());
+                self.answer_unanswered(&state).await;
+                self.answer_top(state).await;
                 self.acknowledge().await;
                 return Served::Answered;
             }
@@ -176,11 +258,11 @@ impl<'a> Task<'a> {
         }
     }
 
-    /// One run of the task's jobs through the engine, each sub-task answered as its job ends.
+    /// One run of the task's jobs through the engine, each sub-task answered as its job goes.
     async fn run(&mut self, persona: &PersonaId, jobs: Vec<crate::jobs::JobRef>) -> Served {
         let msg = self.msg;
         self.answer(&msg.id, self.started_state()).await;
-        let (tell, mut ended) = mpsc::unbounded_channel();
+        let (tell, mut told) = mpsc::unbounded_channel();
         let request = RunTask {
             persona: persona.clone(),
             jobs,
@@ -189,19 +271,19 @@ impl<'a> Task<'a> {
                 hard: msg.time_limit.map(Duration::from_secs_f64),
             },
             retries: msg.retries,
-            tell: Arc::new(move |job: JobEnded| drop(tell.send(job))),
+            tell: Arc::new(move |event: TaskEvent| drop(tell.send(event))),
         };
         let run = self.ctx.engine.send(request);
         tokio::pin!(run);
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
-                Some(job) = ended.recv() => self.answer_job(&job).await,
+                Some(event) = told.recv() => self.on_event(event).await,
             }
         };
         // Told before the outcome was sent: all here.
-        while let Ok(job) = ended.try_recv() {
-            self.answer_job(&job).await;
+        while let Ok(event) = told.try_recv() {
+            self.on_event(event).await;
         }
         if self.ctx.abandoning() {
             return Served::Left;
@@ -210,7 +292,7 @@ impl<'a> Task<'a> {
             Err(e) => {
                 let state = exception("RuntimeError", format!("the engine is not running: {e}"));
                 self.answer_unanswered(&state).await;
-                self.answer(&msg.id, state).await;
+                self.answer_top(state).await;
                 self.acknowledge().await;
                 Served::Answered
             }
@@ -223,15 +305,154 @@ impl<'a> Task<'a> {
                 after,
                 retry,
                 outcome,
-            }) => {
+            }) if !self.terminated.load(Ordering::SeqCst) => {
                 self.retry(persona, after, retry, &outcome).await;
                 Served::Retried
+            }
+            Ok(TaskOutcome::Retry { outcome, .. }) => {
+                self.finish(&outcome).await;
+                self.acknowledge().await;
+                Served::Answered
             }
         }
     }
 
-    /// RETRY stored, and the message published again with `retries = retry` and its countdown.
-    async fn retry(&self, persona: &PersonaId, after: Duration, retry: u32, outcome: &RunOutcome) {
+    async fn on_event(&mut self, event: TaskEvent) {
+        if self.ctx.abandoning() {
+            return;
+        }
+        match event {
+            TaskEvent::Begun => {
+                if self.ctx.answers == FullPersonaAnswers::Dispatched {
+                    self.dispatched().await;
+                }
+            }
+            TaskEvent::JobStarted { kind, .. } => self.sub_task_started(kind).await,
+            TaskEvent::JobEnded(job) => self.sub_task_ended(&job).await,
+        }
+    }
+
+    /// The seed's `ingest_full_persona` answered: its sub-task ids, the sub-tasks received.
+    async fn dispatched(&mut self) {
+        let Some((persona_id, job_ids)) = self.full_persona() else {
+            return;
+        };
+        if let Some(events) = &self.ctx.events {
+            for (kind, job_id) in job_ids {
+                let name = self.ctx.names.of_kind(*kind);
+                let fields = subtask_received_fields(name, persona_id, job_id, self.msg);
+                events
+                    .task("task-received", &subtask_id(&self.msg.id, *kind), fields)
+                    .await;
+            }
+        }
+        let children = self.children();
+        self.answer_top(TaskState::Success(children)).await;
+    }
+
+    /// `{"profile": id, "works": id, "quotes": id}`.
+    fn children(&self) -> Value {
+        let Some((_, job_ids)) = self.full_persona() else {
+            return Value::Null;
+        };
+        Value::Object(
+            job_ids
+                .keys()
+                .map(|kind| (kind.to_string(), subtask_id(&self.msg.id, *kind).into()))
+                .collect(),
+        )
+    }
+
+    async fn sub_task_started(&mut self, kind: Kind) {
+        if self.full_persona().is_none() {
+            return;
+        }
+        self.sub_started.insert(kind, Instant::now());
+        let state = self.started_state();
+        self.answer(&subtask_id(&self.msg.id, kind), state).await;
+    }
+
+    /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while the task
+    /// will run it again, REVOKED when a revoke ended it).
+    async fn sub_task_ended(&mut self, job: &JobEnded) {
+        if self.full_persona().is_none() {
+            return;
+        }
+        let kind = job.outcome.kind;
+        let state = match &job.outcome.result {
+            Ok(stats) => TaskState::Success(json!(stats.vectors)),
+            Err(_) if self.terminated.load(Ordering::SeqCst) => TaskState::Revoked {
+                reason: "revoked".into(),
+            },
+            Err(e) if job.will_retry => retry_state(e.message.clone()),
+            Err(e) => exception("RuntimeError", e.message.clone()),
+        };
+        if state.is_ready() {
+            self.answered.insert(kind);
+        }
+        self.answer(&subtask_id(&self.msg.id, kind), state).await;
+    }
+
+    /// Gives every sub-task not yet answered for good the same `state`.
+    async fn answer_unanswered(&mut self, state: &TaskState) {
+        if let Some((_, job_ids)) = self.full_persona() {
+            for kind in job_ids.keys() {
+                if self.answered.insert(*kind) {
+                    self.answer(&subtask_id(&self.msg.id, *kind), state.clone())
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The task's final answer, and its sub-tasks' where their jobs did not end for good.
+    async fn finish(&mut self, outcome: &RunOutcome) {
+        if self.terminated.load(Ordering::SeqCst) {
+            let state = TaskState::Revoked {
+                reason: "revoked".into(),
+            };
+            self.answer_unanswered(&state).await;
+            self.answer_top(state).await;
+            return;
+        }
+        let run_error = || outcome.error.clone().unwrap_or_else(|| "not run".into());
+        if let Some((_, job_ids)) = self.full_persona() {
+            for kind in job_ids.keys() {
+                if !self.answered.insert(*kind) {
+                    continue;
+                }
+                let state = match outcome.jobs.iter().find(|j| j.kind == *kind) {
+                    Some(job) => match &job.result {
+                        Ok(stats) => TaskState::Success(json!(stats.vectors)),
+                        Err(e) => exception("RuntimeError", e.message.clone()),
+                    },
+                    None => exception("RuntimeError", run_error()),
+                };
+                self.answer(&subtask_id(&self.msg.id, *kind), state).await;
+            }
+        }
+        let state = match (self.call, outcome.jobs.first()) {
+            (Ok(IngestCall::FullPersona { .. }), _) if outcome.succeeded() => {
+                TaskState::Success(self.children())
+            }
+            (Ok(IngestCall::OneKind { .. }), Some(job)) => match &job.result {
+                Ok(stats) if outcome.succeeded() => TaskState::Success(json!(stats.vectors)),
+                Err(e) => exception("RuntimeError", e.message.clone()),
+                Ok(_) => exception("RuntimeError", run_error()),
+            },
+            _ => exception("RuntimeError", run_error()),
+        };
+        self.answer_top(state).await;
+    }
+
+    /// RETRY stored, and the message published again with its countdown.
+    async fn retry(
+        &mut self,
+        persona: &PersonaId,
+        after: Duration,
+        retry: u32,
+        outcome: &RunOutcome,
+    ) {
         let error = outcome.error.clone().unwrap_or_default();
         tracing::warn!(
             task_id = %self.msg.id, %persona, retry,
@@ -241,9 +462,16 @@ impl<'a> Task<'a> {
             .retries
             .with_label_values(&["task"])
             .inc();
-        self.answer(&self.msg.id, retry_state(error)).await;
+        if !self.top_answered {
+            self.answer(&self.msg.id, retry_state(error)).await;
+        }
         let eta = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
-        match retry_message(&self.delivery.raw, retry, eta) {
+        match retry_message(
+            &self.delivery.raw,
+            self.msg,
+            routing_key(&self.delivery.queue),
+            eta,
+        ) {
             Ok(again) => {
                 let (queue, worker) = (&self.ctx.queue, &self.ctx.worker_id);
                 persist("publishing a task's retry", || {
@@ -267,35 +495,104 @@ impl<'a> Task<'a> {
         .await;
     }
 
-    async fn answer(&self, task_id: &str, state: TaskState) {
-        if task_id == self.msg.id {
-            self.tell_event(&state).await;
-            let ended = match state {
-                TaskState::Success(_) => Some("SUCCESS"),
-                TaskState::Failure { .. } => Some("FAILURE"),
-                _ => None,
-            };
-            if let Some(ended) = ended {
-                crate::metrics::METRICS
-                    .tasks
-                    .with_label_values(&[ended])
-                    .inc();
-            }
+    /// The task's own final state (once), its metric, and its `link` or `link_error` callbacks.
+    async fn answer_top(&mut self, state: TaskState) {
+        if self.top_answered {
+            return;
         }
-        let results = &self.ctx.results;
-        persist("recording a task result", || async {
-            results.store(task_id, &state).await.map(|_| ())
-        })
-        .await;
+        self.top_answered = true;
+        let ended = state.status();
+        crate::metrics::METRICS
+            .tasks
+            .with_label_values(&[ended])
+            .inc();
+        let callbacks = match &state {
+            TaskState::Success(value) => self
+                .msg
+                .callbacks
+                .iter()
+                .map(|s| (s, value.clone()))
+                .collect(),
+            TaskState::Failure { .. } | TaskState::Revoked { .. } => self
+                .msg
+                .errbacks
+                .iter()
+                .map(|s| (s, Value::from(self.msg.id.clone())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let msg_id = self.msg.id.clone();
+        if !self.answer(&msg_id, state).await {
+            // Answered before (a redelivered task): so were its callbacks.
+            return;
+        }
+        for (signature, first) in callbacks {
+            let origin = &self.ctx.hostname;
+            let Some((queue, message)) =
+                callback_message(signature, first, self.msg, &self.ctx.default_queue, origin)
+            else {
+                continue;
+            };
+            let sent = &self.ctx.queue;
+            persist("sending a callback", || {
+                sent.publish(&queue, message.as_bytes())
+            })
+            .await;
+        }
     }
 
-    /// The Celery event of the task's new state.
-    async fn tell_event(&self, state: &TaskState) {
-        let Some(events) = &self.ctx.events else {
-            return;
+    /// Stores a state of the task or of one of its sub-tasks, and sends its event; false when a
+    /// SUCCESS was there already and stays.
+    async fn answer(&self, task_id: &str, state: TaskState) -> bool {
+        let top = task_id == self.msg.id;
+        let meta = if top {
+            ResultMeta {
+                parent_id: self.msg.parent_id.clone(),
+                children: state.is_ready().then(|| match self.full_persona() {
+                    Some((_, job_ids)) => job_ids
+                        .keys()
+                        .map(|kind| subtask_id(&self.msg.id, *kind))
+                        .collect(),
+                    None => Vec::new(),
+                }),
+            }
+        } else {
+            ResultMeta {
+                parent_id: Some(self.msg.id.clone()),
+                children: state.is_ready().then(Vec::new),
+            }
         };
-        let (event_type, fields) = event_of(state, self.started.elapsed());
-        events.task(event_type, &self.msg.id, fields).await;
+        let stored = if top && self.msg.ignore_result {
+            true
+        } else {
+            let results = &self.ctx.results;
+            let stored = AtomicBool::new(false);
+            persist("recording a task result", || async {
+                let kept = results.store(task_id, &state, &meta).await?;
+                stored.store(kept, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+            stored.into_inner()
+        };
+        // A state that did not change (a SUCCESS stays) makes no event.
+        if !stored {
+            return false;
+        }
+        let Some(events) = &self.ctx.events else {
+            return true;
+        };
+        let runtime = if top {
+            self.started.elapsed()
+        } else {
+            self.sub_started
+                .iter()
+                .find(|(kind, _)| subtask_id(&self.msg.id, **kind) == task_id)
+                .map_or(Duration::ZERO, |(_, at)| at.elapsed())
+        };
+        let (event_type, fields) = event_of(&state, runtime);
+        events.task(event_type, task_id, fields).await;
+        true
     }
 
     fn started_state(&self) -> TaskState {
@@ -304,70 +601,11 @@ impl<'a> Task<'a> {
             hostname: self.ctx.hostname.clone(),
         }
     }
+}
 
-    /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while the task
-    /// will run it again).
-    async fn answer_job(&mut self, job: &JobEnded) {
-        if !matches!(self.call, IngestCall::FullPersona { .. }) || self.ctx.abandoning() {
-            return;
-        }
-        let kind = job.outcome.kind;
-        let id = subtask_id(&self.msg.id, kind);
-        let state = match &job.outcome.result {
-            Ok(stats) => TaskState::Success(json!(stats.vectors)),
-            Err(e) if job.will_retry => retry_state(e.message.clone()),
-            Err(e) => exception("RuntimeError", e.message.clone()),
-        };
-        if !matches!(state, TaskState::Retry { .. }) {
-            self.answered.insert(kind);
-        }
-        self.answer(&id, state).await;
-    }
-
-    /// Gives every sub-task not yet answered for good the same `state`.
-    async fn answer_unanswered(&mut self, state: &TaskState) {
-        if let IngestCall::FullPersona { job_ids, .. } = self.call {
-            for kind in job_ids.keys() {
-                if self.answered.insert(*kind) {
-                    self.answer(&subtask_id(&self.msg.id, *kind), state.clone())
-                        .await;
-                }
-            }
-        }
-    }
-
-    /// The task's final answer, and its sub-tasks' where their jobs did not end for good.
-    async fn finish(&mut self, outcome: &RunOutcome) {
-        let run_error = || outcome.error.clone().unwrap_or_else(|| "not run".into());
-        let state_of = |kind: Kind| match outcome.jobs.iter().find(|j| j.kind == kind) {
-            Some(job) => match &job.result {
-                Ok(stats) => TaskState::Success(json!(stats.vectors)),
-                Err(e) => exception("RuntimeError", e.message.clone()),
-            },
-            None => exception("RuntimeError", run_error()),
-        };
-        match self.call {
-            IngestCall::FullPersona { job_ids, .. } => {
-                let mut children = serde_json::Map::new();
-                for kind in job_ids.keys() {
-                    let id = subtask_id(&self.msg.id, *kind);
-                    if self.answered.insert(*kind) {
-                        self.answer(&id, state_of(*kind)).await;
-                    }
-                    children.insert(kind.to_string(), Value::from(id));
-                }
-                let state = if outcome.succeeded() {
-                    TaskState::Success(Value::Object(children))
-                } else {
-                    exception("RuntimeError", run_error())
-                };
-                self.answer(&self.msg.id, state).await;
-            }
-            IngestCall::OneKind { kind, .. } => {
-                self.answer(&self.msg.id, state_of(*kind)).await;
-            }
-        }
-    }
+/// The queue a delivery's priority list belongs to.
+fn routing_key(list: &str) -> &str {
+    list.split('\x06').next().unwrap_or(list)
 }
 
 /// Waits `wait`; answers true if the worker began stopping meanwhile.
@@ -386,5 +624,5 @@ async fn stopped_during(wait: Duration, stopping: &mut watch::Receiver<bool>) ->
 
 mod states;
 
-use states::{event_of, jobs_of, retry_state};
+use states::{event_of, jobs_of, retry_state, subtask_received_fields};
 pub use states::{exception, received_fields, subtask_id};

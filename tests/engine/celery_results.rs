@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use persona_ingest::trigger::celery::TaskState;
+use persona_ingest::trigger::celery::{ResultMeta, TaskState};
 use persona_ingest::trigger::ports::ResultStore;
 use persona_ingest::trigger::results::ResultBackend;
 use serde_json::json;
@@ -77,12 +77,17 @@ async fn async_result_get_wakes_on_our_success_and_sees_its_value() {
                 pid: std::process::id(),
                 hostname: "test@host".into(),
             },
+            &ResultMeta::default(),
         )
         .await
         .unwrap();
     let value = json!({ "profile": "a", "works": "b", "quotes": "c" });
     assert!(backend
-        .store(&task_id, &TaskState::Success(value.clone()))
+        .store(
+            &task_id,
+            &TaskState::Success(value.clone()),
+            &ResultMeta::default(),
+        )
         .await
         .unwrap());
     assert_eq!(
@@ -97,7 +102,10 @@ async fn async_result_get_wakes_on_our_success_and_sees_its_value() {
         exc_module: "builtins".into(),
         traceback: None,
     };
-    assert!(!backend.store(&task_id, &late).await.unwrap());
+    assert!(!backend
+        .store(&task_id, &late, &ResultMeta::default())
+        .await
+        .unwrap());
     assert_eq!(
         answer(celery_reads(&task_id, 1)),
         json!({ "status": "SUCCESS", "result": value })
@@ -117,7 +125,10 @@ async fn a_failure_reaches_celery_as_the_exception_with_its_message() {
         exc_module: "builtins".into(),
         traceback: None,
     };
-    backend.store(&task_id, &failure).await.unwrap();
+    backend
+        .store(&task_id, &failure, &ResultMeta::default())
+        .await
+        .unwrap();
     assert_eq!(
         answer(celery_reads(&task_id, 5)),
         json!({ "status": "FAILURE", "error": "ValueError", "message": "persona ghost not found" })

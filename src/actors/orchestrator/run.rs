@@ -30,28 +30,46 @@ pub struct RunRequest {
     pub watch: JobWatch,
 }
 
-/// Where a run sends each finished job's outcome while its other jobs go on (the trigger answers
-/// a Celery sub-task as its job finishes). Its job row is recorded by then. A job found completed
-/// before is told too, at the run's start.
+/// What a run tells its watcher as it goes, before its outcome.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    /// The run is accepted: its job rows exist and the persona is `ingesting`.
+    Begun,
+    /// A job's ingestor started.
+    JobStarted { job_id: Uuid, kind: Kind },
+    /// A job ended (or was found completed before); its row is recorded.
+    JobEnded(JobOutcome),
+}
+
+/// Where a run tells what happens as it goes (the trigger answers a Celery sub-task as its job
+/// starts and ends, and the seed's `ingest_full_persona` once the run is accepted).
 #[derive(Clone, Default)]
-pub struct JobWatch(Option<Arc<dyn Fn(&JobOutcome) + Send + Sync>>);
+pub struct JobWatch(Option<Tell>);
+
+/// A watcher's callback.
+type Tell = Arc<dyn Fn(&RunEvent) + Send + Sync>;
 
 impl JobWatch {
-    /// Calls `tell` with each job's outcome, on the Orchestrator's thread: keep it short.
-    pub fn new(tell: impl Fn(&JobOutcome) + Send + Sync + 'static) -> Self {
+    /// Calls `tell` with each event, on the Orchestrator's thread: keep it short.
+    pub fn new(tell: impl Fn(&RunEvent) + Send + Sync + 'static) -> Self {
         Self(Some(Arc::new(tell)))
     }
 
-    /// Sends each job's outcome into a channel.
+    /// Sends each ended job's outcome into a channel.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<JobOutcome>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        // A watcher that is gone no longer cares.
-        (Self::new(move |outcome| drop(tx.send(outcome.clone()))), rx)
+        let watch = Self::new(move |event| {
+            if let RunEvent::JobEnded(outcome) = event {
+                // A watcher that is gone no longer cares.
+                let _ = tx.send(outcome.clone());
+            }
+        });
+        (watch, rx)
     }
 
-    pub fn tell(&self, outcome: &JobOutcome) {
+    pub fn tell(&self, event: &RunEvent) {
         if let Some(tell) = &self.0 {
-            tell(outcome);
+            tell(event);
         }
     }
 }

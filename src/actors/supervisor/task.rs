@@ -1,6 +1,6 @@
 //! The one message between a trigger and the engine: `RunTask`, a task's jobs of one persona,
-//! answered job by job as each ends (`JobEnded`, through the task's `tell`) and once at the end
-//! (`TaskOutcome`). What the engine decides here, a trigger does not: which jobs a task
+//! told as it goes (`TaskEvent`: accepted, each job started and ended, through the task's
+//! `tell`) and answered once at the end (`TaskOutcome`). What the engine decides here, a trigger does not: which jobs a task
 //! delivered again already completed (they are not run twice; see `jobs::begin_run`), and
 //! whether and when a task whose jobs failed only transiently is run again (the engine's
 //! [`RetryPolicy`]). The Redis trigger and `persona-ingest ingest --retries` both ask this way.
@@ -11,10 +11,12 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::Supervisor;
-use crate::actors::orchestrator::{JobOutcome, JobWatch, RunOutcome, RunRequest};
+use uuid::Uuid;
+
+use crate::actors::orchestrator::{JobOutcome, JobWatch, RunEvent, RunOutcome, RunRequest};
 use crate::jobs::JobRef;
 use crate::retry::RetryPolicy;
-use crate::PersonaId;
+use crate::{Kind, PersonaId};
 
 /// Runs a task's jobs. Jobs carrying the task id they were completed under are not run again.
 #[derive(Clone, Message)]
@@ -26,8 +28,8 @@ pub struct RunTask {
     pub limits: RunLimits,
     /// Runs of this task before this one (Celery's `retries` header).
     pub retries: u32,
-    /// Told of each job as it ends, before the task's outcome.
-    pub tell: JobTell,
+    /// Told what happens as it goes, before the task's outcome.
+    pub tell: TaskTell,
 }
 
 /// Overrides of the configured time limits (a Celery message's own `timelimit`).
@@ -46,8 +48,20 @@ pub struct JobEnded {
     pub will_retry: bool,
 }
 
-/// Where a task's `JobEnded` go; called on an engine thread, so keep it short.
-pub type JobTell = Arc<dyn Fn(JobEnded) + Send + Sync>;
+/// What a task's run tells as it goes.
+#[derive(Clone, Debug)]
+pub enum TaskEvent {
+    /// Accepted: the job rows exist and the persona is `ingesting`.
+    Begun,
+    JobStarted {
+        job_id: Uuid,
+        kind: Kind,
+    },
+    JobEnded(JobEnded),
+}
+
+/// Where a task's events go; called on an engine thread, so keep it short.
+pub type TaskTell = Arc<dyn Fn(TaskEvent) + Send + Sync>;
 
 /// How a task ended.
 #[derive(Clone, Debug)]
@@ -79,11 +93,20 @@ impl Handler<RunTask> for Supervisor {
         let next = self.retry.delay(retry);
         let tell = task.tell.clone();
         let may_retry = next.is_some();
-        let watch = JobWatch::new(move |outcome: &JobOutcome| {
-            let transient = outcome.result.as_ref().err().is_some_and(|e| e.retryable);
-            tell(JobEnded {
-                outcome: outcome.clone(),
-                will_retry: may_retry && transient,
+        let watch = JobWatch::new(move |event: &RunEvent| {
+            tell(match event {
+                RunEvent::Begun => TaskEvent::Begun,
+                RunEvent::JobStarted { job_id, kind } => TaskEvent::JobStarted {
+                    job_id: *job_id,
+                    kind: *kind,
+                },
+                RunEvent::JobEnded(outcome) => {
+                    let transient = outcome.result.as_ref().err().is_some_and(|e| e.retryable);
+                    TaskEvent::JobEnded(JobEnded {
+                        outcome: outcome.clone(),
+                        will_retry: may_retry && transient,
+                    })
+                }
             })
         });
         let request = RunRequest {

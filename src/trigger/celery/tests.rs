@@ -1,6 +1,14 @@
 //! Celery's wire format, checked against what real Celery 5.7.0 wrote (`tests/fixtures/celery`).
 
+use std::io::Write;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
 use super::*;
+use crate::Kind;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -97,13 +105,23 @@ fn undecodable_messages_say_why() {
         &v1_body,
         1,
     );
+    let mut compressed: Value =
+        serde_json::from_str(&fixture("task-full-persona-kwargs.json")).unwrap();
+    compressed["headers"]["compression"] = "application/x-lzma".into();
     let cases: Vec<(String, &str)> = vec![
         ("not json".into(), "not a JSON envelope"),
         (
             pickled,
             "content type \"application/x-python-serialize\" is not accepted (JSON only)",
         ),
-        (v1, "body: expected [args, kwargs, embed] (protocol v2)"),
+        (
+            v1.replace(&v1_body, &BASE64.encode("7")),
+            "body: expected [args, kwargs, embed] (protocol v2) or a task object (protocol v1)",
+        ),
+        (
+            compressed.to_string(),
+            "compression \"application/x-lzma\" is not supported",
+        ),
     ];
     for (raw, why) in cases {
         let error = decode(raw.as_bytes()).unwrap_err().to_string();
@@ -119,12 +137,13 @@ fn unknown_tasks_and_bad_arguments_are_refused() {
         "job_ids".into(),
         json!({ "poems": "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01" }),
     );
-    let error = ingest_call(&msg, &names).unwrap_err();
+    let error = ingest_call(&msg, &names).unwrap_err().to_string();
     assert!(error.contains("unknown kind `poems`"), "{error}");
+    assert!(error.starts_with("ValueError: job_ids"), "{error}");
     msg.task = "workers.tasks.send_newsletter".into();
     assert_eq!(
         ingest_call(&msg, &names).unwrap_err(),
-        "unknown task \"workers.tasks.send_newsletter\""
+        CallError::NotRegistered("workers.tasks.send_newsletter".into())
     );
 }
 
@@ -195,7 +214,204 @@ fn result_values_read_as_celerys_own() {
     ];
     for (name, task_id, state) in cases {
         let (celery, done) = celery_result(name);
-        let ours: Value = serde_json::from_str(&result_value(task_id, &state, done)).unwrap();
+        let meta = ResultMeta::default();
+        let ours: Value =
+            serde_json::from_str(&result_value(task_id, &state, &meta, done)).unwrap();
         assert_eq!(ours, celery, "{name}");
     }
+}
+
+#[test]
+fn calls_that_do_not_bind_are_answered_in_pythons_words() {
+    let names = TaskNames::default();
+    let message = |args: Value, kwargs: Value| {
+        let Value::Object(kwargs) = kwargs else {
+            unreachable!()
+        };
+        let Value::Array(args) = args else {
+            unreachable!()
+        };
+        let raw = encode(
+            "workers.tasks.ingest_full_persona",
+            "t",
+            &args,
+            &kwargs,
+            "q",
+            "o",
+        );
+        decode(raw.as_bytes()).unwrap()
+    };
+    let error = |args, kwargs| ingest_call(&message(args, kwargs), &names).unwrap_err();
+    // As the real worker answered it (tests/fixtures/celery/control-replies.json).
+    let celery: Value = serde_json::from_str(&fixture("control-replies.json")).unwrap();
+    assert_eq!(
+        error(json!([]), json!({ "persona_id": "p" })).exception(),
+        (
+            "TypeError",
+            "builtins",
+            celery["missing_arg_meta"]["result"]["exc_message"][0]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        error(json!([]), json!({})),
+        CallError::Type("ingest_full_persona() missing 2 required positional arguments: 'persona_id' and 'job_ids'".into())
+    );
+    assert_eq!(
+        error(json!(["p", {}, 3]), json!({})),
+        CallError::Type(
+            "ingest_full_persona() takes 2 positional arguments but 3 were given".into()
+        )
+    );
+    assert_eq!(
+        error(json!(["p"]), json!({ "persona_id": "p", "job_ids": {} })),
+        CallError::Type(
+            "ingest_full_persona() got multiple values for argument 'persona_id'".into()
+        )
+    );
+    assert_eq!(
+        error(
+            json!([]),
+            json!({ "persona_id": "p", "job_ids": {}, "force": true })
+        ),
+        CallError::Type("ingest_full_persona() got an unexpected keyword argument 'force'".into())
+    );
+    assert_eq!(
+        error(json!(["p", { "works": 7 }]), json!({})),
+        CallError::Value("job_ids.works must be a UUID string, got 7".into())
+    );
+    assert_eq!(
+        error(
+            json!([7, { "works": "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01" }]),
+            json!({})
+        ),
+        CallError::Value("persona_id must be a string, got 7".into())
+    );
+}
+
+#[test]
+fn protocol_1_messages_are_read() {
+    let body = json!({
+        "task": "workers.tasks.ingest_persona_works", "id": "v1-task",
+        "args": ["mark-twain", "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01"], "kwargs": {},
+        "retries": 2, "eta": null, "expires": null, "utc": true,
+        "callbacks": null, "errbacks": null, "timelimit": [null, null], "taskset": null, "chord": null,
+    });
+    let raw = json!({
+        "body": BASE64.encode(body.to_string()),
+        "content-encoding": "utf-8", "content-type": "application/json", "headers": {},
+        "properties": { "delivery_info": { "exchange": "", "routing_key": "celery" }, "priority": 0, "body_encoding": "base64", "delivery_tag": "x" },
+    });
+    let msg = decode(raw.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        (msg.protocol, msg.id.as_str(), msg.retries),
+        (1, "v1-task", 2)
+    );
+    assert_eq!(
+        ingest_call(&msg, &TaskNames::default()).unwrap(),
+        IngestCall::OneKind {
+            kind: Kind::Works,
+            persona_id: "mark-twain".into(),
+            job_id: "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01".parse().unwrap(),
+        }
+    );
+    // Its retry goes out as protocol 2, as Celery's does.
+    let again = retry_message(raw.to_string().as_bytes(), &msg, "celery", Utc::now()).unwrap();
+    let again = decode(&again).unwrap();
+    assert_eq!(
+        (again.protocol, again.retries, again.id.as_str()),
+        (2, 3, "v1-task")
+    );
+    assert!(again.eta.is_some());
+}
+
+#[test]
+fn compressed_bodies_are_read() {
+    let plain = fixture("task-full-persona-kwargs.json");
+    let envelope: Value = serde_json::from_str(&plain).unwrap();
+    let body = BASE64.decode(envelope["body"].as_str().unwrap()).unwrap();
+    let expected = decode(plain.as_bytes()).unwrap();
+    let zlib = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&body).unwrap();
+        e.finish().unwrap()
+    };
+    let bz2 = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        e.write_all(&body).unwrap();
+        e.finish().unwrap()
+    };
+    for (name, bytes) in [("application/x-gzip", &zlib), ("application/x-bz2", &bz2)] {
+        let mut compressed = envelope.clone();
+        compressed["body"] = BASE64.encode(bytes).into();
+        compressed["headers"]["compression"] = name.into();
+        let msg = decode(compressed.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (msg.kwargs.clone(), msg.id.clone()),
+            (expected.kwargs.clone(), expected.id.clone()),
+            "{name}"
+        );
+    }
+    let mut broken = envelope.clone();
+    broken["body"] = BASE64.encode(b"not zlib at all").into();
+    broken["headers"]["compression"] = "application/x-gzip".into();
+    let error = decode(broken.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("body: not application/x-gzip data"),
+        "{error}"
+    );
+}
+
+#[test]
+fn revoked_and_parented_results_read_as_a_real_workers() {
+    let celery: Value = serde_json::from_str(&fixture("control-replies.json")).unwrap();
+    for (key, reason) in [("revoked_meta", "revoked"), ("expired_meta", "expired")] {
+        let theirs = &celery[key];
+        let done = DateTime::parse_from_rfc3339(theirs["date_done"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc);
+        let meta = ResultMeta {
+            parent_id: None,
+            children: theirs["children"].as_array().map(|_| Vec::new()),
+        };
+        let state = TaskState::Revoked {
+            reason: reason.into(),
+        };
+        let ours: Value = serde_json::from_str(&result_value(
+            theirs["task_id"].as_str().unwrap(),
+            &state,
+            &meta,
+            done,
+        ))
+        .unwrap();
+        assert_eq!(&ours, theirs, "{key}");
+    }
+    // The seed's ingest_full_persona: its children as Celery stores them.
+    let theirs = &celery["full_meta"];
+    let done = DateTime::parse_from_rfc3339(theirs["date_done"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    let children: Vec<String> = celery["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let meta = ResultMeta {
+        parent_id: None,
+        children: Some(children),
+    };
+    let state = TaskState::Success(theirs["result"].clone());
+    let ours: Value = serde_json::from_str(&result_value(
+        theirs["task_id"].as_str().unwrap(),
+        &state,
+        &meta,
+        done,
+    ))
+    .unwrap();
+    assert_eq!(&ours, theirs);
 }

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use super::*;
 use crate::actors::ingestor::{JobError, JobStats};
 use crate::actors::orchestrator::{JobOutcome, RunOutcome};
-use crate::actors::supervisor::TaskOutcome;
+use crate::actors::supervisor::{TaskEvent, TaskOutcome};
+use crate::config::FullPersonaAnswers;
 use crate::testkit::{self, observe, probe, MemoryBroker, ProbeHandle};
 use crate::trigger::celery::{decode, encode, TaskState};
 use crate::{PersonaId, PersonaStatus};
@@ -23,12 +24,23 @@ struct Harness {
     broker: Arc<MemoryBroker>,
     engine: ProbeHandle<RunTask>,
     abort: ProbeHandle<AbortRuns>,
+    abort_persona: ProbeHandle<AbortPersona>,
     trigger: Addr<RedisTrigger>,
 }
 
 fn start(concurrency: usize, grace: Duration, engine: ProbeHandle<RunTask>) -> Harness {
+    start_answering(concurrency, grace, engine, FullPersonaAnswers::Dispatched)
+}
+
+fn start_answering(
+    concurrency: usize,
+    grace: Duration,
+    engine: ProbeHandle<RunTask>,
+    answers: FullPersonaAnswers,
+) -> Harness {
     let broker = Arc::new(MemoryBroker::new(&[QUEUE]));
     let abort = probe(|_: &AbortRuns| ());
+    let abort_persona = probe(|_: &AbortPersona| true);
     let config = TriggerConfig {
         worker_id: WORKER.into(),
         hostname: "test@host".into(),
@@ -37,22 +49,28 @@ fn start(concurrency: usize, grace: Duration, engine: ProbeHandle<RunTask>) -> H
         visibility_timeout: Duration::from_secs(60),
         shutdown_grace: grace,
         names: TaskNames::default(),
+        answers,
+        default_queue: QUEUE.into(),
+        revokes_expire: Duration::from_secs(10800),
     };
     let ports = TriggerPorts {
         queue: broker.clone(),
         results: broker.clone(),
         locks: broker.clone(),
+        revocations: broker.clone(),
         events: Some(broker.clone()),
     };
     let peers = TriggerPeers {
         engine: engine.recipient(),
         abort_runs: abort.recipient(),
+        abort_persona: abort_persona.recipient(),
     };
     let trigger = RedisTrigger::new(config, ports, peers).start();
     Harness {
         broker,
         engine,
         abort,
+        abort_persona,
         trigger,
     }
 }
@@ -171,10 +189,12 @@ async fn an_expired_message_is_answered_revoked_without_running() {
         !harness.broker.results_of("old").is_empty() && harness.broker.in_flight(WORKER).is_empty()
     })
     .await;
-    assert!(matches!(
-        &harness.broker.results_of("old")[..],
-        [TaskState::Failure { exc_type, .. }] if exc_type == "TaskRevokedError"
-    ));
+    assert_eq!(
+        harness.broker.results_of("old"),
+        [TaskState::Revoked {
+            reason: "expired".into()
+        }]
+    );
     let counters = observe::<_, TriggerCounters>(&harness.trigger).await;
     assert_eq!((counters.expired, harness.engine.count()), (1, 0));
 }
@@ -356,4 +376,294 @@ async fn redis_away_while_fetching_is_ridden_out() {
     harness.broker.set_down(false);
     harness.broker.push(QUEUE, message("t1", "b", None));
     assert_eq!(persona_of(&harness.engine.expect_message().await), "b");
+}
+
+/// `ingest_full_persona("a", {works, quotes, profile})` under `task_id`, with `headers` merged.
+fn full_persona(task_id: &str, headers: Value, embed: Value) -> Vec<u8> {
+    let mut kwargs = Map::new();
+    kwargs.insert("persona_id".into(), "a".into());
+    let job_ids: Map<String, Value> = crate::Kind::ALL
+        .iter()
+        .map(|k| (k.to_string(), uuid::Uuid::new_v4().to_string().into()))
+        .collect();
+    kwargs.insert("job_ids".into(), Value::Object(job_ids));
+    let raw = encode(
+        "workers.tasks.ingest_full_persona",
+        task_id,
+        &[],
+        &kwargs,
+        QUEUE,
+        "t@h",
+    );
+    let mut envelope: Value = serde_json::from_str(&raw).unwrap();
+    if let Value::Object(headers) = headers {
+        for (k, v) in headers {
+            envelope["headers"][k] = v;
+        }
+    }
+    if !embed.is_null() {
+        let body = json!([[], envelope_kwargs(&envelope), embed]);
+        envelope["body"] =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, body.to_string())
+                .into();
+    }
+    envelope.to_string().into_bytes()
+}
+
+fn envelope_kwargs(envelope: &Value) -> Value {
+    let body = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        envelope["body"].as_str().unwrap(),
+    )
+    .unwrap();
+    serde_json::from_slice::<Value>(&body).unwrap()[1].clone()
+}
+
+fn sub(task_id: &str, kind: crate::Kind) -> String {
+    crate::trigger::task::subtask_id(task_id, kind)
+}
+
+/// Tells the run accepted and the works job started, then answers as `done`.
+fn accepting(task: &RunTask) -> TaskOutcome {
+    (task.tell)(TaskEvent::Begun);
+    let works = task
+        .jobs
+        .iter()
+        .find(|j| j.kind == crate::Kind::Works)
+        .unwrap();
+    (task.tell)(TaskEvent::JobStarted {
+        job_id: works.id,
+        kind: works.kind,
+    });
+    done(task)
+}
+
+#[actix::test]
+async fn the_full_persona_task_answers_its_sub_task_ids_once_the_run_is_accepted() {
+    testkit::pause();
+    let harness = start(1, Duration::from_secs(30), probe(accepting));
+    harness.engine.hold_replies();
+    harness
+        .broker
+        .push(QUEUE, full_persona("top", json!({}), Value::Null));
+    harness.engine.expect_message().await;
+    until("the top task answered", || {
+        harness
+            .broker
+            .results_of("top")
+            .last()
+            .is_some_and(TaskState::is_ready)
+    })
+    .await;
+    let children: Value = crate::Kind::ALL
+        .iter()
+        .map(|k| (k.to_string(), Value::from(sub("top", *k))))
+        .collect::<Map<_, _>>()
+        .into();
+    assert_eq!(
+        harness.broker.results_of("top").last(),
+        Some(&TaskState::Success(children))
+    );
+    let works = sub("top", crate::Kind::Works);
+    assert!(matches!(
+        harness.broker.results_of(&works)[..],
+        [TaskState::Started { .. }]
+    ));
+    let events = harness.broker.events();
+    assert!(events.contains(&("task-received".into(), Some(works.clone()))));
+    assert!(events.contains(&("task-started".into(), Some(works.clone()))));
+    // The run goes on: the message stays in flight until it ends.
+    assert_eq!(harness.broker.in_flight(WORKER).len(), 1);
+    harness.engine.release_replies();
+    until("every sub-task answered", || {
+        crate::Kind::ALL.iter().all(|k| {
+            harness.broker.results_of(&sub("top", *k)).last() == Some(&TaskState::Success(json!(7)))
+        })
+    })
+    .await;
+    until("acknowledged", || {
+        harness.broker.in_flight(WORKER).is_empty()
+    })
+    .await;
+}
+
+#[actix::test]
+async fn with_completed_answers_the_full_persona_task_waits_for_the_run() {
+    testkit::pause();
+    let harness = start_answering(
+        1,
+        Duration::from_secs(30),
+        probe(accepting),
+        FullPersonaAnswers::Completed,
+    );
+    harness.engine.hold_replies();
+    harness
+        .broker
+        .push(QUEUE, full_persona("top", json!({}), Value::Null));
+    harness.engine.expect_message().await;
+    let _ = observe::<_, TriggerCounters>(&harness.trigger).await;
+    testkit::advance(Duration::from_millis(50)).await;
+    assert!(matches!(
+        harness.broker.results_of("top")[..],
+        [TaskState::Started { .. }]
+    ));
+    harness.engine.release_replies();
+    until("the top task answered", || {
+        matches!(
+            harness.broker.results_of("top").last(),
+            Some(TaskState::Success(_))
+        )
+    })
+    .await;
+}
+
+#[actix::test]
+async fn calls_that_do_not_bind_are_answered_and_unknown_tasks_also_kept() {
+    testkit::pause();
+    let harness = start(1, Duration::from_secs(30), probe(done));
+    let raw = encode(
+        "workers.tasks.ingest_full_persona",
+        "bad-args",
+        &[],
+        &serde_json::from_value(json!({ "persona_id": "a" })).unwrap(),
+        QUEUE,
+        "t@h",
+    );
+    harness.broker.push(QUEUE, raw);
+    let unknown = encode(
+        "workers.tasks.send_newsletter",
+        "unknown",
+        &[],
+        &Map::new(),
+        QUEUE,
+        "t@h",
+    );
+    harness.broker.push(QUEUE, unknown.clone());
+    until("both answered", || {
+        !harness.broker.results_of("bad-args").is_empty()
+            && !harness.broker.results_of("unknown").is_empty()
+            && harness.broker.in_flight(WORKER).is_empty()
+    })
+    .await;
+    assert!(matches!(
+        &harness.broker.results_of("bad-args")[..],
+        [TaskState::Failure { exc_type, exc_message, .. }]
+            if exc_type == "TypeError"
+            && exc_message == "ingest_full_persona() missing 1 required positional argument: 'job_ids'"
+    ));
+    assert!(matches!(
+        &harness.broker.results_of("unknown")[..],
+        [TaskState::Failure { exc_type, exc_module, .. }]
+            if exc_type == "NotRegistered" && exc_module == "celery.exceptions"
+    ));
+    let dead = harness.broker.dead_letters();
+    assert_eq!(dead.len(), 1, "only the unknown task is kept: {dead:?}");
+    assert_eq!(dead[0].1, unknown.into_bytes());
+    assert_eq!(harness.engine.count(), 0);
+}
+
+#[actix::test]
+async fn a_revoked_countdown_task_never_runs_and_ends_revoked() {
+    testkit::pause();
+    let harness = start(1, Duration::from_secs(30), probe(done));
+    harness
+        .broker
+        .push(QUEUE, message("later", "a", Some(Duration::from_secs(600))));
+    until("held", || harness.broker.in_flight(WORKER).len() == 1).await;
+    let _ = observe::<_, TriggerCounters>(&harness.trigger).await;
+    let terminated = harness
+        .trigger
+        .send(Revoke {
+            task_ids: vec!["later".into()],
+            terminate: false,
+        })
+        .await
+        .unwrap();
+    assert!(terminated.is_empty());
+    until("answered and acknowledged", || {
+        harness.broker.in_flight(WORKER).is_empty()
+    })
+    .await;
+    assert_eq!(
+        harness.broker.results_of("later").last(),
+        Some(&TaskState::Revoked {
+            reason: "revoked".into()
+        })
+    );
+    testkit::advance(Duration::from_secs(601)).await;
+    let counters = observe::<_, TriggerCounters>(&harness.trigger).await;
+    assert_eq!((counters.revoked, harness.engine.count()), (1, 0));
+    // Remembered for every worker: a copy arriving later is not run either.
+    harness.broker.push(QUEUE, message("later", "a", None));
+    until("the copy answered", || {
+        harness.broker.in_flight(WORKER).is_empty() && counters.fetched < 2
+            || harness.broker.in_flight(WORKER).is_empty()
+    })
+    .await;
+    let _ = observe::<_, TriggerCounters>(&harness.trigger).await;
+    testkit::advance(Duration::from_millis(100)).await;
+    assert_eq!(harness.engine.count(), 0, "a revoked task never runs");
+}
+
+#[actix::test]
+async fn revoke_with_terminate_aborts_the_run_and_answers_revoked() {
+    testkit::pause();
+    let engine =
+        probe(|task: &RunTask| TaskOutcome::Done(outcome(task, Err(JobError::from("revoked")))));
+    let harness = start(1, Duration::from_secs(30), engine);
+    harness.engine.hold_replies();
+    harness
+        .broker
+        .push(QUEUE, full_persona("runaway", json!({}), Value::Null));
+    harness.engine.expect_message().await;
+    // The web app revokes a sub-task id: the run it belongs to is ended.
+    let works = sub("runaway", crate::Kind::Works);
+    let terminated = harness
+        .trigger
+        .send(Revoke {
+            task_ids: vec![works.clone()],
+            terminate: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(terminated, ["runaway"]);
+    let abort = harness.abort_persona.expect_message().await;
+    assert_eq!(
+        (abort.persona.as_str(), abort.reason.as_str()),
+        ("a", "revoked")
+    );
+    harness.engine.release_replies();
+    until("answered", || harness.broker.in_flight(WORKER).is_empty()).await;
+    let revoked = TaskState::Revoked {
+        reason: "revoked".into(),
+    };
+    assert_eq!(harness.broker.results_of(&works).last(), Some(&revoked));
+    assert_eq!(harness.broker.results_of("runaway").last(), Some(&revoked));
+}
+
+#[actix::test]
+async fn ignore_result_stores_nothing_and_callbacks_are_sent() {
+    testkit::pause();
+    let harness = start(1, Duration::from_secs(30), probe(done));
+    let link = json!({ "task": "workers.tasks.notify", "args": ["x"], "kwargs": {}, "options": { "queue": "notes" }, "subtask_type": null, "immutable": false });
+    let mut raw: Value = serde_json::from_slice(&message("quiet", "a", None)).unwrap();
+    raw["headers"]["ignore_result"] = true.into();
+    let body = json!([[], envelope_kwargs(&raw), { "callbacks": [link], "errbacks": null, "chain": null, "chord": null }]);
+    raw["body"] =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, body.to_string()).into();
+    harness.broker.push(QUEUE, raw.to_string());
+    until("acknowledged", || {
+        harness.engine.count() == 1 && harness.broker.in_flight(WORKER).is_empty()
+    })
+    .await;
+    assert!(
+        harness.broker.results_of("quiet").is_empty(),
+        "ignore_result"
+    );
+    let sent = harness.broker.waiting("notes");
+    assert_eq!(sent.len(), 1);
+    let callback = decode(&sent[0]).unwrap();
+    assert_eq!(callback.task, "workers.tasks.notify");
+    assert_eq!(callback.args, [json!(7), json!("x")], "the result first");
+    assert_eq!(callback.parent_id.as_deref(), Some("quiet"));
 }

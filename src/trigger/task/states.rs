@@ -50,14 +50,9 @@ pub(super) fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<
 }
 
 /// A failure as an exception Celery's client can rebuild: `RuntimeError` for a failed
-/// ingestion, `ValueError` for a bad argument, `celery.exceptions.TaskRevokedError` for an
-/// expired message.
+/// ingestion, `ValueError` for a bad argument.
 pub fn exception(exc_type: &str, message: String) -> TaskState {
-    let exc_module = if exc_type == "TaskRevokedError" {
-        "celery.exceptions"
-    } else {
-        "builtins"
-    };
+    let exc_module = "builtins";
     TaskState::Failure {
         exc_type: exc_type.into(),
         exc_message: message,
@@ -113,7 +108,31 @@ pub(super) fn event_of(state: &TaskState, runtime: Duration) -> (&'static str, V
             "task-retried",
             json!({ "exception": exception(exc_type, exc_message), "traceback": null }),
         ),
+        TaskState::Revoked { reason } => (
+            "task-revoked",
+            json!({ "terminated": reason == "revoked", "signum": null, "expired": reason == "expired" }),
+        ),
     }
+}
+
+/// What `task-received` tells of a sub-task of `ingest_full_persona`, as if its message had
+/// been received: its own name and arguments, the top task as parent and root.
+pub fn subtask_received_fields(
+    name: &str,
+    persona_id: &str,
+    job_id: &uuid::Uuid,
+    parent: &TaskMessage,
+) -> Value {
+    json!({
+        "name": name,
+        "args": json!([persona_id, job_id]).to_string(),
+        "kwargs": "{}",
+        "root_id": parent.root_id.as_deref().unwrap_or(&parent.id),
+        "parent_id": parent.id,
+        "retries": 0,
+        "eta": null,
+        "expires": null,
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,537 @@
+//! Pidbox: remote control, answered as a Celery 5 worker answers it (kombu's `pidbox.py`, Celery's
+//! `worker/control.py`; replies checked against a real worker's in
+//! `tests/fixtures/celery/control-replies.json`), so that `celery status`, `celery inspect ...`,
+//! `app.control.revoke(...)` and Flower see this daemon as a worker.
+//!
+//! Commands arrive as kombu messages PUBLISHed on the `celery.pidbox` fanout exchange
+//! (`/{db}.celery.pidbox` on Redis, `listen` below forwards them here); one with a `reply_to` is
+//! answered `{node name: reply}` on the `reply.celery.pidbox` direct exchange with its `ticket`.
+//! Served: `ping`, `stats`, `active`, `reserved`, `scheduled`, `registered`, `revoked`,
+//! `active_queues`, `query_task`, `conf`, `report`, `clock`, `revoke` (with `terminate`),
+//! `terminate`, `enable_events`, `disable_events`, `heartbeat`, `shutdown`; anything else gets
+//! Celery's reply to an unknown command, `{"error": "KeyError('name')"}`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use super::ports::{ControlReplies, Events, Revocations};
+use super::redis_trigger::{Held, Inspect, Revoke};
+use super::task::Accepted;
+
+/// A control message as PUBLISHed (a kombu envelope).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ControlMessage(pub Vec<u8>);
+
+/// What `stats`, `conf` and `active_queues` tell of this worker.
+#[derive(Clone, Debug)]
+pub struct WorkerInfo {
+    /// The node name (Celery's `--hostname`).
+    pub hostname: String,
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub prefetch: usize,
+    /// The task names served, sorted.
+    pub registered: Vec<String>,
+    /// The broker and result backend URLs, passwords hidden.
+    pub broker_url: String,
+    pub result_backend: String,
+}
+
+pub struct Pidbox {
+    info: WorkerInfo,
+    replies: Arc<dyn ControlReplies>,
+    revocations: Arc<dyn Revocations>,
+    events: Option<Arc<dyn Events>>,
+    inspect: Recipient<Inspect>,
+    revoke: Recipient<Revoke>,
+    /// Turned true by the `shutdown` command.
+    shutdown: watch::Sender<bool>,
+    started: Instant,
+    clock: u64,
+}
+
+impl Pidbox {
+    pub fn new(
+        info: WorkerInfo,
+        replies: Arc<dyn ControlReplies>,
+        revocations: Arc<dyn Revocations>,
+        events: Option<Arc<dyn Events>>,
+        trigger: (Recipient<Inspect>, Recipient<Revoke>),
+        shutdown: watch::Sender<bool>,
+    ) -> Self {
+        Self {
+            info,
+            replies,
+            revocations,
+            events,
+            inspect: trigger.0,
+            revoke: trigger.1,
+            shutdown,
+            started: Instant::now(),
+            clock: 0,
+        }
+    }
+}
+
+impl Actor for Pidbox {
+    type Context = Context<Self>;
+}
+
+/// A command as kombu's `Mailbox._publish` writes it.
+struct Command {
+    method: String,
+    arguments: Map<String, Value>,
+    ticket: Option<String>,
+    reply_to: Option<(String, String)>,
+}
+
+/// Reads a command meant for `hostname`; `None` for one that is not (another destination, a
+/// pattern that does not match, expired, or unreadable: logged, as Celery logs it).
+fn command_for(raw: &[u8], hostname: &str) -> Option<Command> {
+    let envelope: Value = serde_json::from_slice(raw)
+        .map_err(|e| tracing::warn!("pidbox: a control message that is not JSON: {e}"))
+        .ok()?;
+    let expires = envelope
+        .pointer("/headers/expires")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    if expires > 0.0 && now() > expires {
+        return None;
+    }
+    let body = BASE64
+        .decode(envelope.get("body")?.as_str()?)
+        .map_err(|e| tracing::warn!("pidbox: a control message body that is not base64: {e}"))
+        .ok()?;
+    let body: Value = serde_json::from_slice(&body).ok()?;
+    if let Some(destination) = body.get("destination").and_then(Value::as_array) {
+        if !destination.is_empty() && !destination.iter().any(|d| d.as_str() == Some(hostname)) {
+            return None;
+        }
+    }
+    if let (Some(pattern), Some(matcher)) = (
+        body.get("pattern").and_then(Value::as_str),
+        body.get("matcher").and_then(Value::as_str),
+    ) {
+        let matches = match matcher {
+            "glob" => glob(pattern, hostname),
+            // PCRE patterns are not interpreted: only an exact name matches.
+            _ => pattern == hostname,
+        };
+        if !matches {
+            return None;
+        }
+    }
+    let reply_to = body.get("reply_to").and_then(|r| {
+        Some((
+            r.get("exchange")?.as_str()?.to_owned(),
+            r.get("routing_key")?.as_str()?.to_owned(),
+        ))
+    });
+    Some(Command {
+        method: body.get("method")?.as_str()?.to_owned(),
+        arguments: body
+            .get("arguments")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        ticket: body
+            .get("ticket")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        reply_to,
+    })
+}
+
+/// `fnmatch` with `*` and `?`.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    go(&p, &n)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The reply as kombu's `Mailbox._publish_reply` sends it.
+fn reply_envelope(
+    hostname: &str,
+    reply: Value,
+    exchange: &str,
+    routing_key: &str,
+    ticket: &str,
+    clock: u64,
+) -> Vec<u8> {
+    let body = json!({ hostname: reply }).to_string();
+    json!({
+        "body": BASE64.encode(body),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": { "ticket": ticket, "clock": clock },
+        "properties": {
+            "delivery_mode": 1,
+            "delivery_info": { "exchange": exchange, "routing_key": routing_key },
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": uuid::Uuid::new_v4().to_string(),
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The task ids a `revoke` names: one id or a list.
+fn task_ids(arguments: &Map<String, Value>) -> Vec<String> {
+    match arguments.get("task_id") {
+        Some(Value::String(id)) => vec![id.clone()],
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A set as Python prints it: `{'a', 'b'}`.
+fn python_set(ids: &[String]) -> String {
+    let items: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+impl Handler<ControlMessage> for Pidbox {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(
+        &mut self,
+        ControlMessage(raw): ControlMessage,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        self.clock += 1;
+        let Some(command) = command_for(&raw, &self.info.hostname) else {
+            return Box::pin(fut::ready(()));
+        };
+        tracing::debug!(method = %command.method, "pidbox command");
+        let info = self.info.clone();
+        let inspect = self.inspect.clone();
+        let revoke = self.revoke.clone();
+        let revocations = self.revocations.clone();
+        let events = self.events.clone();
+        let replies = self.replies.clone();
+        let uptime = self.started.elapsed();
+        let clock = self.clock;
+        let shutdown = self.shutdown.clone();
+        let work = async move {
+            let args = &command.arguments;
+            let held = || async { inspect.send(Inspect).await.unwrap_or_default() };
+            let reply: Option<Value> = match command.method.as_str() {
+                "ping" => Some(json!({ "ok": "pong" })),
+                "clock" => Some(json!({ "clock": clock })),
+                "registered" => Some(json!(info.registered)),
+                "active_queues" => Some(json!(info
+                    .queues
+                    .iter()
+                    .map(|q| queue_info(q))
+                    .collect::<Vec<_>>())),
+                "conf" => Some(conf(&info)),
+                "report" => Some(json!({ "ok": report(&info) })),
+                "stats" => Some(stats(&info, &held().await, uptime, clock)),
+                "active" => Some(json!(held()
+                    .await
+                    .active
+                    .iter()
+                    .map(|(t, since)| request_info(t, &info.hostname, Some(since)))
+                    .collect::<Vec<_>>())),
+                "reserved" => Some(json!(held()
+                    .await
+                    .reserved
+                    .iter()
+                    .map(|t| request_info(t, &info.hostname, None))
+                    .collect::<Vec<_>>())),
+                "scheduled" => Some(json!(held()
+                    .await
+                    .scheduled
+                    .iter()
+                    .map(|t| scheduled_info(t, &info.hostname))
+                    .collect::<Vec<_>>())),
+                "query_task" => Some(query_task(&held().await, args, &info.hostname)),
+                "revoked" => Some(json!(revocations.revoked().await.unwrap_or_default())),
+                "revoke" | "terminate" => {
+                    let ids = task_ids(args);
+                    let terminate = command.method == "terminate"
+                        || args.get("terminate").and_then(Value::as_bool) == Some(true);
+                    let terminated = revoke
+                        .send(Revoke {
+                            task_ids: ids.clone(),
+                            terminate,
+                        })
+                        .await
+                        .unwrap_or_default();
+                    Some(if !terminate {
+                        json!({ "ok": format!("tasks {} flagged as revoked", python_set(&ids)) })
+                    } else if terminated.is_empty() {
+                        json!({ "ok": "terminate: tasks unknown" })
+                    } else {
+                        json!({ "ok": format!("terminate: {}", terminated.join(", ")) })
+                    })
+                }
+                "enable_events" | "disable_events" => Some(match &events {
+                    None => json!({ "error": "event dispatcher unavailable" }),
+                    Some(events) => {
+                        let on = command.method == "enable_events";
+                        let was = events.set_task_events(on);
+                        let word = if on { "enabled" } else { "disabled" };
+                        if was == on {
+                            json!({ "ok": format!("task events already {word}") })
+                        } else {
+                            json!({ "ok": format!("task events {word}") })
+                        }
+                    }
+                }),
+                "heartbeat" => {
+                    if let Some(events) = &events {
+                        events.worker("worker-heartbeat").await;
+                    }
+                    Some(Value::Null)
+                }
+                "shutdown" => {
+                    tracing::warn!("shutdown asked by remote control");
+                    shutdown.send_replace(true);
+                    // Celery's worker leaves without a reply.
+                    None
+                }
+                other => Some(json!({ "error": format!("KeyError('{other}')") })),
+            };
+            if let (Some(reply), Some((exchange, routing_key)), Some(ticket)) =
+                (reply, command.reply_to, command.ticket)
+            {
+                let message = reply_envelope(
+                    &info.hostname,
+                    reply,
+                    &exchange,
+                    &routing_key,
+                    &ticket,
+                    clock,
+                );
+                if let Err(e) = replies.reply(&exchange, &routing_key, &message).await {
+                    tracing::warn!("pidbox: the reply to {} was not sent: {e}", command.method);
+                }
+            }
+        };
+        Box::pin(work.into_actor(self))
+    }
+}
+
+fn queue_info(queue: &str) -> Value {
+    json!({
+        "name": queue,
+        "exchange": { "name": queue, "type": "direct", "arguments": null, "durable": true, "passive": false, "auto_delete": false, "delivery_mode": null, "no_declare": false },
+        "routing_key": queue, "queue_arguments": null, "binding_arguments": null, "consumer_arguments": null,
+        "durable": true, "exclusive": false, "auto_delete": false, "no_ack": false, "alias": null, "bindings": [],
+        "no_declare": null, "expires": null, "message_ttl": null, "max_length": null, "max_length_bytes": null, "max_priority": null,
+    })
+}
+
+fn conf(info: &WorkerInfo) -> Value {
+    json!({
+        "broker_url": info.broker_url,
+        "result_backend": info.result_backend,
+        "task_default_queue": info.queues.first(),
+        "worker_concurrency": info.concurrency,
+        "worker_prefetch_multiplier": info.prefetch,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "include": [],
+    })
+}
+
+fn report(info: &WorkerInfo) -> String {
+    format!(
+        "\nsoftware -> persona-ingest:{} (Celery protocol 2 worker)\nplatform -> system:Linux\nsettings -> transport:redis results:redis\nbroker_url: {}\nresult_backend: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        info.broker_url,
+        info.result_backend
+    )
+}
+
+/// A task as `Request.info()` describes it.
+fn request_info(
+    task: &Accepted,
+    hostname: &str,
+    since: Option<&chrono::DateTime<chrono::Utc>>,
+) -> Value {
+    let list = &task.delivery.queue;
+    let queue = list.split('\x06').next().unwrap_or(list);
+    let priority = task.msg.priority;
+    json!({
+        "id": task.msg.id,
+        "name": task.msg.task,
+        "args": task.msg.args,
+        "kwargs": task.msg.kwargs,
+        "type": task.msg.task,
+        "hostname": hostname,
+        "time_start": since.map(|t| t.timestamp_micros() as f64 / 1e6),
+        "acknowledged": since.is_some(),
+        "delivery_info": { "exchange": "", "routing_key": queue, "priority": priority, "redelivered": false },
+        "worker_pid": since.map(|_| std::process::id()),
+    })
+}
+
+fn scheduled_info(task: &Accepted, hostname: &str) -> Value {
+    json!({
+        "eta": task.msg.eta.map(|t| t.to_rfc3339()),
+        "priority": task.msg.priority,
+        "request": request_info(task, hostname, None),
+    })
+}
+
+fn query_task(held: &Held, arguments: &Map<String, Value>, hostname: &str) -> Value {
+    let ids: Vec<String> = match arguments.get("ids") {
+        Some(Value::String(id)) => vec![id.clone()],
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut found = Map::new();
+    for id in ids {
+        if let Some((task, since)) = held.active.iter().find(|(t, _)| t.msg.id == id) {
+            found.insert(
+                id,
+                json!(["active", request_info(task, hostname, Some(since))]),
+            );
+        } else if let Some(task) = held
+            .reserved
+            .iter()
+            .chain(&held.scheduled)
+            .find(|t| t.msg.id == id)
+        {
+            found.insert(id, json!(["reserved", request_info(task, hostname, None)]));
+        }
+    }
+    Value::Object(found)
+}
+
+fn stats(info: &WorkerInfo, held: &Held, uptime: Duration, clock: u64) -> Value {
+    let (utime, stime) = cpu_times();
+    json!({
+        "total": held.total,
+        "pid": std::process::id(),
+        "clock": clock.to_string(),
+        "uptime": uptime.as_secs(),
+        "pool": {
+            "implementation": "persona-ingest:actors",
+            "max-concurrency": info.concurrency,
+            "processes": [std::process::id()],
+            "max-tasks-per-child": "N/A",
+            "put-guarded-by-semaphore": false,
+            "timeouts": [0, 0],
+        },
+        "broker": { "transport": "redis", "hostname": info.broker_url, "ssl": info.broker_url.starts_with("rediss") },
+        "prefetch_count": info.concurrency * info.prefetch,
+        "rusage": { "utime": utime, "stime": stime, "maxrss": max_rss_kb() },
+    })
+}
+
+/// User and system CPU seconds of this process, from `/proc/self/stat`.
+fn cpu_times() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    // The fields after the command name (which may hold spaces, but ends with ')').
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    (ticks(11), ticks(12))
+}
+
+/// Peak resident memory in KiB, from `/proc/self/status`.
+fn max_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Forwards every control message PUBLISHed on `channel` of the Redis at `url` to `pidbox`,
+/// subscribing again after a lost connection, until `stop` turns true.
+pub async fn listen(
+    client: redis::Client,
+    channel: String,
+    pidbox: Recipient<ControlMessage>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let mut attempt = 0;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                attempt = 0;
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => match message {
+                            Some(message) => pidbox.do_send(ControlMessage(message.get_payload_bytes().to_vec())),
+                            None => break,
+                        },
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+                tracing::warn!("pidbox: the subscription to {channel} was lost; subscribing again");
+            }
+            Err(e) => tracing::warn!("pidbox: subscribing to {channel} failed: {e}"),
+        }
+        attempt += 1;
+        let wait = crate::retry::jittered_backoff(
+            Duration::from_millis(200),
+            attempt,
+            Duration::from_secs(5),
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,11 +20,13 @@ good = app.send_task("workers.tasks.ingest_full_persona",
 children = good.get(timeout=60)
 counts = {kind: app.AsyncResult(task).get(timeout=10) for kind, task in children.items()}
 bad = app.send_task("workers.tasks.ingest_full_persona", args=["ghost", {"works": str(uuid.uuid4())}], queue=queue)
+# As in the seed: the task answers its sub-task ids, and the sub-task fails.
+bad_works = app.AsyncResult(bad.get(timeout=60)["works"])
 try:
-    bad.get(timeout=60)
+    bad_works.get(timeout=60)
     failure = None
 except Exception as e:
-    failure = {"status": bad.status, "type": type(e).__name__, "message": str(e)}
+    failure = {"status": bad_works.status, "type": type(e).__name__, "message": str(e)}
 print(json.dumps({"job_ids": job_ids, "task": good.id, "children": children, "counts": counts, "failure": failure}))
 "#;
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod broker;
+mod celery_control;
 mod celery_events;
 mod celery_results;
 mod celery_worker;

@@ -239,17 +239,49 @@ where
     }
 }
 
-/// Waits until the task ends; answers its result.
+/// Waits until the task ends, and with it the sub-tasks it answered (`ingest_full_persona`
+/// answers its sub-task ids once the run is accepted; they end with their jobs); answers the
+/// task's result.
 pub async fn final_result(url: &str, task_id: &str, limit: Duration) -> Value {
     let con = connect(url).await;
-    wait_for(&format!("task {task_id} to end"), limit, || {
+    let ready = |found: &Value| {
+        matches!(
+            found["status"].as_str(),
+            Some("SUCCESS" | "FAILURE" | "REVOKED")
+        )
+    };
+    let started = Instant::now();
+    let result = wait_for(&format!("task {task_id} to end"), limit, || {
         let mut con = con.clone();
         async move {
             let found = result_of(&mut con, task_id).await?;
-            matches!(found["status"].as_str(), Some("SUCCESS" | "FAILURE")).then_some(found)
+            ready(&found).then_some(found)
         }
     })
-    .await
+    .await;
+    let children: Vec<String> = result["children"]
+        .as_array()
+        .map(|children| {
+            children
+                .iter()
+                .filter_map(|c| c.pointer("/0/0").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for child in children {
+        let left = limit.saturating_sub(started.elapsed());
+        wait_for(&format!("sub-task {child} to end"), left, || {
+            let mut con = con.clone();
+            let child = child.clone();
+            async move {
+                let found = result_of(&mut con, &child).await?;
+                ready(&found).then_some(())
+            }
+        })
+        .await;
+    }
+    result
 }
 
 /// The messages left in every in-flight list under `prefix`.

@@ -156,10 +156,12 @@ pub fn decode(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
         Value::Object(fields) if fields.contains_key("task") && fields.contains_key("id") => {
             v1(&fields)?
         }
-        other => return Err(DecodeError::Body(format!(
+        other => {
+            return Err(DecodeError::Body(format!(
             "expected [args, kwargs, embed] (protocol v2) or a task object (protocol v1), got {}",
             short(&other)
-        ))),
+        )))
+        }
     };
     msg.priority = priority;
     Ok(msg)

@@ -88,10 +88,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let broker = Arc::new(broker);
     let events: Option<Arc<dyn Events>> = if settings.events.enabled {
         // Events are PUBLISHed on the broker's own connection, in the channels of its db.
-        let db = redis::Client::open(settings.redis.url.as_str())?
-            .get_connection_info()
-            .redis_settings()
-            .db();
+        let db = crate::trigger::redis_url::db(&settings.redis.url)
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         Some(Arc::new(EventPublisher::new(
             broker.connection(),
             db,
@@ -136,7 +134,35 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         abort_runs: engine.supervisor.clone().recipient(),
         abort_persona: engine.supervisor.clone().recipient(),
     };
-    let trigger = RedisTrigger::new(config, ports, peers).start();
+    // Everything that can fail comes before any actor of the daemon starts: an actor started
+    // and never run would be polled after the runtime is gone, and panic there.
+    let client = crate::trigger::redis_url::client(&settings.redis.url)
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let channel = format!(
+        "/{}.celery.pidbox",
+        client.get_connection_info().redis_settings().db()
+    );
+    let trigger_context = Context::<RedisTrigger>::new();
+    let trigger = trigger_context.address();
+    let http = match settings.http.listen.as_str() {
+        "" => None,
+        listen => {
+            let state = AppState {
+                settings: engine.settings.clone(),
+                db: engine.db.clone(),
+                store: engine.store.clone(),
+                sources: Arc::new(FileSources::new(engine.settings.clone())),
+                broker: broker.clone(),
+                supervisor: engine.supervisor.clone(),
+                trigger: Some(trigger.clone().recipient()),
+            };
+            let handle = crate::http::start(listen, state)
+                .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
+            eprintln!("http on http://{listen}");
+            Some(handle)
+        }
+    };
+    trigger_context.run(RedisTrigger::new(config, ports, peers));
     let (remote_stop, stopped_remotely) = watch::channel(false);
     let info = WorkerInfo {
         hostname: node,
@@ -157,30 +183,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     )
     .start();
     let (stop_listening, listening) = watch::channel(false);
-    let client = redis::Client::open(settings.redis.url.as_str())?;
-    let channel = format!(
-        "/{}.celery.pidbox",
-        client.get_connection_info().redis_settings().db()
-    );
     actix::spawn(listen(client, channel, pidbox.recipient(), listening));
-    let http = match settings.http.listen.as_str() {
-        "" => None,
-        listen => {
-            let state = AppState {
-                settings: engine.settings.clone(),
-                db: engine.db.clone(),
-                store: engine.store.clone(),
-                sources: Arc::new(FileSources::new(engine.settings.clone())),
-                broker: broker.clone(),
-                supervisor: engine.supervisor.clone(),
-                trigger: Some(trigger.clone().recipient()),
-            };
-            let handle = crate::http::start(listen, state)
-                .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
-            eprintln!("http on http://{listen}");
-            Some(handle)
-        }
-    };
     Ok(Daemon {
         worker_id,
         engine,

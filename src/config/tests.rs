@@ -102,6 +102,22 @@ fn wrong_values_are_refused_naming_the_key() {
             &[("ENGINE__COLLECTIONS__NAME_TEMPLATE", "{persona}/{kind}")],
             "collections.name_template",
         ),
+        (&[("REDIS_URL", "amqp://guest@localhost//")], "redis.url"),
+        (
+            &[("REDIS_URL", "rediss://h:6380/0?ssl_cert_reqs=CERT_MAYBE")],
+            "redis.url",
+        ),
+        (
+            &[(
+                "CELERY_RESULT_BACKEND",
+                "rediss://h/0?ssl_ca_certs=/no/ca.pem",
+            )],
+            "results.url",
+        ),
+        (
+            &[("ENGINE__TASKS__FULL_PERSONA_ANSWERS", "eventually")],
+            "tasks.full_persona_answers",
+        ),
     ];
     for (env, key) in cases {
         let message = refusal(&inputs(env));

@@ -141,6 +141,19 @@ impl Settings {
         if self.database.url.trim().is_empty() {
             return refuse("database.url", "is empty".into());
         }
+        // Checked here, not when first used, so that a URL the daemon cannot use stops it at
+        // start with the key named (exit 2).
+        if let Err(why) = crate::trigger::redis_url::client(&self.redis.url) {
+            return refuse(
+                "redis.url",
+                format!("{}: {why}", crate::db::redact(&self.redis.url)),
+            );
+        }
+        if let Some(url) = &self.results.url {
+            if let Err(why) = crate::trigger::redis_url::client(url) {
+                return refuse("results.url", format!("{}: {why}", crate::db::redact(url)));
+            }
+        }
         Ok(())
     }
 }

@@ -85,7 +85,9 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect(url: &str, prefix: &str, queues: &[String]) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url)?;
+        let client = super::redis_url::client(url).map_err(|e| {
+            RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis.url", e))
+        })?;
         let con = ConnectionManager::new(client.clone()).await?;
         let blocking = ConnectionManager::new_with_config(
             client,

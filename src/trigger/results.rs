@@ -22,7 +22,10 @@ pub struct ResultBackend {
 
 impl ResultBackend {
     pub async fn connect(url: &str, expires: Duration) -> Result<Self, RedisError> {
-        let con = ConnectionManager::new(redis::Client::open(url)?).await?;
+        let client = super::redis_url::client(url).map_err(|e| {
+            RedisError::from((redis::ErrorKind::InvalidClientConfig, "results.url", e))
+        })?;
+        let con = ConnectionManager::new(client).await?;
         Ok(Self {
             con,
             expires,

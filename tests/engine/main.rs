@@ -19,6 +19,7 @@ mod many_personas;
 mod migrations;
 mod openai;
 mod own_postgres;
+mod redis_urls;
 mod trigger;
 mod two_workers;
 mod worker_kit;

@@ -3,6 +3,7 @@
 mod enqueue;
 mod ingest;
 mod query;
+mod revoke;
 mod run;
 mod status;
 
@@ -69,6 +70,9 @@ pub enum Command {
     Run,
     /// Create the job rows and send the Celery message the web app would; prints the task id.
     Enqueue(enqueue::EnqueueArgs),
+    /// Revoke Celery tasks on every worker of the broker (Celery's `revoke`); with --terminate,
+    /// stop a running ingestion.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// `--only works,quotes` or `--kind works`.
@@ -105,6 +109,7 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
         Command::Migrate => migrate(settings).await,
         Command::Run => run::run(settings).await,
         Command::Enqueue(args) => enqueue::run(args, settings).await,
+        Command::Revoke(args) => revoke::run(args, settings).await,
     };
     match result {
         Ok(code) => code,

@@ -21,7 +21,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/jobs/{id}", web::get().to(job))
         .route("/api/personas/{id}", web::get().to(persona))
         .route("/api/personas/{id}/ingest", web::post().to(ingest))
-        .route("/api/dead-letters", web::get().to(dead_letters));
+        .route("/api/dead-letters", web::get().to(dead_letters))
+        .route("/api/tasks/{id}/revoke", web::post().to(revoke));
 }
 
 fn database(e: sea_orm::DbErr) -> ApiError {
@@ -169,4 +170,42 @@ async fn dead_letters(
         .map(|raw| serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw.as_str())))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "total": total, "dead_letters": entries })))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    terminate: bool,
+}
+
+/// Celery's `revoke` of one task, broadcast to every worker; 202 with their replies.
+async fn revoke(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!("{id:?} is not a task id")));
+    }
+    let body: RevokeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!("body: {e} (expected {{\"terminate\": true}})"))
+        })?
+    };
+    let client = crate::trigger::redis_url::client(&state.settings.redis.url)
+        .map_err(|e| ApiError::unavailable("redis", e))?;
+    let replies = crate::trigger::control::revoke(
+        &client,
+        std::slice::from_ref(&id),
+        body.terminate,
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("redis", e))?;
+    Ok(HttpResponse::Accepted()
+        .json(json!({ "task_id": id, "terminate": body.terminate, "replies": replies })))
 }

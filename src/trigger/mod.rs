@@ -7,6 +7,7 @@
 
 pub mod broker;
 pub mod celery;
+pub mod control;
 pub mod enqueue;
 pub mod events;
 pub mod persona_lock;

@@ -471,3 +471,97 @@ async fn flower_lists_the_worker_and_knows_its_sub_tasks() {
     assert_eq!(code, Some(0), "{stderr}");
     forget(&redis_url(), &names.prefix, &[&task_id]).await;
 }
+
+/// An `ingest_full_persona` message due in a minute, pushed as the web app's client would.
+async fn countdown_task(con: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    let job_ids: serde_json::Map<String, Value> = persona_ingest::Kind::ALL
+        .iter()
+        .map(|k| (k.to_string(), Value::from(uuid::Uuid::new_v4().to_string())))
+        .collect();
+    let kwargs =
+        serde_json::from_value(json!({ "persona_id": PERSONA, "job_ids": job_ids })).unwrap();
+    let options = persona_ingest::trigger::celery::Options {
+        eta: Some(chrono::Utc::now() + chrono::Duration::seconds(60)),
+        ..Default::default()
+    };
+    let raw = persona_ingest::trigger::celery::encode_with(
+        "workers.tasks.ingest_full_persona",
+        &id,
+        &[],
+        &kwargs,
+        queue,
+        "test@host",
+        &options,
+    );
+    push(con, queue, &[raw]).await;
+    id
+}
+
+#[actix::test]
+async fn persona_ingest_revoke_and_the_api_revoke_reach_the_workers() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let (node, mut env) = node_env(&names);
+    let port = free_port();
+    env.extend(vars(&[(
+        "ENGINE__HTTP__LISTEN",
+        &format!("127.0.0.1:{port}"),
+    )]));
+    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let mut con = connect(&redis_url()).await;
+    let by_cli = countdown_task(&mut con, &names.queue).await;
+    let by_api = countdown_task(&mut con, &names.queue).await;
+    wait_for("both held for their eta", Duration::from_secs(10), || {
+        let mut con = con.clone();
+        let prefix = names.prefix.clone();
+        async move { (in_flight(&mut con, &prefix).await == 2).then_some(()) }
+    })
+    .await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
+        .args(["revoke", &by_cli])
+        .env_clear()
+        .envs(daemon_env(&world, &names, &redis_url()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("{node}: tasks {{'{by_cli}'}} flagged as revoked")),
+        "{printed}"
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/tasks/{by_api}/revoke"))
+        .body(r#"{"terminate": false}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        answer["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.get(&node).is_some()),
+        "{answer}"
+    );
+    for id in [&by_cli, &by_api] {
+        let result = final_result(&redis_url(), id, Duration::from_secs(10)).await;
+        assert_eq!(result["status"], "REVOKED", "{result}");
+    }
+    assert_eq!(
+        in_flight(&mut con, &names.prefix).await,
+        0,
+        "answered, not held"
+    );
+    let (code, stderr) = daemon.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    forget(&redis_url(), &names.prefix, &[&by_cli, &by_api]).await;
+}

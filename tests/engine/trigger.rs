@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use persona_ingest::actors::Observe;
+use persona_ingest::config::Settings;
 use persona_ingest::trigger::celery::encode;
+use persona_ingest::trigger::redis_trigger::TriggerCounters;
 use serde_json::{json, Map, Value};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -18,6 +21,16 @@ use crate::openai::embeddings_response;
 use crate::worker_kit::*;
 
 const PERSONA: &str = "twain-sampler";
+
+/// Settings for a daemon run in this process on the test's queue and keys.
+fn in_process(world: &World, names: &Names, extra: &[(&str, &str)]) -> Settings {
+    let mut settings = world.settings(extra);
+    settings.redis.url = redis_url();
+    settings.worker.queues = vec![names.queue.clone()];
+    settings.redis.key_prefix = names.prefix.clone();
+    settings.http.listen = String::new();
+    settings
+}
 
 /// A valid envelope of `ingest_full_persona` with `kwargs`, as JSON to spoil.
 fn envelope(queue: &str, kwargs: Value) -> Value {
@@ -297,8 +310,12 @@ print(json.dumps({"later": later, "now": now}))
 async fn countdown_tasks_wait_in_a_timer_without_taking_a_run_slot() {
     let world = World::reading(examples_root());
     let names = Names::new();
-    let env = vars(&[("ENGINE__WORKER__CONCURRENCY", "4")]);
-    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    // In process, through the library entry: the test reads the trigger's counters and the
+    // daemon's report instead of its log.
+    let daemon =
+        persona_ingest::daemon::start(in_process(&world, &names, &[("worker.concurrency", "4")]))
+            .await
+            .unwrap();
     let client = Command::new(python())
         .args(["-c", COUNTDOWNS, &redis_url(), &names.queue])
         .output()
@@ -327,9 +344,18 @@ async fn countdown_tasks_wait_in_a_timer_without_taking_a_run_slot() {
         4,
         "held in flight"
     );
-    let (code, stderr) = daemon.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("4 requeued"), "{stderr}");
+    let counters: TriggerCounters = daemon.trigger.send(Observe::new()).await.unwrap();
+    assert_eq!(
+        (counters.scheduled, counters.running),
+        (4, 0),
+        "{counters:?}"
+    );
+    let report = daemon.stop().await;
+    assert_eq!(
+        (report.trigger.answered, report.trigger.requeued_at_exit),
+        (1, 4),
+        "{report:?}"
+    );
     let queued: usize = redis::cmd("LLEN")
         .arg(&names.queue)
         .query_async(&mut con)
@@ -375,7 +401,25 @@ async fn a_task_waiting_for_its_retry_leaves_its_slot_to_other_work() {
         ("ENGINE__EMBEDDING__MAX_IN_FLIGHT", "1"),
         ("ENGINE__WORKER__RETRY_DELAY", "8"),
     ]));
-    let daemon = Daemon::start(&world, &names, &redis_url(), &env);
+    let overrides: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.trim_start_matches("ENGINE__")
+                    .to_lowercase()
+                    .replace("__", "."),
+                v.clone(),
+            )
+        })
+        .filter(|(k, _)| k.contains('.'))
+        .collect();
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let mut settings = in_process(&world, &names, &overrides);
+    settings.embedding.api_key = Some("sk-test".into());
+    let daemon = persona_ingest::daemon::start(settings).await.unwrap();
     let mut con = connect(&redis_url()).await;
     let first = send_full_persona(&mut con, &names.queue, "first").await;
     // The seed's contract: the task answered its sub-task ids; the profile's is to run again.
@@ -403,9 +447,12 @@ async fn a_task_waiting_for_its_retry_leaves_its_slot_to_other_work() {
     );
     let result = final_result(&redis_url(), &first, Duration::from_secs(30)).await;
     assert_eq!(result["status"], "SUCCESS", "{result}");
-    let (code, stderr) = daemon.terminate();
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("; 1 retried"), "{stderr}");
+    let report = daemon.stop().await;
+    assert_eq!(
+        (report.trigger.retried, report.trigger.answered),
+        (1, 2),
+        "{report:?}"
+    );
     forget(&redis_url(), &names.prefix, &[&first, &second]).await;
 }
 

@@ -63,6 +63,10 @@ pub async fn connect_only(settings: &DatabaseSettings) -> Result<DatabaseConnect
         // then rides it out (DATABASE_RIDE_OUT), telling so in the log.
         .acquire_timeout(Duration::from_secs(3))
         .sqlx_logging(false)
+        // A SQLite file needs no ping before each statement (each is a hand-off to the
+        // connection's thread, so it doubled the cost of every job transition); a PostgreSQL
+        // connection is checked, so that one a restart broke is replaced, not used.
+        .test_before_acquire(!settings.url.starts_with("sqlite:"))
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -92,27 +92,30 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
     jobs: &[JobRef],
 ) -> Result<Vec<(Uuid, u64)>, TransitionError> {
     let mut completed = Vec::new();
+    // A run's rows in one transaction of four statements whatever the number of jobs: the
+    // persona upserted, the jobs read in one query, the missing ones inserted in one.
     let txn = db.begin().await?;
     let now = Utc::now();
-    let existing = persona::Entity::find_by_id(persona_id.as_str())
-        .one(&txn)
+    persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
+        .on_conflict(
+            OnConflict::column(persona::Column::Id)
+                .update_columns([
+                    persona::Column::Status,
+                    persona::Column::ErrorMessage,
+                    persona::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
         .await?;
-    match existing {
-        Some(row) => {
-            let mut row = row.into_active_model();
-            row.status = Set(PersonaStatus::Ingesting);
-            row.error_message = Set(None);
-            row.updated_at = Set(now);
-            row.update(&txn).await?;
-        }
-        None => {
-            new_persona(persona_id, PersonaStatus::Ingesting, now)
-                .insert(&txn)
-                .await?;
-        }
-    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let existing = ingestion_job::Entity::find()
+        .filter(ingestion_job::Column::Id.is_in(ids))
+        .all(&txn)
+        .await?;
+    let mut missing = Vec::new();
     for job in jobs {
-        match ingestion_job::Entity::find_by_id(job.id).one(&txn).await? {
+        match existing.iter().find(|row| row.id == job.id) {
             Some(row) if row.persona_id != persona_id.as_str() || row.kind != job.kind => {
                 return Err(TransitionError::Refused(format!(
                     "job {} belongs to {} {}, not to {} {}",
@@ -127,15 +130,18 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
                 completed.push((row.id, row.total_vectors.max(0) as u64));
             }
             Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
-                let mut row = row.into_active_model();
+                let mut row = row.clone().into_active_model();
                 row.task_id = Set(job.task_id.clone());
                 row.update(&txn).await?;
             }
             Some(_) => {}
-            None => {
-                new_job(persona_id, job, now).insert(&txn).await?;
-            }
+            None => missing.push(new_job(persona_id, job, now)),
         }
+    }
+    if !missing.is_empty() {
+        ingestion_job::Entity::insert_many(missing)
+            .exec_without_returning(&txn)
+            .await?;
     }
     txn.commit().await?;
     Ok(completed)
@@ -354,26 +360,30 @@ pub async fn finish_run<C: ConnectionTrait>(
     persona_id: &PersonaId,
     error: Option<String>,
 ) -> Result<PersonaStatus, TransitionError> {
-    let row = persona::Entity::find_by_id(persona_id.as_str())
-        .one(db)
-        .await?
-        .ok_or_else(|| TransitionError::NoPersona(persona_id.to_string()))?;
-    if row.status != PersonaStatus::Ingesting {
-        return Err(TransitionError::Refused(format!(
-            "persona {persona_id} is {}; only an ingesting persona finishes a run",
-            row.status
-        )));
-    }
     let status = if error.is_none() {
         PersonaStatus::Active
     } else {
         PersonaStatus::Failed
     };
-    let mut row = row.into_active_model();
-    row.status = Set(status);
-    row.error_message = Set(error);
-    row.updated_at = Set(Utc::now());
-    row.update(db).await?;
+    let updated = persona::Entity::update_many()
+        .col_expr(persona::Column::Status, Expr::value(status))
+        .col_expr(persona::Column::ErrorMessage, Expr::value(error))
+        .col_expr(persona::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(persona::Column::Id.eq(persona_id.as_str()))
+        .filter(persona::Column::Status.eq(PersonaStatus::Ingesting))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        // Read only to say why.
+        let row = persona::Entity::find_by_id(persona_id.as_str())
+            .one(db)
+            .await?
+            .ok_or_else(|| TransitionError::NoPersona(persona_id.to_string()))?;
+        return Err(TransitionError::Refused(format!(
+            "persona {persona_id} is {}; only an ingesting persona finishes a run",
+            row.status
+        )));
+    }
     Ok(status)
 }
 

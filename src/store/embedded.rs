@@ -46,6 +46,8 @@ impl EmbeddedStore {
         options
             .max_connections(1)
             .min_connections(1)
+            // A local file: a ping before each statement would only double its thread hand-offs.
+            .test_before_acquire(false)
             .sqlx_logging(false)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)

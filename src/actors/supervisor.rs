@@ -10,7 +10,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -20,7 +19,7 @@ use super::orchestrator::{AbortRun, Orchestrator, RunDeps, RunOutcome, RunReques
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
 use crate::retry::RetryPolicy;
-use crate::{PersonaId, PersonaStatus};
+use crate::PersonaId;
 
 /// Ingest a persona; answered with the outcome once the run is over.
 #[derive(Clone, Debug, Message)]
@@ -133,14 +132,9 @@ impl Supervisor {
         self.waiting.push_back((request, reply));
         self.start_what_can_run(ctx);
         async move {
-            outcome.await.unwrap_or_else(|_| RunOutcome {
-                status: PersonaStatus::Failed,
-                error: Some(format!(
-                    "the supervisor stopped before the run of {persona} ended"
-                )),
-                persona,
-                jobs: Vec::new(),
-                elapsed: Duration::ZERO,
+            outcome.await.unwrap_or_else(|_| {
+                let error = format!("the supervisor stopped before the run of {persona} ended");
+                RunOutcome::not_run(persona, error)
             })
         }
     }
@@ -218,13 +212,7 @@ async fn run_lost(recorder: &Recipient<RecordStatus>, request: &RunRequest) -> R
             error: Some(error.clone()),
         }))
         .await;
-    RunOutcome {
-        persona: request.persona.clone(),
-        status: PersonaStatus::Failed,
-        jobs: Vec::new(),
-        error: Some(error),
-        elapsed: Duration::ZERO,
-    }
+    RunOutcome::not_run(request.persona.clone(), error)
 }
 
 impl Actor for Supervisor {
@@ -253,13 +241,7 @@ impl Handler<AbortRuns> for Supervisor {
             });
         }
         for (request, reply) in self.waiting.drain(..) {
-            let _ = reply.send(RunOutcome {
-                persona: request.persona,
-                status: PersonaStatus::Failed,
-                jobs: Vec::new(),
-                error: Some(msg.reason.clone()),
-                elapsed: Duration::ZERO,
-            });
+            let _ = reply.send(RunOutcome::not_run(request.persona, msg.reason.clone()));
         }
         self.counters.waiting = 0;
     }
@@ -284,13 +266,7 @@ impl Handler<AbortPersona> for Supervisor {
                 continue;
             }
             let (request, reply) = self.waiting.remove(index).expect("index in range");
-            let _ = reply.send(RunOutcome {
-                persona: request.persona,
-                status: PersonaStatus::Failed,
-                jobs: Vec::new(),
-                error: Some(msg.reason.clone()),
-                elapsed: Duration::ZERO,
-            });
+            let _ = reply.send(RunOutcome::not_run(request.persona, msg.reason.clone()));
             found = true;
         }
         self.counters.waiting = self.waiting.len();

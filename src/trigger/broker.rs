@@ -18,54 +18,17 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::celery::priority_queue;
 pub use super::ports::Delivery;
-use super::ports::{BrokerError, ControlReplies, Queue, Revocations};
+use super::ports::{BrokerError, Queue};
 
 /// The longest a fetch blocks on an empty queue.
 pub const MAX_BLOCK: Duration = Duration::from_secs(5);
 
 /// Celery's priority steps on Redis, served in this order.
-const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
-
-/// What the broker holds, for `status` and the HTTP API.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BrokerOverview {
-    /// Messages waiting in each served queue (its priority lists together).
-    pub queues: Vec<QueueLength>,
-    pub workers: Vec<WorkerState>,
-    pub dead_letters: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct QueueLength {
-    pub queue: String,
-    pub waiting: u64,
-}
-
-/// A worker known to the broker: whether its lease holds, and the messages it holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct WorkerState {
-    pub worker: String,
-    /// Milliseconds left on its lease; `None` when it lapsed (its messages will be requeued).
-    pub lease_left_ms: Option<u64>,
-    pub in_flight: Vec<InFlight>,
-}
-
-/// One in-flight message, as far as it can be read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct InFlight {
-    pub task_id: Option<String>,
-    pub task: Option<String>,
-    pub queue: String,
-    /// When it is due, if it is held for a countdown.
-    pub eta: Option<String>,
-    /// Its size; what cannot be read is shown by size alone.
-    pub bytes: usize,
-}
+pub(super) const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
 
 pub struct Broker {
     con: ConnectionManager,
@@ -116,7 +79,7 @@ impl Broker {
         format!("{}:inflight:{worker}", self.prefix)
     }
 
-    fn lease_key(&self, worker: &str) -> String {
+    pub(super) fn lease_key(&self, worker: &str) -> String {
         format!("{}{worker}", self.lease_key_prefix())
     }
 
@@ -131,11 +94,11 @@ impl Broker {
     }
 
     /// A sorted set: revoked task ids, scored by when they are forgotten (epoch seconds).
-    fn revoked_key(&self) -> String {
+    pub(super) fn revoked_key(&self) -> String {
         format!("{}:revoked", self.prefix)
     }
 
-    fn workers_key(&self) -> String {
+    pub(super) fn workers_key(&self) -> String {
         format!("{}:workers", self.prefix)
     }
 
@@ -200,78 +163,9 @@ impl Broker {
         Ok(moved)
     }
 
-    /// Queue lengths, workers with their leases and in-flight messages, dead letters.
-    pub async fn overview(&self, queues: &[String]) -> Result<BrokerOverview, RedisError> {
-        let mut con = self.con.clone();
-        let mut overview = BrokerOverview::default();
-        for queue in queues {
-            let mut waiting = 0;
-            for step in PRIORITY_STEPS {
-                let n: u64 = redis::cmd("LLEN")
-                    .arg(priority_queue(queue, step))
-                    .query_async(&mut con)
-                    .await?;
-                waiting += n;
-            }
-            overview.queues.push(QueueLength {
-                queue: queue.clone(),
-                waiting,
-            });
-        }
-        let mut workers: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.workers_key())
-            .query_async(&mut con)
-            .await?;
-        workers.sort();
-        for worker in workers {
-            let ttl: i64 = redis::cmd("PTTL")
-                .arg(self.lease_key(&worker))
-                .query_async(&mut con)
-                .await?;
-            let messages: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                .arg(self.inflight_key(&worker))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut con)
-                .await?;
-            let in_flight = messages
-                .iter()
-                .map(|raw| {
-                    let headers = serde_json::from_slice::<Value>(raw)
-                        .ok()
-                        .and_then(|v| v.get("headers").cloned());
-                    let header = |name: &str| {
-                        headers
-                            .as_ref()
-                            .and_then(|h| h.get(name))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
-                    InFlight {
-                        task_id: header("id"),
-                        task: header("task"),
-                        queue: self.queue_of(raw),
-                        eta: header("eta"),
-                        bytes: raw.len(),
-                    }
-                })
-                .collect();
-            overview.workers.push(WorkerState {
-                worker,
-                lease_left_ms: u64::try_from(ttl).ok(),
-                in_flight,
-            });
-        }
-        overview.dead_letters = redis::cmd("LLEN")
-            .arg(self.dead_letters_key())
-            .query_async(&mut con)
-            .await?;
-        Ok(overview)
-    }
-
     /// The list a message goes back to: its routing key and priority, or the default queue for
     /// a message too broken to say.
-    fn queue_of(&self, raw: &[u8]) -> String {
+    pub(super) fn queue_of(&self, raw: &[u8]) -> String {
         let envelope: Option<Value> = serde_json::from_slice(raw).ok();
         let properties = envelope.as_ref().and_then(|e| e.get("properties"));
         let queue = properties
@@ -467,91 +361,7 @@ impl Queue for Broker {
     }
 }
 
-fn epoch_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
+mod control;
+mod overview;
 
-#[async_trait]
-impl Revocations for Broker {
-    async fn revoke(&self, task_ids: &[String], keep: Duration) -> Result<(), BrokerError> {
-        if task_ids.is_empty() {
-            return Ok(());
-        }
-        let now = epoch_secs();
-        let until = now + keep.as_secs_f64();
-        let mut con = self.con.clone();
-        let mut add = redis::cmd("ZADD");
-        add.arg(self.revoked_key());
-        for id in task_ids {
-            add.arg(until).arg(id);
-        }
-        redis::pipe()
-            .add_command(add)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(self.revoked_key())
-            .arg("-inf")
-            .arg(now)
-            .ignore()
-            .query_async::<()>(&mut con)
-            .await?;
-        Ok(())
-    }
-
-    async fn is_revoked(&self, task_id: &str) -> Result<bool, BrokerError> {
-        let mut con = self.con.clone();
-        let until: Option<f64> = redis::cmd("ZSCORE")
-            .arg(self.revoked_key())
-            .arg(task_id)
-            .query_async(&mut con)
-            .await?;
-        Ok(until.is_some_and(|until| until > epoch_secs()))
-    }
-
-    async fn revoked(&self) -> Result<Vec<String>, BrokerError> {
-        let mut con = self.con.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.revoked_key())
-            .arg(epoch_secs())
-            .arg("+inf")
-            .query_async(&mut con)
-            .await?;
-        Ok(ids)
-    }
-}
-
-/// kombu's separator in binding entries (`routing_key`, `pattern`, `queue`).
-const BINDING_SEP: &str = "\x06\x16";
-
-#[async_trait]
-impl ControlReplies for Broker {
-    async fn reply(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message: &[u8],
-    ) -> Result<(), BrokerError> {
-        let mut con = self.con.clone();
-        let bindings: Vec<Vec<u8>> = redis::cmd("SMEMBERS")
-            .arg(format!("_kombu.binding.{exchange}"))
-            .query_async(&mut con)
-            .await?;
-        for binding in bindings {
-            let binding = String::from_utf8_lossy(&binding);
-            let mut parts = binding.split(BINDING_SEP);
-            let (Some(key), _, Some(queue)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            if key == routing_key {
-                redis::cmd("LPUSH")
-                    .arg(queue)
-                    .arg(message)
-                    .query_async::<()>(&mut con)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
+pub use overview::{BrokerOverview, InFlight, QueueLength, WorkerState};

@@ -5,12 +5,12 @@
 
 mod call;
 mod message;
+mod outgoing;
 mod result;
 
 pub use call::{ingest_call, CallError, IngestCall, TaskNames};
-pub use message::{
-    callback_message, decode, encode, encode_with, retry_message, DecodeError, Options, TaskMessage,
-};
+pub use message::{decode, DecodeError, TaskMessage};
+pub use outgoing::{callback_message, encode, encode_with, retry_message, Options};
 pub use result::{result_value, ResultMeta, TaskState};
 
 /// The Redis list a message of `priority` goes to: Celery's Redis transport keeps priorities

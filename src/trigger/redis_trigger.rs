@@ -11,9 +11,14 @@
 //!   `RunTask`; a retry is re-published with its countdown, which frees the slot at once.
 //!
 //! Lease renewal, the reaper of dead workers' messages and heartbeats run on intervals.
-//! `Shutdown` stops intake, lets running tasks finish within the grace, then aborts the runs
-//! still going (their jobs failed, not left processing), requeues everything still in flight,
-//! and answers a report. `Observe<TriggerCounters>` is read by tests, `/metrics` and `status`.
+//! `Shutdown` (`shutdown`) stops intake, lets running tasks finish within the grace, then aborts
+//! the runs still going (their jobs failed, not left processing), requeues everything still in
+//! flight, and answers a report. `Revoke` and `Inspect` (`remote`) serve remote control.
+//! `Observe<TriggerCounters>` is read by tests, `/metrics` and `status`.
+//!
+//! Over 400 lines because a message's way through the actor (fetched, accepted or dead-lettered,
+//! held, started, ended) reads best in one file; what it is made of, remote control and shutdown
+//! are beside it in `parts`, `remote` and `shutdown`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,78 +31,17 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::broker::MAX_BLOCK;
-use super::celery::{decode, ingest_call, CallError, IngestCall, ResultMeta, TaskNames, TaskState};
+use super::celery::{decode, ingest_call, CallError, ResultMeta, TaskState};
 use super::events::HEARTBEAT_EVERY;
-use super::ports::{Delivery, Events, Locks, Queue, ResultStore, Revocations};
+use super::ports::Delivery;
 use super::task::{self, persist, received_fields, Accepted, Served, TaskContext};
-use crate::actors::orchestrator::ABORT_GRACE;
-use crate::actors::supervisor::{AbortPersona, AbortRuns, RunTask};
 use crate::actors::Observe;
-use crate::config::FullPersonaAnswers;
 
 /// How long one fetch blocks on empty queues before the actor looks around again.
 pub const FETCH_BLOCK: Duration = Duration::from_secs(1);
 
 /// The wait before fetching again after Redis failed to answer.
 const FETCH_RETRY: Duration = Duration::from_secs(1);
-
-pub struct TriggerConfig {
-    /// Unique per process (`hostname:pid:uuid`), so that a restarted process never inherits a
-    /// dead one's lease.
-    pub worker_id: String,
-    /// The node name (Celery's `--hostname`).
-    pub hostname: String,
-    pub concurrency: usize,
-    /// Messages taken per concurrency slot (Celery's `worker_prefetch_multiplier`).
-    pub prefetch: usize,
-    pub visibility_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub names: TaskNames,
-    pub answers: FullPersonaAnswers,
-    /// The first queue served: where callbacks without a queue of their own go.
-    pub default_queue: String,
-    /// How long a revocation is kept (`worker.revokes_expire`).
-    pub revokes_expire: Duration,
-}
-
-impl TriggerConfig {
-    /// A worker id no other process has had: `hostname:pid:uuid`.
-    pub fn new_worker_id() -> String {
-        format!(
-            "{}:{}:{}",
-            hostname(),
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        )
-    }
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
-/// The trigger's Redis side (stand-ins in tests).
-#[derive(Clone)]
-pub struct TriggerPorts {
-    pub queue: Arc<dyn Queue>,
-    pub results: Arc<dyn ResultStore>,
-    pub locks: Arc<dyn Locks>,
-    pub revocations: Arc<dyn Revocations>,
-    pub events: Option<Arc<dyn Events>>,
-}
-
-/// The engine, as the trigger sees it.
-#[derive(Clone)]
-pub struct TriggerPeers {
-    pub engine: Recipient<RunTask>,
-    pub abort_runs: Recipient<AbortRuns>,
-    pub abort_persona: Recipient<AbortPersona>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TriggerCounters {
@@ -122,40 +66,6 @@ pub struct TriggerCounters {
     pub orphans_requeued: u64,
     pub requeued_at_exit: usize,
     pub stopping: bool,
-}
-
-/// Stop intake, drain within the grace, requeue the rest; answered once done.
-#[derive(Message)]
-#[rtype(result = "TriggerCounters")]
-pub struct Shutdown;
-
-/// Revokes tasks (Celery's `revoke`): they are remembered on the broker for every worker; one
-/// held for its eta or waiting for a slot here is answered REVOKED at once; with `terminate`, a
-/// running one's run is aborted and it is answered REVOKED. Answered with the ids terminated.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "Vec<String>")]
-pub struct Revoke {
-    pub task_ids: Vec<String>,
-    pub terminate: bool,
-}
-
-/// What this worker holds, for remote control's `inspect`.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "Held")]
-pub struct Inspect;
-
-/// The tasks a worker holds, by where they are.
-#[derive(Clone, Debug, Default)]
-pub struct Held {
-    /// Running (in a run slot), with when they started.
-    pub active: Vec<(Accepted, chrono::DateTime<Utc>)>,
-    /// Due, waiting for a slot.
-    pub reserved: Vec<Accepted>,
-    /// Held for their eta.
-    pub scheduled: Vec<Accepted>,
-    pub counters: TriggerCounters,
-    /// Tasks answered, by name.
-    pub total: std::collections::BTreeMap<String, u64>,
 }
 
 /// A task holding a run slot.
@@ -516,193 +426,6 @@ impl Actor for RedisTrigger {
     }
 }
 
-impl Handler<Shutdown> for RedisTrigger {
-    type Result = ResponseActFuture<Self, TriggerCounters>;
-
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        self.counters.stopping = true;
-        self.stop.send_replace(true);
-        // Held and ready messages stay in flight: requeued below.
-        for (_, (_, timer)) in self.scheduled.drain() {
-            ctx.cancel_future(timer);
-        }
-        self.ready.clear();
-        self.update_gauges();
-        let grace = self.config.shutdown_grace;
-        tracing::info!("stopping: no new messages; running work has {grace:?} to finish");
-        let running = self.running_count.subscribe();
-        let abort_runs = self.peers.abort_runs.clone();
-        let abandoning = self.abandoning.clone();
-        let drain = async move {
-            let mut idle = running.clone();
-            if tokio::time::timeout(grace, idle.wait_for(|n| *n == 0))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            // Their runs are aborted first, so that no job stays processing: the jobs fail with
-            // the reason, and the next worker to take the message runs them again.
-            abandoning.store(true, Ordering::SeqCst);
-            tracing::warn!("shutdown grace over: aborting the runs still going");
-            let reason =
-                "the worker shut down before the run ended; its message went back to the queue";
-            let _ = abort_runs
-                .send(AbortRuns {
-                    reason: reason.into(),
-                })
-                .await;
-            let mut idle = running;
-            let _ = tokio::time::timeout(
-                ABORT_GRACE + Duration::from_secs(5),
-                idle.wait_for(|n| *n == 0),
-            )
-            .await;
-        };
-        Box::pin(drain.into_actor(self).then(|(), act, ctx| {
-            for (_, running) in act.running.drain() {
-                ctx.cancel_future(running.handle);
-            }
-            act.update_gauges();
-            let queue = act.ports.queue.clone();
-            let worker = act.config.worker_id.clone();
-            let events = act.ports.events.clone();
-            let fetching = act.fetching;
-            async move {
-                if fetching {
-                    // A fetch under way may still move a message in flight: let it land first.
-                    tokio::time::sleep(FETCH_BLOCK + Duration::from_millis(500)).await;
-                }
-                if let Some(events) = events {
-                    events.worker("worker-offline").await;
-                }
-                let requeued = std::sync::atomic::AtomicUsize::new(0);
-                persist("requeueing the messages in flight", || async {
-                    let moved = queue.requeue(&worker).await?;
-                    requeued.fetch_add(moved, Ordering::Relaxed);
-                    Ok(())
-                })
-                .await;
-                let requeued = requeued.into_inner();
-                // Nothing of ours is in flight: the lease goes now, and with it any persona
-                // lock a task aborted above still held, rather than when it would have lapsed.
-                persist("retiring the worker", || queue.retire(&worker)).await;
-                requeued
-            }
-            .into_actor(act)
-            .map(|requeued, act, ctx| {
-                act.counters.requeued_at_exit = requeued;
-                ctx.stop();
-                act.counters.clone()
-            })
-        }))
-    }
-}
-
-impl RedisTrigger {
-    /// Answers a task that holds no slot REVOKED without running it.
-    fn revoke_held(&mut self, task: Accepted, ctx: &mut Context<Self>) {
-        self.counters.revoked += 1;
-        self.counters.answered += 1;
-        let task_ctx = self.task_ctx.clone();
-        ctx.spawn(async move { task::revoke(task_ctx, task, "revoked").await }.into_actor(self));
-    }
-}
-
-impl Handler<Revoke> for RedisTrigger {
-    type Result = MessageResult<Revoke>;
-
-    fn handle(&mut self, msg: Revoke, ctx: &mut Context<Self>) -> Self::Result {
-        let ids: std::collections::HashSet<&String> = msg.task_ids.iter().collect();
-        let named = |task: &Accepted| task.task_ids().iter().any(|id| ids.contains(id));
-        // Remembered for every worker, and stored REVOKED at once, as Celery 5.7 does.
-        let (revocations, results) = (self.ports.revocations.clone(), self.ports.results.clone());
-        let (task_ids, keep) = (msg.task_ids.clone(), self.config.revokes_expire);
-        ctx.spawn(
-            async move {
-                persist("remembering revoked tasks", || {
-                    revocations.revoke(&task_ids, keep)
-                })
-                .await;
-                let state = TaskState::Revoked {
-                    reason: "revoked".into(),
-                };
-                for id in &task_ids {
-                    persist("recording a task result", || async {
-                        results
-                            .store(id, &state, &ResultMeta::default())
-                            .await
-                            .map(|_| ())
-                    })
-                    .await;
-                }
-            }
-            .into_actor(self),
-        );
-        let held: Vec<u64> = self
-            .scheduled
-            .iter()
-            .filter(|(_, (task, _))| named(task))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in held {
-            if let Some((task, timer)) = self.scheduled.remove(&key) {
-                ctx.cancel_future(timer);
-                self.revoke_held(task, ctx);
-            }
-        }
-        let (revoked, ready): (Vec<Accepted>, Vec<Accepted>) =
-            self.ready.drain(..).partition(|task| named(task));
-        self.ready = ready.into();
-        for task in revoked {
-            self.revoke_held(task, ctx);
-        }
-        let mut terminated = Vec::new();
-        if msg.terminate {
-            for running in self.running.values() {
-                if !named(&running.task) || running.task.terminated.swap(true, Ordering::SeqCst) {
-                    continue;
-                }
-                terminated.push(running.task.msg.id.clone());
-                let persona = match &running.task.call {
-                    Ok(IngestCall::FullPersona { persona_id, .. })
-                    | Ok(IngestCall::OneKind { persona_id, .. }) => persona_id.clone(),
-                    Err(_) => continue,
-                };
-                let Ok(persona) = crate::PersonaId::parse(&persona) else {
-                    continue;
-                };
-                tracing::warn!(task_id = %running.task.msg.id, %persona, "revoked: terminating its run");
-                self.peers.abort_persona.do_send(AbortPersona {
-                    persona,
-                    reason: "revoked".into(),
-                });
-            }
-        }
-        self.update_gauges();
-        MessageResult(terminated)
-    }
-}
-
-impl Handler<Inspect> for RedisTrigger {
-    type Result = MessageResult<Inspect>;
-
-    fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
-        self.update_gauges();
-        MessageResult(Held {
-            active: self
-                .running
-                .values()
-                .map(|r| (r.task.clone(), r.since))
-                .collect(),
-            reserved: self.ready.iter().cloned().collect(),
-            scheduled: self.scheduled.values().map(|(t, _)| t.clone()).collect(),
-            counters: self.counters.clone(),
-            total: self.total.clone(),
-        })
-    }
-}
-
 impl Handler<Observe<TriggerCounters>> for RedisTrigger {
     type Result = MessageResult<Observe<TriggerCounters>>;
 
@@ -711,6 +434,14 @@ impl Handler<Observe<TriggerCounters>> for RedisTrigger {
         MessageResult(self.counters.clone())
     }
 }
+
+mod parts;
+mod remote;
+mod shutdown;
+
+pub use parts::{hostname, TriggerConfig, TriggerPeers, TriggerPorts};
+pub use remote::{Held, Inspect, Revoke};
+pub use shutdown::Shutdown;
 
 #[cfg(test)]
 mod tests;

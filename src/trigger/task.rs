@@ -10,7 +10,8 @@
 //! `link` callbacks are sent on success and `link_error` ones on failure, as Celery sends them.
 //!
 //! Redis going away does not lose an answer: writes to it are retried until they land. If the
-//! worker stops first, the message is still in flight and goes back to its queue.
+//! worker stops first, the message is still in flight and goes back to its queue. The states and
+//! events given to the task and its sub-tasks are in `answers`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,18 +20,14 @@ use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use chrono::Utc;
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::celery::{
-    callback_message, retry_message, CallError, IngestCall, ResultMeta, TaskMessage, TaskNames,
-    TaskState,
-};
+use super::celery::{retry_message, CallError, IngestCall, TaskMessage, TaskNames, TaskState};
 use super::ports::{BrokerError, Delivery, Events, Locks, Queue, ResultStore, Revocations};
 use crate::actors::jittered_backoff;
 use crate::actors::orchestrator::RunOutcome;
-use crate::actors::supervisor::{JobEnded, RunLimits, RunTask, TaskEvent, TaskOutcome};
+use crate::actors::supervisor::{RunLimits, RunTask, TaskEvent, TaskOutcome};
 use crate::config::FullPersonaAnswers;
 use crate::{Kind, PersonaId};
 
@@ -332,119 +329,6 @@ impl<'a> Task<'a> {
         }
     }
 
-    /// The seed's `ingest_full_persona` answered: its sub-task ids, the sub-tasks received.
-    async fn dispatched(&mut self) {
-        let Some((persona_id, job_ids)) = self.full_persona() else {
-            return;
-        };
-        if let Some(events) = &self.ctx.events {
-            for (kind, job_id) in job_ids {
-                let name = self.ctx.names.of_kind(*kind);
-                let fields = subtask_received_fields(name, persona_id, job_id, self.msg);
-                events
-                    .task("task-received", &subtask_id(&self.msg.id, *kind), fields)
-                    .await;
-            }
-        }
-        let children = self.children();
-        self.answer_top(TaskState::Success(children)).await;
-    }
-
-    /// `{"profile": id, "works": id, "quotes": id}`.
-    fn children(&self) -> Value {
-        let Some((_, job_ids)) = self.full_persona() else {
-            return Value::Null;
-        };
-        Value::Object(
-            job_ids
-                .keys()
-                .map(|kind| (kind.to_string(), subtask_id(&self.msg.id, *kind).into()))
-                .collect(),
-        )
-    }
-
-    async fn sub_task_started(&mut self, kind: Kind) {
-        if self.full_persona().is_none() {
-            return;
-        }
-        self.sub_started.insert(kind, Instant::now());
-        let state = self.started_state();
-        self.answer(&subtask_id(&self.msg.id, kind), state).await;
-    }
-
-    /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while the task
-    /// will run it again, REVOKED when a revoke ended it).
-    async fn sub_task_ended(&mut self, job: &JobEnded) {
-        if self.full_persona().is_none() {
-            return;
-        }
-        let kind = job.outcome.kind;
-        let state = match &job.outcome.result {
-            Ok(stats) => TaskState::Success(json!(stats.vectors)),
-            Err(_) if self.terminated.load(Ordering::SeqCst) => TaskState::Revoked {
-                reason: "revoked".into(),
-            },
-            Err(e) if job.will_retry => retry_state(e.message.clone()),
-            Err(e) => exception("RuntimeError", e.message.clone()),
-        };
-        if state.is_ready() {
-            self.answered.insert(kind);
-        }
-        self.answer(&subtask_id(&self.msg.id, kind), state).await;
-    }
-
-    /// Gives every sub-task not yet answered for good the same `state`.
-    async fn answer_unanswered(&mut self, state: &TaskState) {
-        if let Some((_, job_ids)) = self.full_persona() {
-            for kind in job_ids.keys() {
-                if self.answered.insert(*kind) {
-                    self.answer(&subtask_id(&self.msg.id, *kind), state.clone())
-                        .await;
-                }
-            }
-        }
-    }
-
-    /// The task's final answer, and its sub-tasks' where their jobs did not end for good.
-    async fn finish(&mut self, outcome: &RunOutcome) {
-        if self.terminated.load(Ordering::SeqCst) {
-            let state = TaskState::Revoked {
-                reason: "revoked".into(),
-            };
-            self.answer_unanswered(&state).await;
-            self.answer_top(state).await;
-            return;
-        }
-        let run_error = || outcome.error.clone().unwrap_or_else(|| "not run".into());
-        if let Some((_, job_ids)) = self.full_persona() {
-            for kind in job_ids.keys() {
-                if !self.answered.insert(*kind) {
-                    continue;
-                }
-                let state = match outcome.jobs.iter().find(|j| j.kind == *kind) {
-                    Some(job) => match &job.result {
-                        Ok(stats) => TaskState::Success(json!(stats.vectors)),
-                        Err(e) => exception("RuntimeError", e.message.clone()),
-                    },
-                    None => exception("RuntimeError", run_error()),
-                };
-                self.answer(&subtask_id(&self.msg.id, *kind), state).await;
-            }
-        }
-        let state = match (self.call, outcome.jobs.first()) {
-            (Ok(IngestCall::FullPersona { .. }), _) if outcome.succeeded() => {
-                TaskState::Success(self.children())
-            }
-            (Ok(IngestCall::OneKind { .. }), Some(job)) => match &job.result {
-                Ok(stats) if outcome.succeeded() => TaskState::Success(json!(stats.vectors)),
-                Err(e) => exception("RuntimeError", e.message.clone()),
-                Ok(_) => exception("RuntimeError", run_error()),
-            },
-            _ => exception("RuntimeError", run_error()),
-        };
-        self.answer_top(state).await;
-    }
-
     /// RETRY stored, and the message published again with its countdown.
     async fn retry(
         &mut self,
@@ -494,113 +378,6 @@ impl<'a> Task<'a> {
         })
         .await;
     }
-
-    /// The task's own final state (once), its metric, and its `link` or `link_error` callbacks.
-    async fn answer_top(&mut self, state: TaskState) {
-        if self.top_answered {
-            return;
-        }
-        self.top_answered = true;
-        let ended = state.status();
-        crate::metrics::METRICS
-            .tasks
-            .with_label_values(&[ended])
-            .inc();
-        let callbacks = match &state {
-            TaskState::Success(value) => self
-                .msg
-                .callbacks
-                .iter()
-                .map(|s| (s, value.clone()))
-                .collect(),
-            TaskState::Failure { .. } | TaskState::Revoked { .. } => self
-                .msg
-                .errbacks
-                .iter()
-                .map(|s| (s, Value::from(self.msg.id.clone())))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let msg_id = self.msg.id.clone();
-        if !self.answer(&msg_id, state).await {
-            // Answered before (a redelivered task): so were its callbacks.
-            return;
-        }
-        for (signature, first) in callbacks {
-            let origin = &self.ctx.hostname;
-            let Some((queue, message)) =
-                callback_message(signature, first, self.msg, &self.ctx.default_queue, origin)
-            else {
-                continue;
-            };
-            let sent = &self.ctx.queue;
-            persist("sending a callback", || {
-                sent.publish(&queue, message.as_bytes())
-            })
-            .await;
-        }
-    }
-
-    /// Stores a state of the task or of one of its sub-tasks, and sends its event; false when a
-    /// SUCCESS was there already and stays.
-    async fn answer(&self, task_id: &str, state: TaskState) -> bool {
-        let top = task_id == self.msg.id;
-        let meta = if top {
-            ResultMeta {
-                parent_id: self.msg.parent_id.clone(),
-                children: state.is_ready().then(|| match self.full_persona() {
-                    Some((_, job_ids)) => job_ids
-                        .keys()
-                        .map(|kind| subtask_id(&self.msg.id, *kind))
-                        .collect(),
-                    None => Vec::new(),
-                }),
-            }
-        } else {
-            ResultMeta {
-                parent_id: Some(self.msg.id.clone()),
-                children: state.is_ready().then(Vec::new),
-            }
-        };
-        let stored = if top && self.msg.ignore_result {
-            true
-        } else {
-            let results = &self.ctx.results;
-            let stored = AtomicBool::new(false);
-            persist("recording a task result", || async {
-                let kept = results.store(task_id, &state, &meta).await?;
-                stored.store(kept, Ordering::SeqCst);
-                Ok(())
-            })
-            .await;
-            stored.into_inner()
-        };
-        // A state that did not change (a SUCCESS stays) makes no event.
-        if !stored {
-            return false;
-        }
-        let Some(events) = &self.ctx.events else {
-            return true;
-        };
-        let runtime = if top {
-            self.started.elapsed()
-        } else {
-            self.sub_started
-                .iter()
-                .find(|(kind, _)| subtask_id(&self.msg.id, **kind) == task_id)
-                .map_or(Duration::ZERO, |(_, at)| at.elapsed())
-        };
-        let (event_type, fields) = event_of(&state, runtime);
-        events.task(event_type, task_id, fields).await;
-        true
-    }
-
-    fn started_state(&self) -> TaskState {
-        TaskState::Started {
-            pid: std::process::id(),
-            hostname: self.ctx.hostname.clone(),
-        }
-    }
 }
 
 /// The queue a delivery's priority list belongs to.
@@ -622,7 +399,8 @@ async fn stopped_during(wait: Duration, stopping: &mut watch::Receiver<bool>) ->
     }
 }
 
+mod answers;
 mod states;
 
-use states::{event_of, jobs_of, retry_state, subtask_received_fields};
 pub use states::{exception, received_fields, subtask_id};
+use states::{jobs_of, retry_state};

@@ -3,6 +3,9 @@
 //! lives of their own), remote control (`celery status`, `inspect`, `revoke` with `terminate`),
 //! every kind of message a Celery producer sends, and a result backend of its own.
 //!
+//! One file for the Celery client's view of the daemon, a test per feature (the README's table
+//! names them), hence its length.
+//!
 //! Remote control is a broadcast on the Redis db: daemons of other tests running beside these
 //! answer too, so every check looks at this test's own node (`worker.name`).
 

@@ -1,7 +1,8 @@
 //! The trigger against the real Redis: any bytes on the queue (a quarter of a thousand not even
 //! UTF-8) dead-lettered while valid work goes on, a killed worker holding such bytes replaced,
 //! countdown messages that hold no run slot, a retry that frees its slot for other work, and
-//! two daemons sharing one SQLite file.
+//! two daemons sharing one SQLite file. (Long for its garbage generator: fifteen kinds of
+//! message no worker can run, each with what its dead letter must say.)
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -137,6 +137,17 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The outcome of a run that never started (or vanished): failed with `error`, no job.
+    pub fn not_run(persona: PersonaId, error: String) -> Self {
+        Self {
+            persona,
+            status: PersonaStatus::Failed,
+            jobs: Vec::new(),
+            error: Some(error),
+            elapsed: Duration::ZERO,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.status == PersonaStatus::Active
     }

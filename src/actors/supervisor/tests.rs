@@ -8,6 +8,8 @@ use super::*;
 use crate::actors::orchestrator::AbortRun;
 use crate::testkit::{self, probe, ProbeHandle};
 use crate::Kind;
+use crate::PersonaStatus;
+use std::time::Duration;
 
 /// Starts nothing: keeps each run's reply for the test to answer or drop; aborts go to a probe.
 struct ScriptedRuns {

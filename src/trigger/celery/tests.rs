@@ -1,4 +1,5 @@
-//! Celery's wire format, checked against what real Celery 5.7.0 wrote (`tests/fixtures/celery`).
+//! Celery's wire format, checked against what real Celery 5.7.0 wrote (`tests/fixtures/celery`):
+//! one test per kind of message and result, hence the length.
 
 use std::io::Write;
 

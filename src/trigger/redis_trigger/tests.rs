@@ -1,5 +1,6 @@
 //! The RedisTrigger alone: the testkit's `MemoryBroker` in place of Redis, a probe in place of
-//! the engine (answering `RunTask` as each test scripts), time virtual.
+//! the engine (answering `RunTask` as each test scripts), time virtual. Long because each
+//! behaviour is one test over the one harness at the top.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,13 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::actors::ingestor::{JobError, JobStats};
+use crate::actors::orchestrator::ABORT_GRACE;
 use crate::actors::orchestrator::{JobOutcome, RunOutcome};
+use crate::actors::supervisor::{AbortPersona, AbortRuns, RunTask};
 use crate::actors::supervisor::{TaskEvent, TaskOutcome};
 use crate::config::FullPersonaAnswers;
 use crate::testkit::{self, observe, probe, MemoryBroker, ProbeHandle};
+use crate::trigger::celery::TaskNames;
 use crate::trigger::celery::{decode, encode, TaskState};
 use crate::{PersonaId, PersonaStatus};
 

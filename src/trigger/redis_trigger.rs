@@ -20,7 +20,7 @@
 //! held, started, ended) reads best in one file; what it is made of, remote control and shutdown
 //! are beside it in `parts`, `remote` and `shutdown`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +91,8 @@ pub struct RedisTrigger {
     running: HashMap<u64, Running>,
     ready: VecDeque<Accepted>,
     scheduled: HashMap<u64, (Accepted, SpawnHandle)>,
-    total: std::collections::BTreeMap<String, u64>,
+    /// Tasks let go of, by name (`inspect stats`' `total`).
+    total: BTreeMap<String, u64>,
 }
 
 impl RedisTrigger {
@@ -190,17 +191,16 @@ impl RedisTrigger {
             Err(reason) => return self.dead_letter(delivery, reason.to_string(), ctx),
         };
         let call = ingest_call(&msg, &self.config.names);
-        if let Err(CallError::NotRegistered(_)) = &call {
+        if let Err(unknown @ CallError::NotRegistered(_)) = &call {
             // Kept whole for whoever serves it; its caller is told, as Celery's worker tells.
-            let reason = call.as_ref().unwrap_err().to_string();
-            let (results, id) = (self.ports.results.clone(), msg.id.clone());
-            let (exc_type, exc_module, message) = call.as_ref().unwrap_err().exception();
+            let (exc_type, exc_module, message) = unknown.exception();
             let state = TaskState::Failure {
                 exc_type: exc_type.into(),
                 exc_message: message,
                 exc_module: exc_module.into(),
                 traceback: None,
             };
+            let (results, id) = (self.ports.results.clone(), msg.id.clone());
             ctx.spawn(
                 async move {
                     persist("recording a task result", || async {
@@ -213,7 +213,7 @@ impl RedisTrigger {
                 }
                 .into_actor(self),
             );
-            return self.dead_letter(delivery, reason, ctx);
+            return self.dead_letter(delivery, unknown.to_string(), ctx);
         }
         let task = Accepted {
             delivery,

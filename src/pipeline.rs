@@ -165,10 +165,13 @@ impl Engine {
     /// jobs already completed are not run again. Answers the last run's outcome, which holds
     /// every job.
     pub async fn run_retrying(&self, mut request: RunRequest) -> anyhow::Result<RunOutcome> {
-        // One task id for the run's jobs, so that a run again knows which completed.
-        let task_id = uuid::Uuid::new_v4().to_string();
-        for job in &mut request.jobs {
-            job.task_id.get_or_insert_with(|| task_id.clone());
+        // One task id for the run's jobs when it may run again, so that a run again knows which
+        // completed (rows of a run that cannot be retried keep no task id, as before).
+        if self.settings.worker.max_retries > 0 {
+            let task_id = uuid::Uuid::new_v4().to_string();
+            for job in &mut request.jobs {
+                job.task_id.get_or_insert_with(|| task_id.clone());
+            }
         }
         let mut retries = 0;
         loop {

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::ports::{ControlReplies, Events, Revocations};
 use super::redis_trigger::{Inspect, Revoke};
+use crate::actors::Observe;
 
 /// A control message as PUBLISHed (a kombu envelope).
 #[derive(Message)]
@@ -54,6 +55,18 @@ pub struct Pidbox {
     shutdown: watch::Sender<bool>,
     started: Instant,
     clock: u64,
+    counters: PidboxCounters,
+}
+
+/// What remote control did, for tests and the status views.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PidboxCounters {
+    /// Control messages heard.
+    pub heard: u64,
+    /// Commands meant for this worker, by method.
+    pub commands: std::collections::BTreeMap<String, u64>,
+    /// Heard but not for this worker: another node's, expired, or unreadable.
+    pub ignored: u64,
 }
 
 impl Pidbox {
@@ -75,6 +88,7 @@ impl Pidbox {
             shutdown,
             started: Instant::now(),
             clock: 0,
+            counters: PidboxCounters::default(),
         }
     }
 }
@@ -211,9 +225,16 @@ impl Handler<ControlMessage> for Pidbox {
         _: &mut Context<Self>,
     ) -> Self::Result {
         self.clock += 1;
+        self.counters.heard += 1;
         let Some(command) = command_for(&raw, &self.info.hostname) else {
+            self.counters.ignored += 1;
             return Box::pin(fut::ready(()));
         };
+        *self
+            .counters
+            .commands
+            .entry(command.method.clone())
+            .or_default() += 1;
         tracing::debug!(method = %command.method, "pidbox command");
         let info = self.info.clone();
         let inspect = self.inspect.clone();
@@ -322,6 +343,14 @@ impl Handler<ControlMessage> for Pidbox {
             }
         };
         Box::pin(work.into_actor(self))
+    }
+}
+
+impl Handler<Observe<PidboxCounters>> for Pidbox {
+    type Result = MessageResult<Observe<PidboxCounters>>;
+
+    fn handle(&mut self, _: Observe<PidboxCounters>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
     }
 }
 

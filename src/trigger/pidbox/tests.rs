@@ -157,6 +157,9 @@ async fn commands_answer_as_a_celery_worker_does() {
             json!([]),
         ]
     );
+    let counters: PidboxCounters = crate::testkit::observe(&h.pidbox).await;
+    assert_eq!(counters.commands.get("revoke"), Some(&2));
+    assert_eq!(counters.ignored, 0);
     let revokes = h.revoke.received();
     assert_eq!(
         revokes

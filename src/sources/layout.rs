@@ -88,33 +88,55 @@ impl DataRoot {
         }
     }
 
-    /// The files under `dir` whose extension is one of `extensions`, recursively, sorted by
-    /// path. A missing folder holds no file.
+    /// The files under `dir` whose extension is one of `extensions` (in any case: `CHAPTER1.TXT`
+    /// is a text), recursively, sorted by path. A missing folder holds no file. What is passed
+    /// over is added to `skipped` as `path (why)`: hidden files and folders (a leading `.`, as
+    /// editors' locks and macOS's `._` files are), `__MACOSX` folders, dangling symlinks and
+    /// entries that cannot be read; none of them fails the walk.
     pub fn files_under(
         &self,
         dir: &Path,
         extensions: &[&str],
+        skipped: &mut Vec<String>,
     ) -> Result<Vec<SourceFile>, SourceError> {
         if !dir.exists() {
             return Ok(Vec::new());
         }
         let mut files = Vec::new();
-        let walker = walkdir::WalkDir::new(dir)
+        let mut walker = walkdir::WalkDir::new(dir)
             .follow_links(true)
-            .sort_by_file_name();
-        for entry in walker {
-            let entry = entry.map_err(|e| SourceError::Io {
-                rel: e
-                    .path()
-                    .map(|p| self.rel(p))
-                    .unwrap_or_else(|| self.rel(dir)),
-                source: e.into(),
-            })?;
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(entry) = walker.next() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let rel = e.path().map_or_else(|| self.rel(dir), |p| self.rel(p));
+                    let dangling = e
+                        .io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
+                    let why = if dangling {
+                        "dangling symlink".to_owned()
+                    } else {
+                        format!("unreadable: {e}")
+                    };
+                    skipped.push(format!("{rel} ({why})"));
+                    continue;
+                }
+            };
+            let name = entry.file_name().to_string_lossy();
+            if entry.depth() > 0 && (name.starts_with('.') || name == "__MACOSX") {
+                skipped.push(format!("{} (hidden)", self.rel(entry.path())));
+                if entry.file_type().is_dir() {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
             let wanted = entry
                 .path()
                 .extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| extensions.contains(&e));
+                .is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)));
             if entry.file_type().is_file() && wanted {
                 files.push(self.resolve(entry.path())?);
             }

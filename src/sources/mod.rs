@@ -94,11 +94,28 @@ pub struct SourceFile {
 pub struct SourcePlan {
     pub files: Vec<SourceFile>,
     pub missing: Vec<String>,
+    /// Entries passed over while looking (hidden files and folders, `__MACOSX`, dangling
+    /// symlinks, unreadable entries), each `path (why)`: told in the job's warning, never a
+    /// failure.
+    pub skipped: Vec<String>,
 }
 
 impl SourcePlan {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
+    }
+
+    /// The job's warning about `skipped`: how many, and the first few.
+    pub fn skipped_warning(&self) -> Option<String> {
+        const NAMED: usize = 5;
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let mut named = self.skipped[..self.skipped.len().min(NAMED)].join(", ");
+        if self.skipped.len() > NAMED {
+            named.push_str(&format!(" and {} more", self.skipped.len() - NAMED));
+        }
+        Some(format!("skipped {} entries: {named}", self.skipped.len()))
     }
 }
 

@@ -33,7 +33,8 @@ impl Source for ProfileSource {
         let main = self.root.profile_file(&self.persona);
         let dir = self.root.profile_dir(&self.persona);
         let mut files: Vec<SourceFile> = self.root.file(&main)?.into_iter().collect();
-        files.extend(self.root.files_under(&dir, &["md", "txt"])?);
+        let mut skipped = Vec::new();
+        files.extend(self.root.files_under(&dir, &["md", "txt"], &mut skipped)?);
         let missing = if files.is_empty() {
             vec![
                 self.root.rel(&main),
@@ -42,7 +43,11 @@ impl Source for ProfileSource {
         } else {
             Vec::new()
         };
-        Ok(SourcePlan { files, missing })
+        Ok(SourcePlan {
+            files,
+            missing,
+            skipped,
+        })
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {

@@ -140,11 +140,11 @@ impl Source for QuotesSource {
         Ok(match self.root.file(&path)? {
             Some(file) => SourcePlan {
                 files: vec![file],
-                missing: Vec::new(),
+                ..SourcePlan::default()
             },
             None => SourcePlan {
-                files: Vec::new(),
                 missing: vec![self.root.rel(&path)],
+                ..SourcePlan::default()
             },
         })
     }

@@ -30,13 +30,18 @@ impl Source for WorksSource {
 
     fn plan(&self) -> Result<SourcePlan, SourceError> {
         let dir = self.root.works_dir(&self.persona);
-        let files = self.root.files_under(&dir, &["txt", "md"])?;
+        let mut skipped = Vec::new();
+        let files = self.root.files_under(&dir, &["txt", "md"], &mut skipped)?;
         let missing = if files.is_empty() {
             vec![format!("{}/**/*.{{txt,md}}", self.root.rel(&dir))]
         } else {
             Vec::new()
         };
-        Ok(SourcePlan { files, missing })
+        Ok(SourcePlan {
+            files,
+            missing,
+            skipped,
+        })
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {

@@ -46,7 +46,7 @@ impl StaticSource {
                 rel: STATIC_FILE.into(),
                 bytes: (self.chunks * self.chunk_bytes) as u64,
             }],
-            missing: Vec::new(),
+            ..SourcePlan::default()
         }
     }
 }
@@ -121,8 +121,8 @@ impl Source for EmptySource {
 
     fn plan(&self) -> Result<SourcePlan, SourceError> {
         Ok(SourcePlan {
-            files: Vec::new(),
             missing: vec![format!("data/p/{}", self.0)],
+            ..SourcePlan::default()
         })
     }
 

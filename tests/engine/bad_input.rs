@@ -236,3 +236,58 @@ async fn a_different_embedding_dimension_is_refused_by_an_existing_collection() 
         Some("writing to p_works: collection p_works holds local-hash-v1 vectors of dimension 384; refusing to write local-hash-v1 vectors of dimension 64 into it")
     );
 }
+
+/// Folders as people copy them from Macs and editors: AppleDouble `._` files, a `__MACOSX`
+/// folder, an editor's lock (a dangling symlink), another dangling symlink whatever its
+/// extension, and extensions in capitals.
+#[actix::test]
+async fn clutter_in_a_works_folder_is_skipped_and_told_and_capital_extensions_are_read() {
+    let world = World::new();
+    world.write("personas/q/profile.md", "# Q\n\nA writer.\n");
+    world.write(
+        "data/q/profile/BIO.MD",
+        "Born by a river. Wrote about it.\n",
+    );
+    world.write(
+        "data/q/works/CHAPTER1.TXT",
+        "The first chapter, in capitals.\n",
+    );
+    world.write("data/q/works/chapter2.txt", "The second chapter.\n");
+    world.write(
+        "data/q/works/._chapter1.txt",
+        b"\x00\x05\x16\x07Mac OS X        \x00\x02\x00\x00\xff\xfe",
+    );
+    world.write(
+        "data/q/works/__MACOSX/._chapter2.txt",
+        b"\x00\x05\x16\x07\xff",
+    );
+    let works = world.data_root.join("data/q/works");
+    std::os::unix::fs::symlink("user@host.1234:1700000000", works.join(".#chapter1.txt")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", works.join("notes.pdf")).unwrap();
+    let engine = world.engine(&[]).await;
+    let outcome = engine
+        .ingest(persona("q"), &[Kind::Works, Kind::Profile])
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    let rows = latest_jobs(&engine.db, "q").await;
+    let works_row = job_of(&rows, Kind::Works);
+    assert_eq!(works_row.status, JobStatus::Completed);
+    assert_eq!(works_row.total_vectors, 2, "CHAPTER1.TXT and chapter2.txt");
+    let warning = works_row.warning_message.as_deref().unwrap_or_default();
+    for skipped in [
+        "data/q/works/._chapter1.txt (hidden)",
+        "data/q/works/.#chapter1.txt (dangling symlink)",
+        "data/q/works/__MACOSX (hidden)",
+        "data/q/works/notes.pdf (dangling symlink)",
+    ] {
+        assert!(warning.contains(skipped), "{skipped:?} not in {warning:?}");
+    }
+    assert!(warning.starts_with("skipped 4 entries: "), "{warning}");
+    assert_eq!(
+        job_of(&rows, Kind::Profile).total_vectors,
+        2,
+        "profile.md and BIO.MD"
+    );
+    assert_store_matches_rows(&engine, "q").await;
+}

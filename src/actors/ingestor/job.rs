@@ -274,6 +274,9 @@ async fn run(
         tracing::info!(job_id = %job.job_id, collection = %job.collection.name, pruned, "removed stale records");
     }
     let mut warnings = warnings;
+    if let Some(skipped) = job.plan.skipped_warning() {
+        warnings.insert(0, skipped);
+    }
     if job.plan.files.is_empty() {
         warnings.insert(
             0,

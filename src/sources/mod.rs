@@ -146,6 +146,15 @@ pub enum SourceError {
     },
     #[error("stopped before the end of {rel}")]
     Stopped { rel: String },
+    /// Skip mode found no good record at all in a file that has some: read as a bad file (a
+    /// wrong encoding or line ends), not as an empty one, so nothing is written or removed.
+    #[error("{rel}: none of its {bad} record(s) could be read, so nothing was written and nothing removed (first: line {line}: {reason})")]
+    NothingRead {
+        rel: String,
+        bad: usize,
+        line: u64,
+        reason: String,
+    },
 }
 
 /// Where a source puts its chunks. `Break` means stop: the job was cancelled or failed.

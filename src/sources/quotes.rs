@@ -165,14 +165,28 @@ impl Source for QuotesSource {
             }
             OnBadRecord::Skip => {
                 let mut skipped: Vec<(u64, String)> = Vec::new();
+                let mut good = 0u64;
                 self.scan(
                     file,
-                    |chunk, done| sink.accept(chunk, done),
+                    |chunk, done| {
+                        good += 1;
+                        sink.accept(chunk, done)
+                    },
                     |line, reason| {
                         skipped.push((line, reason));
                         ControlFlow::Continue(())
                     },
                 )?;
+                if good == 0 {
+                    if let Some((line, reason)) = skipped.first().cloned() {
+                        return Err(SourceError::NothingRead {
+                            rel: file.rel.clone(),
+                            bad: skipped.len(),
+                            line,
+                            reason,
+                        });
+                    }
+                }
                 Ok(FileReport {
                     warnings: skip_warning(&file.rel, &skipped).into_iter().collect(),
                 })

@@ -291,3 +291,46 @@ async fn clutter_in_a_works_folder_is_skipped_and_told_and_capital_extensions_ar
     );
     assert_store_matches_rows(&engine, "q").await;
 }
+
+/// After a good run, the quotes file saved again by a tool that wrote it in another encoding or
+/// with other line ends: in skip mode every line is bad. That is a bad file, not an empty one:
+/// the job fails naming it, and the quotes already in the store stay.
+#[actix::test]
+async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
+    let good = "{\"text\": \"one\"}\n{\"text\": \"two\"}\n{\"text\": \"three\"}\n";
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(good.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let cr_only = good.replace('\n', "\r").into_bytes();
+    for (saved_as, bytes) in [("UTF-16", utf16), ("CR line ends", cr_only)] {
+        let world = World::new();
+        with_profile_and_works(&world);
+        world.write(QUOTES, good);
+        let engine = world.engine(&[("quotes.on_bad_record", "skip")]).await;
+        assert!(engine
+            .ingest(persona("p"), &[Kind::Quotes])
+            .await
+            .unwrap()
+            .succeeded());
+        assert_eq!(store_count(&engine, "p_quotes").await, 3);
+
+        world.write(QUOTES, bytes);
+        let outcome = engine.ingest(persona("p"), &[Kind::Quotes]).await.unwrap();
+        assert!(!outcome.succeeded(), "{saved_as}");
+        let rows = latest_jobs(&engine.db, "p").await;
+        let quotes = job_of(&rows, Kind::Quotes);
+        assert_eq!(quotes.status, JobStatus::Failed, "{saved_as}");
+        let error = quotes.error_message.as_deref().unwrap();
+        assert!(
+            error.starts_with("data/p/quotes/all_quotes.jsonl: none of its"),
+            "{saved_as}: {error}"
+        );
+        assert_eq!(
+            store_count(&engine, "p_quotes").await,
+            3,
+            "{saved_as}: nothing removed"
+        );
+        assert_nothing_processing(&engine.db).await;
+    }
+}

@@ -23,7 +23,10 @@ pub enum DbError {
 /// failed one what counts is whether anything is still pending, seen through a new connection
 /// (the failed attempt's connections may hold a snapshot from before the winner's commit).
 pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, DbError> {
-    const ATTEMPTS: u64 = 5;
+    // Enough for a handful of processes starting together on a new file to take turns (each
+    // turn is a connection setting WAL on, or a migration), with jitter so they do not collide
+    // again in step.
+    const ATTEMPTS: u32 = 12;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -43,7 +46,12 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         if attempt >= ATTEMPTS {
             return Err(error);
         }
-        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        let wait = crate::retry::jittered_backoff(
+            Duration::from_millis(100),
+            attempt,
+            Duration::from_secs(1),
+        );
+        tokio::time::sleep(wait).await;
         if let (DbError::Migrate { .. }, Ok(db)) = (&error, connect_only(settings).await) {
             if Migrator::get_pending_migrations(&db).await.map(|p| p.len()) == Ok(0) {
                 return Ok(db);
@@ -73,12 +81,55 @@ pub async fn connect_only(settings: &DatabaseSettings) -> Result<DatabaseConnect
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(true)
         });
-    Database::connect(options)
-        .await
-        .map_err(|source| DbError::Connect {
-            url: redact(&settings.url),
-            source,
-        })
+    // Several processes opening a new SQLite file at once meet "database is locked" while one
+    // of them turns WAL on, which no busy timeout waits out: such an open is tried again.
+    let mut attempt = 0;
+    loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => return Ok(db),
+            Err(source) if attempt < BUSY_ATTEMPTS && is_sqlite_busy(&source) => {
+                attempt += 1;
+                let wait = crate::retry::jittered_backoff(
+                    Duration::from_millis(50),
+                    attempt,
+                    Duration::from_millis(500),
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(source) => {
+                return Err(DbError::Connect {
+                    url: redact(&settings.url),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Opens of a busy SQLite file tried again before giving up (a few seconds in all).
+const BUSY_ATTEMPTS: u32 = 12;
+
+/// SQLite's primary result codes for a file held by another connection.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+
+/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY or SQLITE_LOCKED, with their
+/// extended codes such as 517): another process is writing the file.
+pub fn is_sqlite_busy(e: &DbErr) -> bool {
+    use sea_orm::{sqlx, RuntimeErr};
+    let (DbErr::Conn(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+    | DbErr::Exec(RuntimeErr::SqlxError(sqlx::Error::Database(db)))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx::Error::Database(db)))) = e
+    else {
+        return false;
+    };
+    let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() else {
+        return false;
+    };
+    let primary = sqlx::error::DatabaseError::code(sqlite)
+        .and_then(|code| code.parse::<i32>().ok())
+        .map(|code| code & 0xff);
+    matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 /// The names of the migrations applied and pending, for `persona-ingest migrate`.

@@ -55,23 +55,13 @@ fn is_unavailable(e: &DbErr) -> bool {
     };
     match sqlx_error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => {
-            if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-                let primary = sqlx::error::DatabaseError::code(sqlite)
-                    .and_then(|code| code.parse::<i32>().ok())
-                    .map(|code| code & 0xff);
-                return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
-            }
-            db.code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
-        }
+        sqlx::Error::Database(_) if crate::db::is_sqlite_busy(e) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
         _ => false,
     }
 }
-
-/// SQLite's primary result codes for a file held by another connection.
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
 
 /// A job a run is to carry out: its id may come from the caller (the web app made the row).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

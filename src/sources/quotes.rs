@@ -7,7 +7,7 @@
 //! the job with nothing written; skip mode passes over bad lines and lists them.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -78,16 +78,13 @@ impl QuotesSource {
         let (mut number, mut bytes_done) = (0u64, 0u64);
         loop {
             line.clear();
-            let read = (&mut reader)
-                .take(limit as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .map_err(io)?;
+            let read = read_line(&mut reader, limit, &mut line).map_err(io)?;
             if read == 0 {
                 return Ok(());
             }
             number += 1;
             bytes_done += read as u64;
-            let too_long = line.len() > limit && line.last() != Some(&b'\n');
+            let too_long = line.len() > limit && !matches!(line.last(), Some(b'\n' | b'\r'));
             let record = if too_long {
                 skip_rest_of_line(&mut reader, &mut bytes_done).map_err(io)?;
                 Err(format!(
@@ -195,20 +192,70 @@ impl Source for QuotesSource {
     }
 }
 
+/// Reads one line into `line`, its end included: LF, CRLF or a lone CR (classic Mac files), so
+/// that records and their line numbers are the same whatever the line ends. Stops early once
+/// `line` is longer than `limit`; answers the bytes read (0 at the end of the file).
+fn read_line(
+    reader: &mut impl BufRead,
+    limit: usize,
+    line: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(read);
+        }
+        match buf.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            Some(at) if line.len() + at <= limit => {
+                let cr = buf[at] == b'\r';
+                line.extend_from_slice(&buf[..=at]);
+                reader.consume(at + 1);
+                read += at + 1;
+                if cr && reader.fill_buf()?.first() == Some(&b'\n') {
+                    line.push(b'\n');
+                    reader.consume(1);
+                    read += 1;
+                }
+                return Ok(read);
+            }
+            // No line end in reach: take up to one byte past the limit.
+            _ => {
+                let take = buf.len().min(limit + 1 - line.len().min(limit + 1));
+                line.extend_from_slice(&buf[..take]);
+                reader.consume(take);
+                read += take;
+                if line.len() > limit {
+                    return Ok(read);
+                }
+            }
+        }
+    }
+}
+
+/// Passes over the rest of a line too long to keep, its end (LF, CR or CRLF) included.
 fn skip_rest_of_line(reader: &mut impl BufRead, bytes_done: &mut u64) -> std::io::Result<()> {
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
             return Ok(());
         }
-        let (used, found) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        reader.consume(used);
-        *bytes_done += used as u64;
-        if found {
-            return Ok(());
+        match buf.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            Some(at) => {
+                let cr = buf[at] == b'\r';
+                reader.consume(at + 1);
+                *bytes_done += at as u64 + 1;
+                if cr && reader.fill_buf()?.first() == Some(&b'\n') {
+                    reader.consume(1);
+                    *bytes_done += 1;
+                }
+                return Ok(());
+            }
+            None => {
+                let used = buf.len();
+                reader.consume(used);
+                *bytes_done += used as u64;
+            }
         }
     }
 }
@@ -315,6 +362,31 @@ fn flatten(key: &str, value: Value) -> Result<Option<MetaValue>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_end_with_lf_cr_or_crlf_and_long_ones_stop_at_the_limit() {
+        let mut reader = std::io::Cursor::new(b"a\rb\r\nc\nd".to_vec());
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if read_line(&mut reader, 100, &mut line).unwrap() == 0 {
+                break;
+            }
+            lines.push(String::from_utf8(line).unwrap());
+        }
+        assert_eq!(lines, ["a\r", "b\r\n", "c\n", "d"]);
+
+        let mut reader = std::io::Cursor::new(b"0123456789\r\nnext\r".to_vec());
+        let mut line = Vec::new();
+        read_line(&mut reader, 4, &mut line).unwrap();
+        assert_eq!(line, b"01234", "stops one past the limit");
+        let mut done = 0;
+        skip_rest_of_line(&mut reader, &mut done).unwrap();
+        assert_eq!(done, 7, "the rest and its CRLF");
+        let mut line = Vec::new();
+        read_line(&mut reader, 100, &mut line).unwrap();
+        assert_eq!(line, b"next\r");
+    }
 
     #[test]
     fn records_flatten_into_metadata() {

@@ -72,12 +72,8 @@ impl<R: Read> TextBlocks<R> {
             Ok(_) => raw.len(),
             Err(e) if e.error_len().is_none() && !self.eof => e.valid_up_to(),
             Err(e) => {
-                let line = self.lines
-                    + 1
-                    + raw[..e.valid_up_to()]
-                        .iter()
-                        .filter(|b| **b == b'\n')
-                        .count() as u64;
+                let at = e.valid_up_to();
+                let line = self.lines + 1 + line_ends(&raw[..at], raw.get(at).copied());
                 return Err(SourceError::NotUtf8 {
                     rel: self.rel.clone(),
                     line,
@@ -87,15 +83,19 @@ impl<R: Read> TextBlocks<R> {
         };
         let mut end = valid;
         if !self.eof {
-            // End at the last line end, so lines stay whole; and never between CR and LF.
-            if let Some(nl) = raw[..valid].iter().rposition(|b| *b == b'\n') {
-                end = nl + 1;
-            } else if raw[..valid].last() == Some(&b'\r') {
-                end = valid - 1;
+            // End at the last line end (LF, CR or CRLF), so lines stay whole; and never between
+            // CR and LF: a CR last in the block waits for the next one.
+            match raw[..valid]
+                .iter()
+                .rposition(|b| *b == b'\n' || *b == b'\r')
+            {
+                Some(at) if raw[at] == b'\r' && at + 1 == valid => end = at,
+                Some(at) => end = at + 1,
+                None => {}
             }
         }
         self.carry = raw.split_off(end);
-        self.lines += raw.iter().filter(|b| **b == b'\n').count() as u64;
+        self.lines += line_ends(&raw, self.carry.first().copied());
         self.bytes_done += raw.len() as u64;
         let text = std::str::from_utf8(&raw).expect("checked above");
         Ok(Some(Block {
@@ -103,6 +103,25 @@ impl<R: Read> TextBlocks<R> {
             bytes_done: self.bytes_done,
         }))
     }
+}
+
+/// The line ends in `bytes` (LF, CRLF or a lone CR, as classic Mac files end their lines);
+/// `next` is the byte after them, if known, to tell a CR that ends a CRLF's first half.
+fn line_ends(bytes: &[u8], next: Option<u8>) -> u64 {
+    let mut ends = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b'\n' => ends += 1,
+            b'\r' => {
+                let following = bytes.get(i + 1).copied().or(next);
+                if following != Some(b'\n') {
+                    ends += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    ends
 }
 
 /// CRLF and lone CR to LF; control characters other than tab and newline dropped.
@@ -163,6 +182,27 @@ mod tests {
             err.to_string(),
             "t.txt:3: not valid UTF-8 (byte offset 20); texts must be UTF-8"
         );
+    }
+
+    #[test]
+    fn lines_end_with_cr_lf_or_crlf_for_positions_too() {
+        for (file, line_ends) in [
+            (&b"fine\rstill fine\rbad \x93quote\r"[..], "CR"),
+            (&b"fine\r\nstill fine\r\nbad \x93quote\r\n"[..], "CRLF"),
+            (&b"fine\r\nstill fine\rbad \x93quote\n"[..], "mixed"),
+        ] {
+            // Small blocks, so that line ends fall on block boundaries too.
+            for block in [16, 1024] {
+                match read_all(file, block) {
+                    Err(SourceError::NotUtf8 { line, .. }) => {
+                        assert_eq!(line, 3, "{line_ends}, blocks of {block}")
+                    }
+                    other => panic!("{line_ends}: {:?}", other.map(|_| ())),
+                }
+            }
+        }
+        let text = read_all(b"one\rtwo\r\nthree\rfour", 16).unwrap();
+        assert_eq!(text, "one\ntwo\nthree\nfour");
     }
 
     #[test]

@@ -292,18 +292,23 @@ async fn clutter_in_a_works_folder_is_skipped_and_told_and_capital_extensions_ar
     assert_store_matches_rows(&engine, "q").await;
 }
 
-/// After a good run, the quotes file saved again by a tool that wrote it in another encoding or
-/// with other line ends: in skip mode every line is bad. That is a bad file, not an empty one:
-/// the job fails naming it, and the quotes already in the store stay.
+/// After a good run, the quotes file saved again by a tool that wrote it in another encoding:
+/// in skip mode every line is bad. That is a bad file, not an empty one: the job fails naming
+/// it, and the quotes already in the store stay. Saved with classic Mac line ends (CR only), it
+/// is read record by record.
 #[actix::test]
 async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
-    let good = "{\"text\": \"one\"}\n{\"text\": \"two\"}\n{\"text\": \"three\"}\n";
+    let good = "{\"text\": \"caf\u{e9} one\"}\n{\"text\": \"two\"}\n{\"text\": \"three \u{e9}\"}\n";
     let utf16: Vec<u8> = [0xFF, 0xFE]
         .into_iter()
         .chain(good.encode_utf16().flat_map(u16::to_le_bytes))
         .collect();
-    let cr_only = good.replace('\n', "\r").into_bytes();
-    for (saved_as, bytes) in [("UTF-16", utf16), ("CR line ends", cr_only)] {
+    let latin1: Vec<u8> = good
+        .replace("two", "tw\u{f6}")
+        .chars()
+        .map(|c| c as u32 as u8)
+        .collect();
+    for (saved_as, bytes) in [("UTF-16", utf16), ("Latin-1", latin1)] {
         let world = World::new();
         with_profile_and_works(&world);
         world.write(QUOTES, good);
@@ -332,5 +337,10 @@ async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
             "{saved_as}: nothing removed"
         );
         assert_nothing_processing(&engine.db).await;
+
+        world.write(QUOTES, good.replace('\n', "\r"));
+        let outcome = engine.ingest(persona("p"), &[Kind::Quotes]).await.unwrap();
+        assert!(outcome.succeeded(), "CR line ends: {:?}", outcome.error);
+        assert_eq!(outcome.jobs[0].result.as_ref().unwrap().vectors, 3);
     }
 }

@@ -67,11 +67,14 @@ impl DataRoot {
         found
     }
 
-    /// `path` relative to the root, `/`-separated, for messages and metadata.
+    /// `path` relative to the root, `/`-separated, for messages, metadata and record ids. A
+    /// name's bytes that are not UTF-8 are percent-encoded (`%E3`), and so is `%` itself, so
+    /// that two files whose names differ only there stay two sources, and a source names its
+    /// file exactly (the name's bytes are its percent-decoding).
     pub fn rel(&self, path: &Path) -> String {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         rel.components()
-            .map(|c| c.as_os_str().to_string_lossy())
+            .map(|c| percent_encoded(c.as_os_str().as_encoded_bytes()))
             .collect::<Vec<_>>()
             .join("/")
     }
@@ -160,5 +163,39 @@ impl DataRoot {
             rel,
             bytes,
         })
+    }
+}
+
+/// A name's UTF-8 kept as it is (but `%`), every other byte as `%XX`.
+fn percent_encoded(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encoded;
+
+    #[test]
+    fn names_that_are_not_utf8_stay_distinct_and_exact() {
+        assert_eq!(percent_encoded(b"\xe3lin.txt"), "%E3lin.txt");
+        assert_eq!(percent_encoded(b"\xe2lin.txt"), "%E2lin.txt");
+        assert_eq!(percent_encoded("caf\u{e9}.txt".as_bytes()), "caf\u{e9}.txt");
+        assert_eq!(percent_encoded(b"100%.txt"), "100%25.txt");
+        assert_ne!(
+            percent_encoded(b"%E3lin.txt"),
+            percent_encoded(b"\xe3lin.txt")
+        );
     }
 }

@@ -344,3 +344,38 @@ async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
         assert_eq!(outcome.jobs[0].result.as_ref().unwrap().vectors, 3);
     }
 }
+
+/// Two files whose names are not UTF-8 and differ only in that byte: two sources, two records.
+#[actix::test]
+async fn file_names_that_are_not_utf8_stay_two_files() {
+    use std::os::unix::ffi::OsStrExt;
+    let world = World::new();
+    world.write("personas/n/profile.md", "# N\n\nA writer.\n");
+    let works = world.data_root.join("data/n/works");
+    std::fs::create_dir_all(&works).unwrap();
+    std::fs::write(
+        works.join(std::ffi::OsStr::from_bytes(b"\xe3lin.txt")),
+        "First file.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        works.join(std::ffi::OsStr::from_bytes(b"\xe2lin.txt")),
+        "Second file.\n",
+    )
+    .unwrap();
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("n"), &[Kind::Works]).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    assert_eq!(outcome.jobs[0].result.as_ref().unwrap().vectors, 2);
+    assert_eq!(store_count(&engine, "n_works").await, 2);
+    let collection = engine.store.collection("n_works").await.unwrap().unwrap();
+    let mut ids = engine.store.ids(&collection, 0, 10).await.unwrap();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "works:data/n/works/%E2lin.txt:0",
+            "works:data/n/works/%E3lin.txt:0"
+        ]
+    );
+}

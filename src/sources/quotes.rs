@@ -294,12 +294,9 @@ fn parse_record(line: &[u8], first: bool) -> Result<Option<(String, Metadata)>, 
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
-    let Value::Object(fields) = value else {
-        return Err("expected a JSON object".into());
-    };
+    let Fields(fields) = serde_json::from_str(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let mut text = None;
-    let mut metadata = Metadata::new();
+    let mut own = Vec::new();
     for (key, value) in fields {
         if key == "text" {
             match value {
@@ -309,17 +306,74 @@ fn parse_record(line: &[u8], first: bool) -> Result<Option<(String, Metadata)>, 
             }
             continue;
         }
-        let name = if RESERVED_KEYS.contains(&key.as_str()) {
-            format!("quote_{key}")
-        } else {
-            key
-        };
-        if let Some(flat) = flatten(&name, value)? {
-            metadata.insert(name, flat);
+        if let Some(flat) = flatten(&key, value)? {
+            own.push((key, flat));
         }
     }
     let text = text.ok_or("missing required field `text`")?;
-    Ok(Some((text, metadata)))
+    Ok(Some((text, metadata_of(own))))
+}
+
+/// A quote's own fields as metadata. A field named like one of the engine's keys, or that a
+/// store would refuse (empty, or starting with `$` or `#`, which Chroma keeps for its
+/// operators), is kept as `quote_<name>` (then `quote_<name>_2`...), never overwriting another
+/// field: every value survives, the same way for every store.
+fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
+    let mut metadata = Metadata::new();
+    let mut renamed = Vec::new();
+    for (key, value) in own {
+        if needs_renaming(&key) {
+            renamed.push((key, value));
+        } else {
+            metadata.insert(key, value);
+        }
+    }
+    for (key, value) in renamed {
+        let base = format!("quote_{key}");
+        let mut name = base.clone();
+        let mut n = 1;
+        while metadata.contains_key(&name) || RESERVED_KEYS.contains(&name.as_str()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        metadata.insert(name, value);
+    }
+    metadata
+}
+
+fn needs_renaming(key: &str) -> bool {
+    RESERVED_KEYS.contains(&key) || key.is_empty() || key.starts_with(['$', '#'])
+}
+
+/// A JSON object's fields in order, a key given twice refused (JSON parsers keep either one).
+struct Fields(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Fields, A::Error> {
+                let mut fields: Vec<(String, Value)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if fields.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!("duplicated key `{key}`")));
+                    }
+                    fields.push((key, value));
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 fn flatten(key: &str, value: Value) -> Result<Option<MetaValue>, String> {
@@ -327,9 +381,12 @@ fn flatten(key: &str, value: Value) -> Result<Option<MetaValue>, String> {
         Value::Null => return Ok(None),
         Value::Bool(b) => MetaValue::Bool(b),
         Value::String(s) => MetaValue::Str(s),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => MetaValue::Int(i),
-            None => MetaValue::Float(
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => MetaValue::Int(i),
+            // Beyond what a signed 64-bit integer holds, and so beyond what a double holds
+            // exactly: kept exactly, as text.
+            (None, Some(u)) => MetaValue::Str(u.to_string()),
+            (None, None) => MetaValue::Float(
                 n.as_f64()
                     .ok_or_else(|| format!("field `{key}`: number out of range"))?,
             ),
@@ -389,6 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn every_field_survives_under_a_name_every_store_takes() {
+        let (_, metadata) = parse_record(
+            br##"{"text": "t", "source": "a book", "quote_source": "a letter", "$weight": 2, "#topic": "x", "": "empty", "id": 18446744073709551615}"##,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let get = |k: &str| metadata.get(k).cloned();
+        assert_eq!(get("quote_source"), Some(MetaValue::Str("a letter".into())));
+        assert_eq!(get("quote_source_2"), Some(MetaValue::Str("a book".into())));
+        assert_eq!(get("quote_$weight"), Some(MetaValue::Int(2)));
+        assert_eq!(get("quote_#topic"), Some(MetaValue::Str("x".into())));
+        assert_eq!(get("quote_"), Some(MetaValue::Str("empty".into())));
+        assert_eq!(
+            get("id"),
+            Some(MetaValue::Str("18446744073709551615".into())),
+            "kept exactly"
+        );
+        assert!(metadata
+            .keys()
+            .all(|k| !k.is_empty() && !k.starts_with(['$', '#'])));
+    }
+
+    #[test]
     fn records_flatten_into_metadata() {
         let (text, metadata) = parse_record(
             br#"{"text": "When in doubt, tell the truth.", "author": "Mark Twain", "tags": ["Truth", "Famous Quotes"], "year": 1894, "score": 0.5, "verified": true, "source": "quotable", "note": null}"#,
@@ -416,6 +497,14 @@ mod tests {
                 "field `tags`: a list holding a list",
             ),
             (b"{\"text\": \"caf\xE9\"}", "not valid UTF-8"),
+            (
+                b"{\"text\": \"one\", \"text\": \"two\"}",
+                "duplicated key `text`",
+            ),
+            (
+                b"{\"text\": \"x\", \"year\": 1, \"year\": 2}",
+                "duplicated key `year`",
+            ),
         ];
         for (line, why) in cases {
             let reason = parse_record(line, false).unwrap_err();

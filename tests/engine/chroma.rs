@@ -196,3 +196,57 @@ async fn chroma_back_within_the_retry_budget_lets_the_run_complete() {
     assert!(outcome.succeeded(), "{outcome:#?}");
     assert_store_matches_rows(&engine, "mihai-eminescu").await;
 }
+
+/// Quote fields Chroma refuses as metadata keys (empty, a leading `$` or `#`), a field named like
+/// the engine's and a duplicated key: the job completes on the real server with every value
+/// under a name it takes, and the duplicated key is a bad record named by its line.
+#[actix::test]
+async fn quote_fields_chroma_refuses_are_renamed_when_read_and_every_value_survives() {
+    let server = ChromaServer::start().await;
+    let world = World::new();
+    world.write("personas/f/profile.md", "# F\n\nA writer.\n");
+    world.write(
+        "data/f/quotes/all_quotes.jsonl",
+        concat!(
+            r##"{"text": "Weighed.", "$weight": 2, "#topic": "scales", "": "blank", "source": "a book", "quote_source": "a letter", "id": 18446744073709551615}"##,
+            "\n",
+            r#"{"text": "Twice.", "year": 1901, "year": 1902}"#,
+            "\n",
+        ),
+    );
+    let engine = engine_on(&world, &server, &[("quotes.on_bad_record", "skip")]).await;
+    let outcome = engine.ingest(persona("f"), &[Kind::Quotes]).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    let quotes = outcome.jobs[0].result.as_ref().unwrap();
+    assert_eq!(quotes.vectors, 1);
+    let warning = quotes.warning.as_deref().unwrap();
+    assert!(
+        warning.contains("data/f/quotes/all_quotes.jsonl:2: malformed JSON: duplicated key `year`"),
+        "{warning}"
+    );
+    let found = engine
+        .store
+        .query(
+            &engine.store.collection("f_quotes").await.unwrap().unwrap(),
+            &engine
+                .provider
+                .embed(vec!["Weighed.".to_owned()])
+                .await
+                .unwrap()[0],
+            1,
+        )
+        .await
+        .unwrap();
+    let metadata = &found[0].metadata;
+    for (key, value) in [
+        ("quote_$weight", "2"),
+        ("quote_#topic", "\"scales\""),
+        ("quote_", "\"blank\""),
+        ("quote_source", "\"a letter\""),
+        ("quote_source_2", "\"a book\""),
+        ("id", "\"18446744073709551615\""),
+    ] {
+        let got = metadata.get(key).map(|v| serde_json::to_string(v).unwrap());
+        assert_eq!(got.as_deref(), Some(value), "{key} in {metadata:?}");
+    }
+}

@@ -311,13 +311,22 @@ pub async fn job_completed<C: ConnectionTrait>(
     Ok(())
 }
 
-/// `pending | processing → failed`. A completed job stays completed.
+/// `pending | processing → failed`. A completed job stays completed. With `vectors_present`,
+/// `total_vectors` says what the store holds of the job's kind after the failure.
 pub async fn job_failed<C: ConnectionTrait>(
     db: &C,
     id: Uuid,
     error: &str,
+    vectors_present: Option<u64>,
 ) -> Result<(), TransitionError> {
-    let updated = ingestion_job::Entity::update_many()
+    let mut update = ingestion_job::Entity::update_many();
+    if let Some(present) = vectors_present {
+        update = update.col_expr(
+            ingestion_job::Column::TotalVectors,
+            Expr::value(present as i64),
+        );
+    }
+    let updated = update
         .col_expr(
             ingestion_job::Column::Status,
             Expr::value(JobStatus::Failed),

@@ -110,6 +110,7 @@ impl Engine {
                 embedder: batcher.clone().recipient(),
                 writer: writer.clone().recipient(),
                 pruner: writer.clone().recipient(),
+                counter: writer.clone().recipient(),
                 recorder: recorder.clone().recipient(),
             },
             limits: IngestorLimits {

@@ -52,6 +52,14 @@ pub struct PruneCollection {
     pub keep: Arc<WrittenIds>,
 }
 
+/// How many records a collection holds (0 when it does not exist): what a failed job's row
+/// reports, so that it says what the store holds.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<u64, StoreError>")]
+pub struct CountRecords {
+    pub collection: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WriterCounters {
     pub upserts: u64,
@@ -276,6 +284,20 @@ impl ChromaWriter {
                     act.pump(ctx);
                 }),
         );
+    }
+}
+
+impl Handler<CountRecords> for ChromaWriter {
+    type Result = ResponseFuture<Result<u64, StoreError>>;
+
+    fn handle(&mut self, msg: CountRecords, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move {
+            match store.collection(&msg.collection).await? {
+                Some(info) => store.count(&info).await,
+                None => Ok(0),
+            }
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::job::{execute, record};
-use super::chroma_writer::{PruneCollection, WriteRecords};
+use super::chroma_writer::{CountRecords, PruneCollection, WriteRecords};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
@@ -44,6 +44,8 @@ pub struct IngestorPeers {
     pub embedder: Recipient<EmbedTexts>,
     pub writer: Recipient<WriteRecords>,
     pub pruner: Recipient<PruneCollection>,
+    /// Asked what the store holds of the job's kind after a failure.
+    pub counter: Recipient<CountRecords>,
     pub recorder: Recipient<RecordStatus>,
 }
 
@@ -244,6 +246,7 @@ impl Handler<AbortIngest> for Ingestor {
         let failed = StatusUpdate::JobFailed {
             job_id,
             error: reason.clone(),
+            vectors_present: None,
         };
         ctx.wait(
             async move { record(&recorder, failed).await }

@@ -264,7 +264,15 @@ impl Orchestrator {
         let recorded_error = error.clone();
         let work = async move {
             for (job_id, error) in never_started {
-                send(&recorder, StatusUpdate::JobFailed { job_id, error }).await?;
+                send(
+                    &recorder,
+                    StatusUpdate::JobFailed {
+                        job_id,
+                        error,
+                        vectors_present: None,
+                    },
+                )
+                .await?;
             }
             send(
                 &recorder,

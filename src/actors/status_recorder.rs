@@ -42,6 +42,9 @@ pub enum StatusUpdate {
     JobFailed {
         job_id: Uuid,
         error: String,
+        /// The records of the job's kind the store holds after the failure, when known: the
+        /// row's `total_vectors` then says what the collection holds, not 0.
+        vectors_present: Option<u64>,
     },
     /// The persona becomes `active`, or `failed` with the run's error.
     FinishRun {
@@ -299,8 +302,12 @@ async fn apply(
                 jobs::job_completed(db, job_id, total_vectors, warning.clone()).await?;
                 event(job_id, JobStatus::Completed, 100, total_vectors, warning)
             }
-            StatusUpdate::JobFailed { job_id, error } => {
-                jobs::job_failed(db, job_id, &error).await?;
+            StatusUpdate::JobFailed {
+                job_id,
+                error,
+                vectors_present,
+            } => {
+                jobs::job_failed(db, job_id, &error, vectors_present).await?;
                 event(job_id, JobStatus::Failed, 0, 0, Some(error))
             }
             StatusUpdate::FinishRun { persona, error } => {

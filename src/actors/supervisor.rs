@@ -203,6 +203,7 @@ async fn run_lost(recorder: &Recipient<RecordStatus>, request: &RunRequest) -> R
             .send(RecordStatus(StatusUpdate::JobFailed {
                 job_id: job.id,
                 error: error.clone(),
+                vectors_present: None,
             }))
             .await;
     }

@@ -34,7 +34,7 @@ async fn a_panicking_ingestor_fails_its_job_and_persona_and_the_engine_serves_on
     assert_eq!(outcome.status, PersonaStatus::Failed);
     assert_eq!(
         outcome.error.as_deref(),
-        Some("failed: works (reader panicked: scripted panic at chunk 3)")
+        Some("failed: works (reader panicked: scripted panic at chunk 3; 3 record(s) written before the failure, 3 in p_works now)")
     );
     let jobs = crate::jobs::jobs_of(&engine.db, "p").await.unwrap();
     for job in &jobs {
@@ -48,7 +48,7 @@ async fn a_panicking_ingestor_fails_its_job_and_persona_and_the_engine_serves_on
     let works = jobs.iter().find(|j| j.kind == Kind::Works).unwrap();
     assert_eq!(
         works.error_message.as_deref(),
-        Some("reader panicked: scripted panic at chunk 3")
+        Some("reader panicked: scripted panic at chunk 3; 3 record(s) written before the failure, 3 in p_works now")
     );
     let persona = crate::jobs::persona(&engine.db, "p")
         .await

@@ -233,7 +233,7 @@ async fn a_different_embedding_dimension_is_refused_by_an_existing_collection() 
     let works = job_of(&latest_jobs(&engine.db, "p").await, Kind::Works).clone();
     assert_eq!(
         works.error_message.as_deref(),
-        Some("writing to p_works: collection p_works holds local-hash-v1 vectors of dimension 384; refusing to write local-hash-v1 vectors of dimension 64 into it")
+        Some("writing to p_works: collection p_works holds local-hash-v1 vectors of dimension 384; refusing to write local-hash-v1 vectors of dimension 64 into it; 0 record(s) written before the failure, 1 in p_works now")
     );
 }
 
@@ -378,4 +378,53 @@ async fn file_names_that_are_not_utf8_stay_two_files() {
             "works:data/n/works/%E3lin.txt:0"
         ]
     );
+}
+
+/// A works job failing at a bad file after good ones: its row says what the collection holds
+/// (not 0), its error what the run wrote; the next good run makes them agree again.
+#[actix::test]
+async fn a_failed_job_tells_what_the_store_holds() {
+    let world = World::new();
+    world.write("personas/w/profile.md", "# W\n\nA writer.\n");
+    let paragraph = "A sentence of a good work, long enough to count. ".repeat(40);
+    world.write(
+        "data/w/works/a.txt",
+        format!("{paragraph}\n\n{paragraph}\n"),
+    );
+    world.write(
+        "data/w/works/b.txt",
+        b"Fine.\nStill fine.\nBad \x93byte\x94 here.\n",
+    );
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("w"), &[Kind::Works]).await.unwrap();
+    assert!(!outcome.succeeded());
+    let rows = latest_jobs(&engine.db, "w").await;
+    let works = job_of(&rows, Kind::Works);
+    assert_eq!(works.status, JobStatus::Failed);
+    let held = store_count(&engine, "w_works").await;
+    assert!(held > 0, "a.txt was written before b.txt failed");
+    assert_eq!(
+        works.total_vectors as u64, held,
+        "the row says what the store holds"
+    );
+    let error = works.error_message.as_deref().unwrap();
+    assert!(
+        error.starts_with("data/w/works/b.txt:3: not valid UTF-8"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "record(s) written before the failure, {held} in w_works now"
+        )),
+        "{error}"
+    );
+    assert_nothing_processing(&engine.db).await;
+
+    world.write("data/w/works/b.txt", "Fine.\nStill fine.\nMended now.\n");
+    assert!(engine
+        .ingest(persona("w"), &[Kind::Works])
+        .await
+        .unwrap()
+        .succeeded());
+    assert_store_matches_rows(&engine, "w").await;
 }

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::{FutureExt, StreamExt};
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
-use crate::actors::chroma_writer::{PruneCollection, WriteRecords};
+use crate::actors::chroma_writer::{CountRecords, PruneCollection, WriteRecords};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
@@ -46,6 +46,7 @@ pub(super) async fn execute(
         let failed = StatusUpdate::JobFailed {
             job_id,
             error: error.clone(),
+            vectors_present: None,
         };
         let _ = record(&recorder, failed).await;
         return Err(error.into());
@@ -55,22 +56,45 @@ pub(super) async fn execute(
         bytes = job.plan.total_bytes(),
         "job started"
     );
+    let counter = peers.counter.clone();
+    let collection = job.collection.name.clone();
+    let written_by_run = shared.clone();
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
             Err(format!("ingestor panicked: {}", panic_message(&*panic)).into())
         });
-    let update = match &outcome {
+    let mut outcome = outcome;
+    let update = match &mut outcome {
         Ok(stats) => StatusUpdate::JobCompleted {
             job_id,
             total_vectors: stats.vectors,
             warning: stats.warning.clone(),
         },
-        Err(error) => StatusUpdate::JobFailed {
-            job_id,
-            error: error.message.clone(),
-        },
+        Err(error) => {
+            // The row says what the store holds after the failure, and the error what this run
+            // wrote before it: the next successful run makes the two agree again.
+            let written = written_by_run.chunks_written.load(Ordering::Relaxed);
+            let present = records_present(&counter, &collection).await;
+            error.message = match present {
+                Some(0) if written == 0 => error.message.clone(),
+                Some(present) => format!(
+                    "{}; {written} record(s) written before the failure, {present} in {collection} now",
+                    error.message
+                ),
+                None if written == 0 => error.message.clone(),
+                None => format!(
+                    "{}; {written} record(s) written before the failure",
+                    error.message
+                ),
+            };
+            StatusUpdate::JobFailed {
+                job_id,
+                error: error.message.clone(),
+                vectors_present: present,
+            }
+        }
     };
     match &outcome {
         Ok(stats) => tracing::info!(
@@ -90,11 +114,24 @@ pub(super) async fn execute(
                 StatusUpdate::JobFailed {
                     job_id,
                     error: error.clone(),
+                    vectors_present: None,
                 },
             )
             .await;
             Err(error.into())
         }
+    }
+}
+
+/// What the store holds of `collection` (within a few seconds; `None` when it cannot say, as
+/// when the store is what failed).
+async fn records_present(counter: &Recipient<CountRecords>, collection: &str) -> Option<u64> {
+    let asked = counter.send(CountRecords {
+        collection: collection.to_owned(),
+    });
+    match tokio::time::timeout(Duration::from_secs(5), asked).await {
+        Ok(Ok(Ok(count))) => Some(count),
+        _ => None,
     }
 }
 

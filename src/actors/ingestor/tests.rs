@@ -50,6 +50,7 @@ fn start(source: StaticSource, peers: &Peers) -> Addr<Ingestor> {
         embedder: peers.embedder.recipient(),
         writer: peers.writer.recipient(),
         pruner: peers.pruner.recipient(),
+        counter: probe(|_: &CountRecords| Ok(0)).recipient(),
         recorder: peers.recorder.recipient(),
     };
     Ingestor::new(job, ingestor_peers, LIMITS, peers.report.recipient()).start()
@@ -174,7 +175,8 @@ async fn a_reader_error_fails_the_job_with_it() {
     );
     assert_eq!(
         failure_of(&peers).await,
-        "data/p/static.txt:21: scripted failure"
+        // The counter probe says the store holds none: the row will say so.
+        "data/p/static.txt:21: scripted failure; 20 record(s) written before the failure, 0 in p_works now"
     );
 }
 
@@ -187,7 +189,7 @@ async fn a_reader_panic_fails_the_job_with_the_panic_message() {
     );
     assert_eq!(
         failure_of(&peers).await,
-        "reader panicked: scripted panic at chunk 5"
+        "reader panicked: scripted panic at chunk 5; 5 record(s) written before the failure, 0 in p_works now"
     );
 }
 

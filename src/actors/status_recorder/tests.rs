@@ -154,6 +154,7 @@ async fn statuses_never_move_backwards() {
     let failed = StatusUpdate::JobFailed {
         job_id: works.id,
         error: "late".into(),
+        vectors_present: None,
     };
     assert!(
         send(failed).await.unwrap().is_err(),

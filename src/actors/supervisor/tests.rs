@@ -197,7 +197,8 @@ async fn a_run_that_vanishes_is_failed_and_the_supervisor_serves_on() {
         .collect();
     assert!(recorded.contains(&StatusUpdate::JobFailed {
         job_id,
-        error: error.clone()
+        error: error.clone(),
+        vectors_present: None,
     }));
     assert!(matches!(
         recorded.last(),

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod persona;
 pub mod pipeline;
 pub mod retry;
+pub mod run_lock;
 pub mod sources;
 pub mod store;
 pub mod testkit;

@@ -34,6 +34,9 @@ pub struct IngestArgs {
     /// seconds doubled each time, as the daemon retries its tasks. Sets `worker.max_retries`.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub retries: u32,
+    /// Do not wait for a persona another process is ingesting: exit 3 naming it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Serialize)]
@@ -108,8 +111,34 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
     let listener = bars.as_ref().map(|bars| bars.follow(engine.subscribe()));
 
     let started = std::time::Instant::now();
-    let outcomes =
-        futures::future::join_all(requests.into_iter().map(|r| engine.run_retrying(r))).await;
+    let holder = format!(
+        "ingest:{}:{}:{}",
+        crate::trigger::redis_trigger::hostname(),
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    );
+    if args.no_wait {
+        for request in &requests {
+            if let Some(other) =
+                crate::run_lock::try_acquire(&engine.db, &request.persona, &holder).await?
+            {
+                eprintln!(
+                    "error: {} is being ingested by {other}; not waiting (--no-wait)",
+                    request.persona
+                );
+                for request in &requests {
+                    let _ = crate::run_lock::release(&engine.db, &request.persona, &holder).await;
+                }
+                return Ok(3);
+            }
+        }
+    }
+    let outcomes = futures::future::join_all(
+        requests
+            .into_iter()
+            .map(|r| locked_run(&engine, r, &holder)),
+    )
+    .await;
     engine.shutdown().await;
     if let Some(listener) = listener {
         listener.abort();
@@ -125,6 +154,40 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
         print_summary(&summary);
     }
     Ok(if summary.succeeded { 0 } else { 1 })
+}
+
+/// Runs `request` holding its persona's run lock (waiting for another process's run of it to
+/// end, then taking it), renewed while the run lives and freed at its end.
+async fn locked_run(
+    engine: &Engine,
+    request: RunRequest,
+    holder: &str,
+) -> anyhow::Result<RunOutcome> {
+    let persona = request.persona.clone();
+    let mut told = false;
+    while let Some(other) = crate::run_lock::try_acquire(&engine.db, &persona, holder).await? {
+        if !told {
+            eprintln!("{persona} is being ingested by {other}: waiting for it to end");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let run = engine.run_retrying(request);
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            _ = tokio::time::sleep(crate::run_lock::LEASE / 3) => {
+                if let Err(e) = crate::run_lock::try_acquire(&engine.db, &persona, holder).await {
+                    tracing::warn!(%persona, "renewing the run lock failed: {e}");
+                }
+            }
+        }
+    };
+    if let Err(e) = crate::run_lock::release(&engine.db, &persona, holder).await {
+        tracing::warn!(%persona, "freeing the run lock failed (it expires by itself): {e}");
+    }
+    outcome
 }
 
 fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {

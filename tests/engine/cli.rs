@@ -339,3 +339,60 @@ async fn ingest_retries_jobs_that_failed_only_transiently_when_asked() {
         }
     }
 }
+
+#[actix::test]
+async fn two_ingests_of_one_persona_take_turns_and_no_wait_exits_3() {
+    let server = crate::worker_kit::slow_embedder(std::time::Duration::from_millis(100)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = examples_root().to_str().unwrap().to_owned();
+    let base = format!("{}/v1", server.uri());
+    let spawn = |extra: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+        command
+            .current_dir(dir.path())
+            .args(["ingest", "twain-sampler", "--data-root", &root])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ENGINE__EMBEDDING__PROVIDER", "openai")
+            .env("ENGINE__EMBEDDING__BASE_URL", &base)
+            .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
+            .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
+            .env("ENGINE__EMBEDDING__LINGER_MS", "0")
+            .env("ENGINE__INGEST__WINDOW_CHUNKS", "2")
+            .env("ENGINE__INGEST__WINDOWS_IN_FLIGHT", "1")
+            .env("OPENAI_API_KEY", "sk-test")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        command.spawn().unwrap()
+    };
+    let first = spawn(&["--json"]);
+    // Once the first holds the lock (its run under way), a second waits, a third will not.
+    crate::worker_kit::wait_for(
+        "the first run under way",
+        std::time::Duration::from_secs(30),
+        || async { (server.received_requests().await.unwrap().len() >= 2).then_some(()) },
+    )
+    .await;
+    let second = spawn(&["--json"]);
+    let third = spawn(&["--no-wait"]);
+    let outputs = tokio::task::spawn_blocking(move || {
+        [first, second, third].map(|child| child.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap();
+    let [first, second, third] = outputs;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        second.status.success(),
+        "no false failure: {}",
+        text(&second.stderr)
+    );
+    assert!(
+        text(&second.stderr).contains("twain-sampler is being ingested by ingest:"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(third.status.code(), Some(3), "{}", text(&third.stderr));
+    assert!(text(&third.stderr).contains("is being ingested by ingest:"));
+}

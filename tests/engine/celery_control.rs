@@ -23,24 +23,6 @@ fn celery_bin() -> std::path::PathBuf {
     python().with_file_name("celery")
 }
 
-/// Runs a Python snippet of the web app's side with `args`; answers its JSON on stdout.
-fn client(script: &str, args: &[&str]) -> Value {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
 fn node_env(names: &Names) -> (String, Vec<(String, String)>) {
     let node = format!("{}@test", names.prefix);
     (node.clone(), vars(&[("ENGINE__WORKER__NAME", &node)]))

@@ -275,29 +275,11 @@ fn json_logs_carry_the_persona_kind_and_job_id_of_each_job_line() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
-/// An embeddings endpoint down (503) for its first `down` calls, then answering.
-async fn down_for(down: u64) -> wiremock::MockServer {
-    use wiremock::matchers::path;
-    use wiremock::{Mock, ResponseTemplate};
-    let server = wiremock::MockServer::start().await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(down)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(crate::openai::embeddings_response)
-        .mount(&server)
-        .await;
-    server
-}
-
 #[actix::test]
 async fn ingest_retries_jobs_that_failed_only_transiently_when_asked() {
     let root = examples_root().to_str().unwrap().to_owned();
     for (retries, succeeds) in [("0", false), ("2", true)] {
-        let server = down_for(1).await;
+        let server = crate::worker_kit::embedder_down_for(1).await;
         let base = format!("{}/v1", server.uri());
         let root = root.clone();
         let out = tokio::task::spawn_blocking(move || {

@@ -8,7 +8,7 @@ use persona_ingest::trigger::task::subtask_id;
 use persona_ingest::{JobStatus, Kind, PersonaStatus};
 use serde_json::{json, Value};
 use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
 use crate::common::*;
 use crate::openai::embeddings_response;
@@ -274,18 +274,7 @@ async fn the_database_restarting_under_a_running_daemon_loses_nothing() {
 async fn a_provider_down_for_a_while_is_retried_with_backoff_and_counted_in_attempts() {
     let world = World::reading(examples_root());
     let names = Names::new();
-    let embedder = MockServer::start().await;
-    // Down for the first three calls, whatever they carry.
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&embedder)
-        .await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(embeddings_response)
-        .mount(&embedder)
-        .await;
+    let embedder = embedder_down_for(3).await;
     let mut env = slow_embedder_env(&embedder);
     env.extend(vars(&[
         // One call for the whole persona, not retried by the batcher: the task is.

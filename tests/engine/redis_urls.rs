@@ -118,16 +118,7 @@ print(json.dumps([r.get(timeout=30), r.status]))
 "#;
 
 fn round_trip(url: &str, queue: &str) -> Value {
-    let out = Command::new(python())
-        .args(["-c", ROUND_TRIP, url, queue])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    client(ROUND_TRIP, &[url, queue])
 }
 
 async fn until_up(url: &str) {

@@ -14,11 +14,8 @@ use persona_ingest::config::Settings;
 use persona_ingest::trigger::celery::encode;
 use persona_ingest::trigger::redis_trigger::TriggerCounters;
 use serde_json::{json, Map, Value};
-use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::common::*;
-use crate::openai::embeddings_response;
 use crate::worker_kit::*;
 
 const PERSONA: &str = "twain-sampler";
@@ -317,17 +314,8 @@ async fn countdown_tasks_wait_in_a_timer_without_taking_a_run_slot() {
         persona_ingest::daemon::start(in_process(&world, &names, &[("worker.concurrency", "4")]))
             .await
             .unwrap();
-    let client = Command::new(python())
-        .args(["-c", COUNTDOWNS, &redis_url(), &names.queue])
-        .output()
-        .unwrap();
-    assert!(
-        client.status.success(),
-        "{}",
-        String::from_utf8_lossy(&client.stderr)
-    );
+    let ids = client(COUNTDOWNS, &[&redis_url(), &names.queue]);
     let sent = Instant::now();
-    let ids: Value = serde_json::from_slice(&client.stdout).unwrap();
     let now = ids["now"].as_str().unwrap();
     let result = final_result(&redis_url(), now, Duration::from_secs(10)).await;
     assert_eq!(result["status"], "SUCCESS", "{result}");
@@ -383,18 +371,8 @@ async fn a_task_waiting_for_its_retry_leaves_its_slot_to_other_work() {
         );
     }
     let names = Names::new();
-    let embedder = MockServer::start().await;
-    // Down for the first two calls, whatever they carry: the first task's.
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&embedder)
-        .await;
-    Mock::given(path("/v1/embeddings"))
-        .respond_with(embeddings_response)
-        .mount(&embedder)
-        .await;
+    // Down for the first two calls: the first task's.
+    let embedder = embedder_down_for(2).await;
     let mut env = slow_embedder_env(&embedder);
     env.extend(vars(&[
         ("ENGINE__WORKER__CONCURRENCY", "1"),

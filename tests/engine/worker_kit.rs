@@ -34,6 +34,24 @@ pub async fn connect(url: &str) -> MultiplexedConnection {
         .unwrap()
 }
 
+/// Runs a Python snippet of the web app's side with `args`; answers its JSON on stdout.
+pub fn client(script: &str, args: &[&str]) -> Value {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Names of a test's own: its key prefix and queue.
 pub struct Names {
     pub prefix: String,
@@ -143,6 +161,23 @@ pub async fn slow_embedder(delay: Duration) -> MockServer {
         .respond_with(move |request: &wiremock::Request| -> ResponseTemplate {
             embeddings_response(request).set_delay(delay)
         })
+        .mount(&server)
+        .await;
+    server
+}
+
+/// An embeddings endpoint down (503) for its first `down` calls, whatever they carry, then
+/// answering at once.
+pub async fn embedder_down_for(down: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(down)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/v1/embeddings"))
+        .respond_with(embeddings_response)
         .mount(&server)
         .await;
     server

@@ -106,7 +106,7 @@ impl Supervisor {
     ) -> Self {
         Self {
             concurrency: concurrency.max(1),
-            retry: task::no_retries(),
+            retry: RetryPolicy::never(),
             starter,
             recorder,
             running: HashMap::new(),

@@ -306,7 +306,7 @@ impl RedisTrigger {
                 },
             );
         }
-        self.update_gauges();
+        self.running_changed();
     }
 
     /// A task let go of its slot (`None`: it had expired).
@@ -332,11 +332,19 @@ impl RedisTrigger {
         self.fetch_more(ctx);
     }
 
-    fn update_gauges(&mut self) {
-        self.counters.running = self.running.len();
-        self.counters.ready = self.ready.len();
-        self.counters.scheduled = self.scheduled.len();
+    /// Tells the shutdown, which waits for none to be running.
+    fn running_changed(&self) {
         self.running_count.send_replace(self.running.len());
+    }
+
+    /// The counters, with the gauges read off the task maps.
+    fn counters(&self) -> TriggerCounters {
+        TriggerCounters {
+            running: self.running.len(),
+            ready: self.ready.len(),
+            scheduled: self.scheduled.len(),
+            ..self.counters.clone()
+        }
     }
 
     fn upkeep(&mut self, ticks: u32, ctx: &mut Context<Self>) {
@@ -430,8 +438,7 @@ impl Handler<Observe<TriggerCounters>> for RedisTrigger {
     type Result = MessageResult<Observe<TriggerCounters>>;
 
     fn handle(&mut self, _: Observe<TriggerCounters>, _: &mut Context<Self>) -> Self::Result {
-        self.update_gauges();
-        MessageResult(self.counters.clone())
+        MessageResult(self.counters())
     }
 }
 

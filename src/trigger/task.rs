@@ -149,7 +149,8 @@ struct Task<'a> {
     /// Sub-tasks already given the state they end in.
     answered: HashSet<Kind>,
     /// When each sub-task's job started.
-    sub_started: HashMap<Kind, Instant>,
+    /// When each sub-task's job started, by sub-task id.
+    sub_started: HashMap<String, Instant>,
     started: Instant,
 }
 

@@ -3,7 +3,7 @@
 //! `tell`) and answered once at the end (`TaskOutcome`). What the engine decides here, a trigger does not: which jobs a task
 //! delivered again already completed (they are not run twice; see `jobs::begin_run`), and
 //! whether and when a task whose jobs failed only transiently is run again (the engine's
-//! [`RetryPolicy`]). The Redis trigger and `persona-ingest ingest --retries` both ask this way.
+//! [`RetryPolicy`](crate::retry::RetryPolicy)). The Redis trigger and `persona-ingest ingest --retries` both ask this way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use crate::actors::orchestrator::{JobOutcome, JobWatch, RunEvent, RunOutcome, RunRequest};
 use crate::jobs::JobRef;
-use crate::retry::RetryPolicy;
 use crate::{Kind, PersonaId};
 
 /// Runs a task's jobs. Jobs carrying the task id they were completed under are not run again.
@@ -131,9 +130,4 @@ impl Handler<RunTask> for Supervisor {
             }
         })
     }
-}
-
-/// A policy for a supervisor built without one.
-pub(super) fn no_retries() -> RetryPolicy {
-    RetryPolicy::never()
 }

@@ -120,7 +120,6 @@ impl Handler<Revoke> for RedisTrigger {
                 });
             }
         }
-        self.update_gauges();
         MessageResult(terminated)
     }
 }
@@ -129,7 +128,6 @@ impl Handler<Inspect> for RedisTrigger {
     type Result = MessageResult<Inspect>;
 
     fn handle(&mut self, _: Inspect, _: &mut Context<Self>) -> Self::Result {
-        self.update_gauges();
         MessageResult(Held {
             active: self
                 .running
@@ -138,7 +136,7 @@ impl Handler<Inspect> for RedisTrigger {
                 .collect(),
             reserved: self.ready.iter().cloned().collect(),
             scheduled: self.scheduled.values().map(|(t, _)| t.clone()).collect(),
-            counters: self.counters.clone(),
+            counters: self.counters(),
             total: self.total.clone(),
         })
     }

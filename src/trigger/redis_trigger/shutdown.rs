@@ -28,7 +28,6 @@ impl Handler<Shutdown> for RedisTrigger {
             ctx.cancel_future(timer);
         }
         self.ready.clear();
-        self.update_gauges();
         let grace = self.config.shutdown_grace;
         tracing::info!("stopping: no new messages; running work has {grace:?} to finish");
         let running = self.running_count.subscribe();
@@ -64,7 +63,7 @@ impl Handler<Shutdown> for RedisTrigger {
             for (_, running) in act.running.drain() {
                 ctx.cancel_future(running.handle);
             }
-            act.update_gauges();
+            act.running_changed();
             let queue = act.ports.queue.clone();
             let worker = act.config.worker_id.clone();
             let events = act.ports.events.clone();
@@ -94,7 +93,7 @@ impl Handler<Shutdown> for RedisTrigger {
             .map(|requeued, act, ctx| {
                 act.counters.requeued_at_exit = requeued;
                 ctx.stop();
-                act.counters.clone()
+                act.counters()
             })
         }))
     }

@@ -49,9 +49,10 @@ impl Task<'_> {
         if self.full_persona().is_none() {
             return;
         }
-        self.sub_started.insert(kind, Instant::now());
+        let id = subtask_id(&self.msg.id, kind);
+        self.sub_started.insert(id.clone(), Instant::now());
         let state = self.started_state();
-        self.answer(&subtask_id(&self.msg.id, kind), state).await;
+        self.answer(&id, state).await;
     }
 
     /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while the task
@@ -218,9 +219,8 @@ impl Task<'_> {
             self.started.elapsed()
         } else {
             self.sub_started
-                .iter()
-                .find(|(kind, _)| subtask_id(&self.msg.id, **kind) == task_id)
-                .map_or(Duration::ZERO, |(_, at)| at.elapsed())
+                .get(task_id)
+                .map_or(Duration::ZERO, Instant::elapsed)
         };
         let (event_type, fields) = event_of(&state, runtime);
         events.task(event_type, task_id, fields).await;

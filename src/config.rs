@@ -30,6 +30,8 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub store: StoreSettings,
     pub chunking: ChunkingSettings,
+    #[serde(default)]
+    pub sources: SourcesSettings,
     pub quotes: QuotesSettings,
     pub collections: CollectionSettings,
     pub ingest: IngestSettings,
@@ -144,6 +146,25 @@ pub struct StoreSettings {
 pub struct ChunkingSettings {
     pub target_tokens: usize,
     pub overlap_tokens: usize,
+}
+
+/// How source files are read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSettings {
+    /// The encoding of files without a byte-order mark, a WHATWG label (`windows-1252`,
+    /// `latin1`, `shift_jis`...); unset for UTF-8. Files with a BOM are read as it says.
+    #[serde(default)]
+    pub encoding: Option<String>,
+}
+
+impl SourcesSettings {
+    /// The encoding `encoding` names (checked when the settings load); `None` for UTF-8.
+    pub fn encoding(&self) -> Option<&'static encoding_rs::Encoding> {
+        self.encoding
+            .as_deref()
+            .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

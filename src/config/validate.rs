@@ -22,6 +22,17 @@ impl Settings {
                 ),
             );
         }
+        if let Some(label) = &self.sources.encoding {
+            if encoding_rs::Encoding::for_label(label.as_bytes()).is_none() {
+                return refuse(
+                    "sources.encoding",
+                    format!(
+                        "{label:?} is not an encoding label (WHATWG's: windows-1252, latin1, \
+                         utf-16le, shift_jis, gb18030, ...)"
+                    ),
+                );
+            }
+        }
         let e = &self.embedding;
         if !(2..=16384).contains(&e.dimension) {
             return refuse(

@@ -1,8 +1,12 @@
-//! The text chunker: streaming, paragraph-aware, with overlap. Text is pushed in pieces of
-//! any size; chunks of at most `target_tokens` (estimated at 4 bytes a token) come out,
-//! cut at the last paragraph break, else sentence end, else line end, else space in the
-//! second half of the window. Only a "word" longer than half a chunk is cut inside, and
-//! then at a character boundary. Memory held: one chunk's worth plus the piece pushed.
+//! The text chunker: streaming, paragraph-aware, with overlap, for every script. Text is pushed
+//! in pieces of any size; chunks of at most `target_tokens` (estimated at 4 bytes a token) come
+//! out, cut at the last paragraph break, else sentence end, else line end, else space, else word
+//! bound in the second half of the window. Sentence and word bounds are Unicode's (UAX #29, by
+//! `unicode-segmentation`), so Chinese, Hindi or Arabic text is cut after its sentences and
+//! overlaps as English does. Only a word longer than half a chunk is cut inside, and then
+//! between graphemes. Memory held: one chunk's worth plus the piece pushed.
+
+use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 
 use crate::config::ChunkingSettings;
 
@@ -135,159 +139,116 @@ fn make_chunk(
     })
 }
 
-/// Where to end a chunk of `window` (longer than `max`): a byte offset in `1..=max`, on a
-/// character boundary, as late as possible at the strongest boundary in the second half.
+/// Where to end a chunk of `window` (longer than `max`): a byte offset in `1..=max`, as late as
+/// possible at the strongest boundary in the second half: a paragraph break, a sentence end
+/// (UAX #29, so 。！？, the danda and Arabic stops end sentences too), a line end, a space, a
+/// word bound (UAX #29: each ideograph is a word), else a grapheme bound, so a character and its
+/// combining marks are never parted.
 fn find_cut(window: &str, max: usize) -> usize {
-    let mut limit = max.min(window.len());
-    while !window.is_char_boundary(limit) {
-        limit -= 1;
-    }
-    let min = limit / 2;
-    let bytes = window.as_bytes();
+    let limit = floor_char_boundary(window, max.min(window.len()));
+    let min = ceil_char_boundary(window, limit / 2);
     let region = &window[..limit];
     if let Some(i) = region.rfind("\n\n").filter(|&i| i >= min) {
         return i + 2;
     }
-    // ASCII bytes never occur inside a multi-byte character: cutting after one is safe.
-    let last_after =
-        |pred: &dyn Fn(usize) -> bool| (min.max(1)..limit).rev().find(|&i| pred(i)).map(|i| i + 1);
-    let sentence_end = |i: usize| {
-        bytes[i].is_ascii_whitespace() && {
-            let before = region[..i].trim_end_matches(['"', '\'', ')', ']', '”', '’']);
-            before.ends_with(['.', '!', '?'])
-        }
-    };
-    last_after(&sentence_end)
-        .or_else(|| last_after(&|i| bytes[i] == b'\n'))
-        .or_else(|| last_after(&|i| bytes[i].is_ascii_whitespace()))
+    let after = |i: usize, c: char| min + i + c.len_utf8();
+    last_sentence_end(region, min)
+        .or_else(|| region[min..].rfind('\n').map(|i| min + i + 1))
+        .or_else(|| {
+            region[min..]
+                .char_indices()
+                .rfind(|(_, c)| c.is_whitespace())
+                .map(|(i, c)| after(i, c))
+        })
+        .or_else(|| {
+            region[min..]
+                .split_word_bound_indices()
+                .map(|(i, _)| min + i)
+                .rfind(|&i| i > min)
+        })
+        // A grapheme longer than half a chunk (a long emoji sequence, stacked marks) is cut
+        // between its characters: a cut before it would make no progress.
+        .or_else(|| grapheme_floor(window, limit).filter(|&i| i >= min && i > 0))
         .unwrap_or(limit.max(window.chars().next().map_or(1, char::len_utf8)))
 }
 
-/// Where the next chunk starts within `chunk`: at a word start about `overlap` bytes before its
-/// end, never before its middle (so chunks always advance), or at its end for no overlap.
+/// How far before `min` the sentence segmenter starts reading: a boundary just past `min`
+/// depends on the terminator, closing quotes and spaces before it.
+const SENTENCE_CONTEXT: usize = 64;
+
+/// The last sentence boundary in `region` after `min` and before its end (which is no
+/// boundary: the text goes on).
+fn last_sentence_end(region: &str, min: usize) -> Option<usize> {
+    let from = floor_char_boundary(region, min.saturating_sub(SENTENCE_CONTEXT));
+    let text = &region[from..];
+    // UAX #29 ends a sentence at every line end; in hard-wrapped prose those are the wrap, not
+    // sentence ends, so the segmenter reads them as spaces (one byte for one: offsets hold).
+    let unwrapped: std::borrow::Cow<str> = if text.contains('\n') {
+        text.replace('\n', " ").into()
+    } else {
+        text.into()
+    };
+    unwrapped
+        .split_sentence_bound_indices()
+        .map(|(i, _)| from + i)
+        .filter(|&i| i > min && i < region.len())
+        .last()
+}
+
+// `str::floor_char_boundary` and `ceil_char_boundary` are stable only since Rust 1.91, after
+// this crate's MSRV.
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The last grapheme boundary at or before `at` in `text`.
+fn grapheme_floor(text: &str, at: usize) -> Option<usize> {
+    let mut cursor = GraphemeCursor::new(at, text.len(), true);
+    match cursor.is_boundary(text, 0) {
+        Ok(true) => Some(at),
+        _ => cursor.prev_boundary(text, 0).ok().flatten(),
+    }
+}
+
+/// Where the next chunk starts within `chunk`, about `overlap` bytes before its end and never
+/// before its middle (so chunks always advance): after a space where words are spaced, else at
+/// a sentence start, else at a word bound (in Chinese or Thai, which put no spaces between
+/// words); at its end for no overlap, or when the tail is one word too long to part.
 fn overlap_start(chunk: &str, overlap: usize) -> usize {
     if overlap == 0 {
         return chunk.len();
     }
-    let from = chunk.len().saturating_sub(overlap).max(chunk.len() / 2);
-    chunk.as_bytes()[from..]
-        .iter()
-        .position(|b| b.is_ascii_whitespace())
-        .map_or(chunk.len(), |p| from + p + 1)
+    let from = ceil_char_boundary(
+        chunk,
+        chunk.len().saturating_sub(overlap).max(chunk.len() / 2),
+    );
+    let tail = &chunk[from..];
+    if let Some((i, c)) = tail.char_indices().find(|(_, c)| c.is_whitespace()) {
+        return from + i + c.len_utf8();
+    }
+    let sentence_start = tail
+        .split_sentence_bound_indices()
+        .map(|(i, _)| i)
+        .find(|&i| i > 0 && i < tail.len());
+    let word_start = || {
+        tail.split_word_bound_indices()
+            .map(|(i, _)| i)
+            .find(|&i| i > 0)
+    };
+    sentence_start
+        .or_else(word_start)
+        .map_or(chunk.len(), |i| from + i)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn chunker(target: usize, overlap: usize) -> TextChunker {
-        TextChunker::new(ChunkingSettings {
-            target_tokens: target,
-            overlap_tokens: overlap,
-        })
-    }
-
-    fn chunk_all(text: &str, target: usize, overlap: usize, piece: usize) -> Vec<RawChunk> {
-        let mut c = chunker(target, overlap);
-        let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let mut at = piece.min(rest.len());
-            while !rest.is_char_boundary(at) {
-                at += 1;
-            }
-            c.push(&rest[..at]);
-            out.extend(c.take_ready());
-            rest = &rest[at..];
-        }
-        c.finish();
-        out.extend(c.take_ready());
-        out
-    }
-
-    const PROSE: &str = "It was a bright cold day in April. The clocks were striking thirteen.\n\n\
-        Winston Smith, his chin nuzzled into his breast, slipped quickly through the glass doors.\n\n\
-        The hallway smelt of boiled cabbage and old rag mats! At one end of it a coloured poster \
-        had been tacked to the wall? It depicted simply an enormous face.";
-
-    #[test]
-    fn prose_is_cut_at_paragraphs_then_sentences() {
-        insta::assert_yaml_snapshot!(chunk_all(PROSE, 25, 4, usize::MAX));
-    }
-
-    #[test]
-    fn output_does_not_depend_on_how_text_is_pushed() {
-        let whole = chunk_all(PROSE, 25, 4, usize::MAX);
-        for piece in [1, 7, 64] {
-            assert_eq!(chunk_all(PROSE, 25, 4, piece), whole, "piece {piece}");
-        }
-    }
-
-    #[test]
-    fn offsets_point_at_the_chunk_text_in_characters() {
-        let text = "Toamna frunzele colindă, Frunza-n vânt se leagănă. ".repeat(40);
-        let chars: Vec<char> = text.chars().collect();
-        for chunk in chunk_all(&text, 20, 5, 33) {
-            let at: String = chars[chunk.char_start as usize..chunk.char_end as usize]
-                .iter()
-                .collect();
-            assert_eq!(at, chunk.text);
-            assert!(chunk.text.len() <= 80);
-        }
-    }
-
-    #[test]
-    fn never_splits_words_and_overlaps_the_previous_chunk() {
-        let text = (0..400)
-            .map(|i| format!("word{i}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let chunks = chunk_all(&text, 16, 4, 100);
-        for pair in chunks.windows(2) {
-            let last_word = pair[0].text.split(' ').next_back().unwrap();
-            assert!(text.contains(&format!("{last_word} ")) || text.ends_with(last_word));
-            assert!(pair[1].char_start < pair[0].char_end, "overlap");
-            assert!(pair[1].char_start > pair[0].char_start, "progress");
-        }
-        let joined: String = chunks
-            .iter()
-            .map(|c| c.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        for i in 0..400 {
-            assert!(joined.contains(&format!("word{i}")));
-        }
-    }
-
-    #[test]
-    fn a_word_longer_than_a_chunk_is_cut_at_character_boundaries() {
-        let text = "ă".repeat(1000);
-        let chunks = chunk_all(&text, 16, 0, 10_000);
-        assert_eq!(
-            chunks.iter().map(|c| c.text.chars().count()).sum::<usize>(),
-            1000
-        );
-        assert!(chunks.iter().all(|c| c.text.len() <= 64));
-    }
-
-    #[test]
-    fn section_breaks_start_new_chunks_without_overlap() {
-        let mut c = chunker(100, 10);
-        c.section_break(Some("One".into()));
-        c.push("# One\nshort.\n");
-        c.section_break(Some("Two".into()));
-        c.push("# Two\nalso short.\n");
-        c.finish();
-        insta::assert_yaml_snapshot!(c.take_ready().collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn skipped_text_shifts_offsets() {
-        let mut c = chunker(100, 10);
-        c.skip("header ăă\n");
-        c.push("body");
-        c.finish();
-        let chunk = c.take_ready().next().unwrap();
-        assert_eq!((chunk.char_start, chunk.char_end), (10, 14));
-    }
-}
+mod tests;

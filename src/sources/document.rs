@@ -2,12 +2,11 @@
 //! stripped when present, Markdown headings (and chapter lines of plain text) turned into
 //! section breaks that travel with each chunk as `title` and `section` metadata.
 
-use std::fs::File;
 use std::ops::ControlFlow;
 
 use super::chunker::TextChunker;
 use super::text::TextBlocks;
-use super::{Chunk, ChunkSink, FileReport, MetaValue, Metadata, SourceError, SourceFile};
+use super::{Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, SourceError, SourceFile};
 use crate::config::ChunkingSettings;
 
 /// How far into a file a Gutenberg START line is looked for.
@@ -32,14 +31,12 @@ impl Format {
 
 /// Reads `file` and hands its chunks to `sink`.
 pub fn read_document(
+    root: &DataRoot,
     file: &SourceFile,
     chunking: ChunkingSettings,
     sink: &mut dyn ChunkSink,
 ) -> Result<FileReport, SourceError> {
-    let handle = File::open(&file.path).map_err(|source| SourceError::Io {
-        rel: file.rel.clone(),
-        source,
-    })?;
+    let handle = root.open_text(file)?;
     let mut reader = DocumentReader::new(Format::of(file), chunking);
     let mut blocks = TextBlocks::new(handle, file.rel.clone());
     let stopped = || SourceError::Stopped {

@@ -10,13 +10,29 @@ use crate::PersonaId;
 #[derive(Clone, Debug)]
 pub struct DataRoot {
     root: PathBuf,
+    /// The encoding of files without a BOM (`sources.encoding`); `None` for UTF-8.
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl DataRoot {
     /// The root need not exist yet: a missing root simply holds no persona.
     pub fn new(root: PathBuf) -> Self {
         let root = root.canonicalize().unwrap_or(root);
-        Self { root }
+        Self {
+            root,
+            encoding: None,
+        }
+    }
+
+    /// Files without a BOM are read in `encoding` (`None`: UTF-8).
+    pub fn with_encoding(mut self, encoding: Option<&'static encoding_rs::Encoding>) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Opens a file found under the root as UTF-8 bytes (see [`super::decode`]).
+    pub fn open_text(&self, file: &SourceFile) -> Result<super::decode::TextReader, SourceError> {
+        super::decode::open_text(file, self.encoding)
     }
 
     pub fn path(&self) -> &Path {

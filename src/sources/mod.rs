@@ -5,6 +5,7 @@
 //! thread and receives their chunks through a bounded channel, the [`ChunkSink`].
 
 pub mod chunker;
+mod decode;
 mod document;
 mod layout;
 mod profile;
@@ -129,7 +130,10 @@ pub struct FileReport {
 pub enum SourceError {
     #[error("{rel}: {source}")]
     Io { rel: String, source: std::io::Error },
-    #[error("{rel}:{line}: not valid UTF-8 (byte offset {byte}); texts must be UTF-8")]
+    #[error(
+        "{rel}:{line}: not valid UTF-8 (byte offset {byte}); texts must be UTF-8, UTF-16 with a BOM, \
+         or in the encoding set as sources.encoding"
+    )]
     NotUtf8 { rel: String, line: u64, byte: u64 },
     #[error("{rel}: resolves outside the data root; refusing to read it")]
     OutsideRoot { rel: String },
@@ -198,7 +202,9 @@ pub struct FileSources {
 impl FileSources {
     pub fn new(settings: Arc<Settings>) -> Self {
         Self {
-            root: Arc::new(DataRoot::new(settings.data_root())),
+            root: Arc::new(
+                DataRoot::new(settings.data_root()).with_encoding(settings.sources.encoding()),
+            ),
             settings,
         }
     }

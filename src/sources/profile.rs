@@ -51,6 +51,6 @@ impl Source for ProfileSource {
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
-        read_document(file, self.chunking, sink)
+        read_document(&self.root, file, self.chunking, sink)
     }
 }

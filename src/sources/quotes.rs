@@ -6,7 +6,6 @@
 //! Strict mode checks the whole file before handing out a single chunk, so a bad line fails
 //! the job with nothing written; skip mode passes over bad lines and lists them.
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -72,7 +71,7 @@ impl QuotesSource {
             rel: file.rel.clone(),
             source,
         };
-        let mut reader = BufReader::with_capacity(64 * 1024, File::open(&file.path).map_err(io)?);
+        let mut reader = BufReader::with_capacity(64 * 1024, self.root.open_text(file)?);
         let limit = self.settings.max_record_bytes;
         let mut line = Vec::new();
         let (mut number, mut bytes_done) = (0u64, 0u64);

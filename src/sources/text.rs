@@ -180,7 +180,8 @@ mod tests {
         let err = read_all(b"fine\nstill fine\nbad \x93quote\x94\n", 1024).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "t.txt:3: not valid UTF-8 (byte offset 20); texts must be UTF-8"
+            "t.txt:3: not valid UTF-8 (byte offset 20); texts must be UTF-8, UTF-16 with a BOM, \
+             or in the encoding set as sources.encoding"
         );
     }
 

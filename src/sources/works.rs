@@ -45,6 +45,6 @@ impl Source for WorksSource {
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
-        read_document(file, self.chunking, sink)
+        read_document(&self.root, file, self.chunking, sink)
     }
 }

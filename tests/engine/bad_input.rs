@@ -1,6 +1,7 @@
 //! Bad input: each case fails (or warns) clearly, naming the file, line or key, and leaves no
 //! job processing and nothing reported as done that was not.
 
+use persona_ingest::pipeline::Engine;
 use persona_ingest::{JobStatus, Kind, PersonaId, PersonaStatus};
 
 use crate::common::*;
@@ -299,16 +300,11 @@ async fn clutter_in_a_works_folder_is_skipped_and_told_and_capital_extensions_ar
 #[actix::test]
 async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
     let good = "{\"text\": \"caf\u{e9} one\"}\n{\"text\": \"two\"}\n{\"text\": \"three \u{e9}\"}\n";
-    let utf16: Vec<u8> = [0xFF, 0xFE]
-        .into_iter()
-        .chain(good.encode_utf16().flat_map(u16::to_le_bytes))
-        .collect();
-    let latin1: Vec<u8> = good
-        .replace("two", "tw\u{f6}")
-        .chars()
-        .map(|c| c as u32 as u8)
-        .collect();
-    for (saved_as, bytes) in [("UTF-16", utf16), ("Latin-1", latin1)] {
+    // UTF-16 without its byte-order mark, and Latin-1 while no sources.encoding says so: no
+    // line of either can be read.
+    let utf16 = utf16(good, Endian::Little, false);
+    let latin1 = latin1(&good.replace("two", "tw\u{f6}"));
+    for (saved_as, bytes) in [("UTF-16 without a BOM", utf16), ("Latin-1", latin1)] {
         let world = World::new();
         with_profile_and_works(&world);
         world.write(QUOTES, good);
@@ -343,6 +339,90 @@ async fn skip_mode_never_wipes_the_quotes_when_no_line_can_be_read() {
         assert!(outcome.succeeded(), "CR line ends: {:?}", outcome.error);
         assert_eq!(outcome.jobs[0].result.as_ref().unwrap().vectors, 3);
     }
+}
+
+enum Endian {
+    Little,
+    Big,
+}
+
+fn utf16(text: &str, endian: Endian, bom: bool) -> Vec<u8> {
+    let units = bom.then_some('\u{feff}').into_iter().chain(text.chars());
+    let mut out = Vec::new();
+    for c in units {
+        let mut buf = [0u16; 2];
+        for unit in c.encode_utf16(&mut buf) {
+            out.extend(match endian {
+                Endian::Little => unit.to_le_bytes(),
+                Endian::Big => unit.to_be_bytes(),
+            });
+        }
+    }
+    out
+}
+
+fn latin1(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(c as u32).unwrap())
+        .collect()
+}
+
+/// The document of the record nearest to `text` (the hashing embedder finds the same text).
+async fn nearest(engine: &Engine, collection: &str, text: &str) -> String {
+    let info = engine.store.collection(collection).await.unwrap().unwrap();
+    let vector = engine.provider.embed(vec![text.into()]).await.unwrap();
+    let hits = engine.store.query(&info, &vector[0], 1).await.unwrap();
+    hits[0].document.clone()
+}
+
+/// Files saved as UTF-16 (either byte order, with the BOM Windows writes) are read, quotes and
+/// works alike; a corpus in a legacy encoding is read once `sources.encoding` names it, and
+/// without it the file is refused naming file, line and byte.
+#[actix::test]
+async fn utf16_files_and_a_declared_legacy_encoding_are_read_as_text() {
+    let quotes = "{\"text\": \"Caf\u{e9} au lait, \u{6625}\u{7720}.\"}\r\n{\"text\": \"two\"}\r\n";
+    let work = "Mărțișor came early that year.\n\nThe second paragraph.\n";
+    let world = World::new();
+    world.write("personas/p/profile.md", "# P\n\nA writer.\n");
+    world.write(QUOTES, utf16(quotes, Endian::Little, true));
+    world.write("data/p/works/a.txt", utf16(work, Endian::Big, true));
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &Kind::ALL).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    assert_eq!(store_count(&engine, "p_quotes").await, 2);
+    assert_eq!(
+        nearest(&engine, "p_quotes", "Caf\u{e9} au lait, \u{6625}\u{7720}.").await,
+        "Caf\u{e9} au lait, \u{6625}\u{7720}."
+    );
+    assert_eq!(
+        nearest(&engine, "p_works", work.trim()).await,
+        work.trim(),
+        "the works file's text, decoded"
+    );
+
+    let legacy = World::new();
+    legacy.write("personas/p/profile.md", "# P\n\nA writer.\n");
+    legacy.write(
+        "data/p/works/a.txt",
+        latin1("First line.\nA na\u{ef}ve caf\u{e9}.\n"),
+    );
+    let refused = legacy.engine(&[]).await;
+    let outcome = refused.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(!outcome.succeeded());
+    let rows = latest_jobs(&refused.db, "p").await;
+    let error = job_of(&rows, Kind::Works).error_message.clone().unwrap();
+    assert!(
+        error.starts_with("data/p/works/a.txt:2: not valid UTF-8 (byte offset 16)")
+            && error.contains("sources.encoding"),
+        "{error}"
+    );
+    let engine = legacy.engine(&[("sources.encoding", "latin1")]).await;
+    let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    assert_eq!(
+        nearest(&engine, "p_works", "First line.\nA na\u{ef}ve caf\u{e9}.").await,
+        "First line.\nA na\u{ef}ve caf\u{e9}."
+    );
 }
 
 /// Two files whose names are not UTF-8 and differ only in that byte: two sources, two records.
@@ -427,4 +507,50 @@ async fn a_failed_job_tells_what_the_store_holds() {
         .unwrap()
         .succeeded());
     assert_store_matches_rows(&engine, "w").await;
+}
+
+/// Chinese prose is cut after its sentences (。), and each chunk overlaps the one before, as
+/// English text does; the records' offsets say where each chunk lies in the file.
+#[actix::test]
+async fn chinese_works_are_cut_after_sentences_and_overlap() {
+    let sentence = "春眠不觉晓处处闻啼鸟。";
+    let world = World::new();
+    world.write("personas/p/profile.md", "# P\n\nA poet.\n");
+    world.write("data/p/works/poem.txt", sentence.repeat(300));
+    let engine = world.engine(&[]).await;
+    let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    let count = store_count(&engine, "p_works").await;
+    assert!(count >= 7, "{count} chunks of 3,300 characters");
+
+    let info = engine.store.collection("p_works").await.unwrap().unwrap();
+    let vector = engine.provider.embed(vec![sentence.into()]).await.unwrap();
+    let mut hits = engine
+        .store
+        .query(&info, &vector[0], count as usize)
+        .await
+        .unwrap();
+    let at = |hit: &persona_ingest::store::QueryHit, key: &str| match &hit.metadata[key] {
+        persona_ingest::sources::MetaValue::Int(i) => *i,
+        other => panic!("{key}: {other:?}"),
+    };
+    hits.sort_by_key(|hit| at(hit, "chunk_index"));
+    for hit in &hits {
+        assert!(hit.document.starts_with(sentence), "{}", hit.document);
+        assert!(
+            hit.document.ends_with('。'),
+            "cut mid-sentence: {}",
+            hit.document
+        );
+        let chars = hit.document.chars().count() as i64;
+        assert_eq!(at(hit, "char_end") - at(hit, "char_start"), chars);
+    }
+    for pair in hits.windows(2) {
+        assert!(
+            at(&pair[1], "char_start") < at(&pair[0], "char_end"),
+            "no overlap between chunks {} and {}",
+            at(&pair[0], "chunk_index"),
+            at(&pair[1], "chunk_index")
+        );
+    }
 }

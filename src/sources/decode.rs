@@ -5,6 +5,7 @@
 //! UTF-8 is checked by the reader, which names file, line and byte of a bad sequence.
 
 use std::fs::File;
+use std::io::Read;
 
 use encoding_rs::Encoding;
 use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
@@ -25,19 +26,25 @@ pub fn open_text(
         rel: file.rel.clone(),
         source,
     })?;
-    Ok(DecodeReaderBytesBuilder::new()
+    Ok(decoder(handle, legacy))
+}
+
+/// `bytes` as UTF-8, as [`open_text`] reads a file.
+pub fn decoder<R: Read>(
+    bytes: R,
+    legacy: Option<&'static Encoding>,
+) -> DecodeReaderBytes<R, Vec<u8>> {
+    DecodeReaderBytesBuilder::new()
         .encoding(legacy)
         .bom_override(true)
         // UTF-8 is checked by the readers, which say where it breaks; transcoding it would
         // hide a bad byte behind a replacement character.
         .utf8_passthru(true)
-        .build(handle))
+        .build(bytes)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use super::*;
 
     fn read(bytes: &[u8], legacy: Option<&'static Encoding>) -> Vec<u8> {

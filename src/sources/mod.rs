@@ -7,6 +7,8 @@
 pub mod chunker;
 mod decode;
 mod document;
+#[doc(hidden)]
+pub mod fuzz;
 mod layout;
 mod profile;
 mod quotes;

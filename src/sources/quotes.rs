@@ -194,7 +194,7 @@ impl Source for QuotesSource {
 /// Reads one line into `line`, its end included: LF, CRLF or a lone CR (classic Mac files), so
 /// that records and their line numbers are the same whatever the line ends. Stops early once
 /// `line` is longer than `limit`; answers the bytes read (0 at the end of the file).
-fn read_line(
+pub(super) fn read_line(
     reader: &mut impl BufRead,
     limit: usize,
     line: &mut Vec<u8>,
@@ -282,7 +282,7 @@ fn skip_warning(rel: &str, skipped: &[(u64, String)]) -> Option<String> {
 }
 
 /// One line: `Ok(None)` for a blank line, the quote's text and metadata, or why it is bad.
-fn parse_record(line: &[u8], first: bool) -> Result<Option<(String, Metadata)>, String> {
+pub(super) fn parse_record(line: &[u8], first: bool) -> Result<Option<(String, Metadata)>, String> {
     let line = if first {
         line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line)
     } else {
@@ -340,7 +340,7 @@ fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
     metadata
 }
 
-fn needs_renaming(key: &str) -> bool {
+pub(super) fn needs_renaming(key: &str) -> bool {
     RESERVED_KEYS.contains(&key) || key.is_empty() || key.starts_with(['$', '#'])
 }
 
@@ -362,8 +362,10 @@ impl<'de> serde::Deserialize<'de> for Fields {
                 mut map: A,
             ) -> Result<Fields, A::Error> {
                 let mut fields: Vec<(String, Value)> = Vec::new();
+                // A set, not a scan of `fields`: a line of a megabyte can hold 100,000 keys.
+                let mut seen = std::collections::HashSet::new();
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {
-                    if fields.iter().any(|(k, _)| *k == key) {
+                    if !seen.insert(key.clone()) {
                         return Err(serde::de::Error::custom(format!("duplicated key `{key}`")));
                     }
                     fields.push((key, value));

@@ -9,7 +9,7 @@ mod outgoing;
 mod result;
 
 pub use call::{ingest_call, CallError, IngestCall, TaskNames};
-pub use message::{decode, DecodeError, TaskMessage};
+pub use message::{decode, DecodeError, TaskMessage, MAX_BODY_BYTES};
 pub use outgoing::{callback_message, encode, encode_with, retry_message, Options};
 pub use result::{result_value, ResultMeta, TaskState};
 

@@ -101,6 +101,9 @@ fn field_time(
         .transpose()
 }
 
+/// The most bytes a compressed body may inflate to (16 MiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// The body's bytes: base64-decoded, then decompressed as its `compression` header says.
 fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeError> {
     let encoding = envelope
@@ -120,17 +123,25 @@ fn body_bytes(envelope: &Envelope) -> Result<Vec<u8>, DecodeError> {
         Some(other) => return Err(DecodeError::Compression(other.to_string())),
     };
     let mut plain = Vec::new();
+    // One message's arguments are a few hundred bytes: a body that inflates past this is a
+    // compression bomb, refused before it takes the worker's memory.
+    let limit = MAX_BODY_BYTES as u64 + 1;
     let read = match compression {
         // kombu registers zlib under this name, with "zlib" and "gzip" as aliases.
-        "application/x-gzip" | "zlib" | "gzip" => {
-            flate2::read::ZlibDecoder::new(&body[..]).read_to_end(&mut plain)
-        }
-        "application/x-bz2" | "bzip2" | "bzip" => {
-            bzip2::read::BzDecoder::new(&body[..]).read_to_end(&mut plain)
-        }
+        "application/x-gzip" | "zlib" | "gzip" => flate2::read::ZlibDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
+        "application/x-bz2" | "bzip2" | "bzip" => bzip2::read::BzDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
         other => return Err(DecodeError::Compression(other.to_owned())),
     };
     read.map_err(|e| DecodeError::Body(format!("not {compression} data: {e}")))?;
+    if plain.len() > MAX_BODY_BYTES {
+        return Err(DecodeError::Body(format!(
+            "{compression} body inflates past {MAX_BODY_BYTES} bytes"
+        )));
+    }
     Ok(plain)
 }
 

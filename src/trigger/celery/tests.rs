@@ -367,6 +367,32 @@ fn compressed_bodies_are_read() {
     );
 }
 
+/// A bzip2 body of a few hundred bytes that inflates to 20 MiB is refused at the limit,
+/// never read whole into memory.
+#[test]
+fn a_compression_bomb_is_refused_at_the_limit() {
+    let envelope: Value = serde_json::from_str(&fixture("task-full-persona-kwargs.json")).unwrap();
+    let bomb = {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..20 {
+            e.write_all(&zeros).unwrap();
+        }
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 4096, "{} bytes", bomb.len());
+    let mut message = envelope.clone();
+    message["body"] = BASE64.encode(&bomb).into();
+    message["headers"]["compression"] = "application/x-bz2".into();
+    let error = decode(message.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("body: application/x-bz2 body inflates past {MAX_BODY_BYTES} bytes")
+    );
+}
+
 #[test]
 fn revoked_and_parented_results_read_as_a_real_workers() {
     let celery: Value = serde_json::from_str(&fixture("control-replies.json")).unwrap();

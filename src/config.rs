@@ -58,6 +58,9 @@ pub enum ProviderKind {
     /// `POST {base_url}/embeddings`: see `embed::openai`.
     #[serde(rename = "openai")]
     OpenAi,
+    /// all-MiniLM-L6-v2 in process: see `embed::minilm`.
+    #[serde(rename = "minilm")]
+    MiniLm,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,7 +86,27 @@ pub struct EmbeddingSettings {
     #[serde(default)]
     pub linger_ms: Option<u64>,
     pub max_retries: u32,
+    /// The `minilm` provider's folder of `model.safetensors`, `tokenizer.json`, `config.json`;
+    /// unset: the Hugging Face cache, then the hub.
+    #[serde(default)]
+    pub model_path: Option<PathBuf>,
+    /// Threads the `minilm` provider computes on; unset: one a core.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
+
+/// What the `minilm` provider changes in the defaults (a layer above `config.toml`'s, below
+/// every setting a user makes): its vector size, its input limit (256 word pieces, [CLS] and
+/// [SEP] included) and chunks that fit it.
+const MINILM_DEFAULTS: &str = "
+[embedding]
+dimension = 384
+max_input_tokens = 256
+max_batch_inputs = 64
+[chunking]
+target_tokens = 200
+overlap_tokens = 20
+";
 
 /// How long an HTTP provider's partly filled batch waits for more texts, unless configured:
 /// enough for the next windows of other jobs to arrive (measured in `benches/embedding_batching`).
@@ -93,7 +116,7 @@ impl EmbeddingSettings {
     /// The linger time in force: configured, or the provider's default.
     pub fn linger(&self) -> std::time::Duration {
         let default = match self.provider {
-            ProviderKind::Local => 0,
+            ProviderKind::Local | ProviderKind::MiniLm => 0,
             ProviderKind::OpenAi => DEFAULT_HTTP_LINGER_MS,
         };
         std::time::Duration::from_millis(self.linger_ms.unwrap_or(default))
@@ -103,6 +126,7 @@ impl EmbeddingSettings {
     pub fn vector_dimension(&self) -> Result<usize, String> {
         match self.provider {
             ProviderKind::Local => Ok(self.dimension),
+            ProviderKind::MiniLm => Ok(crate::embed::minilm_shape::DIMENSION),
             ProviderKind::OpenAi => self
                 .dimensions
                 .or_else(|| crate::embed::OpenAiProvider::known_dimension(&self.model))
@@ -328,8 +352,26 @@ impl Source for CustomaryEnv {
 
 impl Settings {
     pub fn load(inputs: &ConfigInputs) -> Result<Self, ConfigError> {
+        let settings = Self::load_over(inputs, None)?;
+        // A provider's own defaults sit between config.toml's and the user's settings, so they
+        // are known only once the provider is: load again with them.
+        let settings = match settings.embedding.provider {
+            ProviderKind::MiniLm => Self::load_over(inputs, Some(MINILM_DEFAULTS))?,
+            _ => settings,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn load_over(
+        inputs: &ConfigInputs,
+        provider_defaults: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let mut builder =
             Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+        if let Some(defaults) = provider_defaults {
+            builder = builder.add_source(File::from_str(defaults, FileFormat::Toml));
+        }
         if let Some(path) = &inputs.file {
             if !path.is_file() {
                 return Err(ConfigError(format!(
@@ -366,12 +408,10 @@ impl Settings {
                 .set_override(key.as_str(), value.as_str())
                 .map_err(|e| ConfigError(format!("flag for `{key}`: {e}")))?;
         }
-        let settings: Settings = builder
+        builder
             .build()
             .and_then(Config::try_deserialize)
-            .map_err(|e| ConfigError(e.to_string()))?;
-        settings.validate()?;
-        Ok(settings)
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Windows one job keeps between reading and writing. A remote provider's latency needs more
@@ -381,7 +421,7 @@ impl Settings {
         self.ingest
             .windows_in_flight
             .unwrap_or(match self.embedding.provider {
-                ProviderKind::Local => 4,
+                ProviderKind::Local | ProviderKind::MiniLm => 4,
                 ProviderKind::OpenAi => 16,
             })
     }

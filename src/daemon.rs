@@ -151,7 +151,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
                 settings: engine.settings.clone(),
                 db: engine.db.clone(),
                 store: engine.store.clone(),
-                sources: Arc::new(FileSources::new(engine.settings.clone())),
+                sources: Arc::new(
+                    FileSources::new(engine.settings.clone())
+                        .with_token_counter(engine.provider.token_counter()),
+                ),
                 broker: broker.clone(),
                 supervisor: engine.supervisor.clone(),
                 trigger: Some(trigger.clone().recipient()),

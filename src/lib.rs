@@ -18,6 +18,7 @@ pub mod run_lock;
 pub mod sources;
 pub mod store;
 pub mod testkit;
+pub mod tokens;
 pub mod trigger;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};

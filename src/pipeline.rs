@@ -70,8 +70,11 @@ impl Engine {
         let store = store::from_settings(&settings.store)
             .await
             .with_context(|| format!("opening the vector store ({:?})", settings.store.kind))?;
-        let provider = embed::from_settings(&settings.embedding);
-        let sources = Arc::new(FileSources::new(Arc::new(settings.clone())));
+        let provider = embed::from_settings(&settings.embedding).map_err(anyhow::Error::msg)?;
+        let sources = Arc::new(
+            FileSources::new(Arc::new(settings.clone()))
+                .with_token_counter(provider.token_counter()),
+        );
         Ok(Self::start_with(
             settings, database, store, provider, sources,
         ))

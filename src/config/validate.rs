@@ -82,6 +82,34 @@ impl Settings {
                 return refuse("embedding.dimensions", why);
             }
         }
+        if e.provider == ProviderKind::MiniLm {
+            use crate::embed::minilm_shape::{MAX_WORD_PIECES, SPECIAL_TOKENS};
+            if e.max_input_tokens > MAX_WORD_PIECES {
+                return refuse(
+                    "embedding.max_input_tokens",
+                    format!(
+                        "{} is over what all-MiniLM-L6-v2 reads ({MAX_WORD_PIECES} word pieces)",
+                        e.max_input_tokens
+                    ),
+                );
+            }
+            if c.target_tokens + SPECIAL_TOKENS > e.max_input_tokens {
+                return refuse(
+                    "chunking.target_tokens",
+                    format!(
+                        "{} word pieces and the model's {SPECIAL_TOKENS} special tokens do not fit \
+                         all-MiniLM-L6-v2's {} (embedding.max_input_tokens): chunks would be cut; \
+                         at most {}",
+                        c.target_tokens,
+                        e.max_input_tokens,
+                        e.max_input_tokens - SPECIAL_TOKENS
+                    ),
+                );
+            }
+            if e.threads == Some(0) {
+                return refuse("embedding.threads", "must be at least 1".into());
+            }
+        }
         if c.target_tokens > e.max_input_tokens {
             return refuse(
                 "chunking.target_tokens",

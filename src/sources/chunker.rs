@@ -10,12 +10,8 @@ use unicode_segmentation::{GraphemeCursor, UnicodeSegmentation};
 
 use crate::config::ChunkingSettings;
 
-/// Bytes per token, OpenAI's rule of thumb for English text.
-pub const BYTES_PER_TOKEN: usize = 4;
-
-pub fn estimate_tokens(text: &str) -> usize {
-    text.len().div_ceil(BYTES_PER_TOKEN).max(1)
-}
+use crate::tokens::TokenCounter;
+pub use crate::tokens::{estimate as estimate_tokens, BYTES_PER_TOKEN};
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RawChunk {
@@ -28,6 +24,9 @@ pub struct RawChunk {
 
 pub struct TextChunker {
     max_bytes: usize,
+    /// At most this many tokens a chunk, as `counter` counts them.
+    max_tokens: usize,
+    counter: TokenCounter,
     overlap_bytes: usize,
     buf: String,
     /// Character offset of `buf[0]` in the document.
@@ -40,9 +39,18 @@ pub struct TextChunker {
 }
 
 impl TextChunker {
+    /// Chunks of at most `target_tokens` estimated tokens (4 bytes each).
     pub fn new(settings: ChunkingSettings) -> Self {
+        Self::with_counter(settings, TokenCounter::Estimate)
+    }
+
+    /// Chunks within `target_tokens` both as estimated and as `counter` counts them: a chunk
+    /// the model's tokenizer finds longer is cut again, shorter, at the best boundary.
+    pub fn with_counter(settings: ChunkingSettings, counter: TokenCounter) -> Self {
         Self {
             max_bytes: settings.target_tokens * BYTES_PER_TOKEN,
+            max_tokens: settings.target_tokens,
+            counter,
             overlap_bytes: settings.overlap_tokens * BYTES_PER_TOKEN,
             buf: String::new(),
             buf_start_char: 0,
@@ -60,7 +68,7 @@ impl TextChunker {
         let mut head_char = self.buf_start_char;
         while self.buf.len() - head > self.max_bytes {
             let window = &self.buf[head..];
-            let cut = find_cut(window, self.max_bytes);
+            let cut = self.fit(window, find_cut(window, self.max_bytes));
             let next = overlap_start(&window[..cut], self.overlap_bytes);
             let chunk = make_chunk(&window[..cut], head_char, self.next_index, &self.section);
             if let Some(chunk) = chunk {
@@ -100,7 +108,45 @@ impl TextChunker {
         self.ready.drain(..)
     }
 
+    /// `cut`, or a shorter cut of `window` if the counter finds more than `max_tokens` before it.
+    fn fit(&self, window: &str, mut cut: usize) -> usize {
+        if !self.counter.is_exact() {
+            return cut;
+        }
+        while self.counter.count(&window[..cut]) > self.max_tokens {
+            // Shrink in proportion to the excess, a little more, never less than a character.
+            let tokens = self.counter.count(&window[..cut]);
+            let smaller = (cut * self.max_tokens / tokens).min(cut * 19 / 20);
+            let next = find_cut(window, smaller.max(1));
+            if next >= cut {
+                break;
+            }
+            cut = next;
+        }
+        cut
+    }
+
     fn flush(&mut self) {
+        // What is left may fit in bytes and not in the model's tokens: cut it as `push` does.
+        while self.counter.is_exact() && self.buf.len() > self.overlap_len {
+            let cut = self.fit(&self.buf, self.buf.len());
+            if cut == self.buf.len() {
+                break;
+            }
+            let next = overlap_start(&self.buf[..cut], self.overlap_bytes);
+            if let Some(chunk) = make_chunk(
+                &self.buf[..cut],
+                self.buf_start_char,
+                self.next_index,
+                &self.section,
+            ) {
+                self.ready.push(chunk);
+                self.next_index += 1;
+            }
+            self.buf_start_char += self.buf[..next].chars().count() as u64;
+            self.overlap_len = cut - next;
+            self.buf.drain(..next);
+        }
         if self.buf.len() > self.overlap_len && !self.buf[self.overlap_len..].trim().is_empty() {
             if let Some(chunk) = make_chunk(
                 &self.buf,

@@ -8,6 +8,7 @@ use super::chunker::TextChunker;
 use super::text::TextBlocks;
 use super::{Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, SourceError, SourceFile};
 use crate::config::ChunkingSettings;
+use crate::tokens::TokenCounter;
 
 /// How far into a file a Gutenberg START line is looked for.
 const PREAMBLE_MAX_LINES: usize = 400;
@@ -34,10 +35,11 @@ pub fn read_document(
     root: &DataRoot,
     file: &SourceFile,
     chunking: ChunkingSettings,
+    counter: &TokenCounter,
     sink: &mut dyn ChunkSink,
 ) -> Result<FileReport, SourceError> {
     let handle = root.open_text(file)?;
-    let mut reader = DocumentReader::new(Format::of(file), chunking);
+    let mut reader = DocumentReader::new(Format::of(file), chunking, counter.clone());
     let mut blocks = TextBlocks::new(handle, file.rel.clone());
     let stopped = || SourceError::Stopped {
         rel: file.rel.clone(),
@@ -82,10 +84,10 @@ struct Preamble {
 }
 
 impl DocumentReader {
-    pub fn new(format: Format, chunking: ChunkingSettings) -> Self {
+    pub fn new(format: Format, chunking: ChunkingSettings, counter: TokenCounter) -> Self {
         Self {
             format,
-            chunker: TextChunker::new(chunking),
+            chunker: TextChunker::with_counter(chunking, counter),
             preamble: Some(Preamble::default()),
             gutenberg: false,
             in_fence: false,
@@ -294,6 +296,7 @@ mod tests {
                 target_tokens: 30,
                 overlap_tokens: 4,
             },
+            TokenCounter::Estimate,
         );
         let mut out = Vec::new();
         reader.feed(text);

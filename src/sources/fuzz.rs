@@ -34,7 +34,7 @@ pub fn text_document(data: &[u8]) {
         "fuzz.txt",
         16 + usize::from(knobs & 0x3f),
     );
-    let mut reader = DocumentReader::new(format, chunking);
+    let mut reader = DocumentReader::new(format, chunking, crate::tokens::TokenCounter::Estimate);
     let mut sink = Checked {
         max_bytes: target_tokens * super::chunker::BYTES_PER_TOKEN,
         next_index: 0,

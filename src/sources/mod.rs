@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 pub use chunker::{RawChunk, TextChunker};
@@ -199,6 +200,7 @@ pub trait SourceFactory: Send + Sync {
 pub struct FileSources {
     root: Arc<DataRoot>,
     settings: Arc<Settings>,
+    counter: TokenCounter,
 }
 
 impl FileSources {
@@ -208,7 +210,15 @@ impl FileSources {
                 DataRoot::new(settings.data_root()).with_encoding(settings.sources.encoding()),
             ),
             settings,
+            counter: TokenCounter::Estimate,
         }
+    }
+
+    /// Sizes chunks and quotes with `counter` (the embedding provider's own, see
+    /// [`crate::embed::EmbeddingProvider::token_counter`]).
+    pub fn with_token_counter(mut self, counter: TokenCounter) -> Self {
+        self.counter = counter;
+        self
     }
 }
 
@@ -217,14 +227,25 @@ impl SourceFactory for FileSources {
         let root = self.root.clone();
         let persona = persona.clone();
         Ok(match kind {
-            Kind::Works => Arc::new(WorksSource::new(root, persona, self.settings.chunking)),
+            Kind::Works => Arc::new(WorksSource::new(
+                root,
+                persona,
+                self.settings.chunking,
+                self.counter.clone(),
+            )),
             Kind::Quotes => Arc::new(QuotesSource::new(
                 root,
                 persona,
                 self.settings.quotes,
                 self.settings.embedding.max_input_tokens,
+                self.counter.clone(),
             )),
-            Kind::Profile => Arc::new(ProfileSource::new(root, persona, self.settings.chunking)),
+            Kind::Profile => Arc::new(ProfileSource::new(
+                root,
+                persona,
+                self.settings.chunking,
+                self.counter.clone(),
+            )),
         })
     }
 

@@ -6,20 +6,28 @@ use std::sync::Arc;
 use super::document::read_document;
 use super::{ChunkSink, DataRoot, FileReport, Source, SourceError, SourceFile, SourcePlan};
 use crate::config::ChunkingSettings;
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 pub struct ProfileSource {
     root: Arc<DataRoot>,
     persona: PersonaId,
     chunking: ChunkingSettings,
+    counter: TokenCounter,
 }
 
 impl ProfileSource {
-    pub fn new(root: Arc<DataRoot>, persona: PersonaId, chunking: ChunkingSettings) -> Self {
+    pub fn new(
+        root: Arc<DataRoot>,
+        persona: PersonaId,
+        chunking: ChunkingSettings,
+        counter: TokenCounter,
+    ) -> Self {
         Self {
             root,
             persona,
             chunking,
+            counter,
         }
     }
 }
@@ -51,6 +59,6 @@ impl Source for ProfileSource {
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
-        read_document(&self.root, file, self.chunking, sink)
+        read_document(&self.root, file, self.chunking, &self.counter, sink)
     }
 }

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::chunker::estimate_tokens;
 use super::{
     Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, Source, SourceError, SourceFile,
     SourcePlan,
 };
 use crate::config::{OnBadRecord, QuotesSettings};
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 /// Metadata keys the engine sets on every record; a quote's own field of that name is renamed.
@@ -43,6 +43,7 @@ pub struct QuotesSource {
     settings: QuotesSettings,
     /// The embedding model's input limit: a longer quote is a bad record.
     max_tokens: usize,
+    counter: TokenCounter,
 }
 
 impl QuotesSource {
@@ -50,13 +51,15 @@ impl QuotesSource {
         root: Arc<DataRoot>,
         persona: PersonaId,
         settings: QuotesSettings,
-        max_tokens: usize,
+        max_input_tokens: usize,
+        counter: TokenCounter,
     ) -> Self {
         Self {
             root,
             persona,
             settings,
-            max_tokens,
+            max_tokens: max_input_tokens.saturating_sub(counter.special_tokens()),
+            counter,
         }
     }
 
@@ -91,9 +94,15 @@ impl QuotesSource {
                 ))
             } else {
                 parse_record(&line, number == 1).and_then(|record| match record {
-                    Some((text, _)) if estimate_tokens(&text) > self.max_tokens => Err(format!(
-                        "`text` of about {} tokens is over embedding.max_input_tokens ({})",
-                        estimate_tokens(&text),
+                    Some((text, _)) if self.counter.count(&text) > self.max_tokens => Err(format!(
+                        "`text` of {}{} tokens is over the {} the embedding model reads \
+                             (embedding.max_input_tokens)",
+                        if self.counter.is_exact() {
+                            ""
+                        } else {
+                            "about "
+                        },
+                        self.counter.count(&text),
                         self.max_tokens
                     )),
                     other => Ok(other),

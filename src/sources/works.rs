@@ -5,20 +5,28 @@ use std::sync::Arc;
 use super::document::read_document;
 use super::{ChunkSink, DataRoot, FileReport, Source, SourceError, SourceFile, SourcePlan};
 use crate::config::ChunkingSettings;
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 pub struct WorksSource {
     root: Arc<DataRoot>,
     persona: PersonaId,
     chunking: ChunkingSettings,
+    counter: TokenCounter,
 }
 
 impl WorksSource {
-    pub fn new(root: Arc<DataRoot>, persona: PersonaId, chunking: ChunkingSettings) -> Self {
+    pub fn new(
+        root: Arc<DataRoot>,
+        persona: PersonaId,
+        chunking: ChunkingSettings,
+        counter: TokenCounter,
+    ) -> Self {
         Self {
             root,
             persona,
             chunking,
+            counter,
         }
     }
 }
@@ -45,6 +53,6 @@ impl Source for WorksSource {
     }
 
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError> {
-        read_document(&self.root, file, self.chunking, sink)
+        read_document(&self.root, file, self.chunking, &self.counter, sink)
     }
 }

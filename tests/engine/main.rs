@@ -17,6 +17,8 @@ mod delivery;
 mod http_api;
 mod many_personas;
 mod migrations;
+#[cfg(feature = "minilm")]
+mod minilm;
 mod openai;
 mod own_postgres;
 mod redis_urls;

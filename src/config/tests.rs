@@ -151,3 +151,53 @@ fn queues_come_as_a_comma_separated_list_from_the_environment() {
         "numbers stay strings where strings are wanted"
     );
 }
+
+#[test]
+fn minilm_brings_its_defaults_below_every_setting_a_user_makes() {
+    let minilm = inputs(&[("ENGINE__EMBEDDING__PROVIDER", "minilm")]);
+    let s = Settings::load(&minilm).unwrap();
+    assert_eq!(
+        (
+            s.chunking.target_tokens,
+            s.chunking.overlap_tokens,
+            s.embedding.max_input_tokens,
+            s.embedding.vector_dimension(),
+        ),
+        (200, 20, 256, Ok(384))
+    );
+    let chosen = Settings::load(
+        &minilm
+            .clone()
+            .with_override("chunking.target_tokens", "120"),
+    )
+    .unwrap();
+    assert_eq!(chosen.chunking.target_tokens, 120, "the user's value wins");
+
+    // 255 word pieces and [CLS] and [SEP] are more than the model reads: chunks would be cut.
+    let error = refusal(
+        &minilm
+            .clone()
+            .with_override("chunking.target_tokens", "255"),
+    );
+    assert!(
+        error.contains("`chunking.target_tokens`: 255 word pieces")
+            && error.contains("at most 254"),
+        "{error}"
+    );
+    let error = refusal(&minilm.with_override("embedding.max_input_tokens", "512"));
+    assert!(
+        error.contains("`embedding.max_input_tokens`: 512 is over"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_encoding_is_refused_naming_the_key() {
+    let error = refusal(&inputs(&[("ENGINE__SOURCES__ENCODING", "klingon-8")]));
+    assert!(
+        error.contains("`sources.encoding`: \"klingon-8\" is not an encoding label"),
+        "{error}"
+    );
+    let s = Settings::load(&inputs(&[("ENGINE__SOURCES__ENCODING", "Latin1")])).unwrap();
+    assert_eq!(s.sources.encoding().unwrap().name(), "windows-1252");
+}

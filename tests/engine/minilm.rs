@@ -77,6 +77,25 @@ async fn vectors_match_an_independent_implementation_of_the_model() {
     }
     texts.extend(chunks);
 
+    // Chinese is about one word piece a character, three bytes: sized by bytes alone, a chunk of
+    // 200 estimated tokens would be about 266 word pieces, and the model would drop the rest.
+    let mut chinese = TextChunker::with_counter(
+        ChunkingSettings {
+            target_tokens: 200,
+            overlap_tokens: 20,
+        },
+        model.token_counter(),
+    );
+    chinese.push(&"春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。".repeat(100));
+    chinese.finish();
+    let chinese: Vec<String> = chinese.take_ready().map(|c| c.text).collect();
+    for chunk in &chinese {
+        let pieces = model.token_counter().count(chunk);
+        assert!(pieces <= 200, "a Chinese chunk of {pieces} word pieces");
+        assert!(chunk.ends_with('。'), "{chunk}");
+    }
+    assert!(chinese.len() >= 12, "{} chunks", chinese.len());
+
     let ours = model.embed(texts.clone()).await.unwrap();
     let mut reference = Command::new(python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm/reference.py"))

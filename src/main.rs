@@ -5,13 +5,6 @@ use clap::Parser;
 use persona_ingest::cli::{self, Cli, LogFormat};
 use persona_ingest::config::ConfigInputs;
 
-/// mimalloc keeps freed memory for the next allocation instead of returning it to the system
-/// at once: the `minilm` embedder frees and allocates tens of megabytes of activations per
-/// layer, and with glibc's allocator a fifth of its time went to page faults on fresh pages
-/// (measured by `perf` on `benches/minilm_throughput`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());

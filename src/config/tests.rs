@@ -198,6 +198,12 @@ fn an_unknown_encoding_is_refused_naming_the_key() {
         error.contains("`sources.encoding`: \"klingon-8\" is not an encoding label"),
         "{error}"
     );
+    // A label of WHATWG's "replacement" encoding would read every file as one U+FFFD.
+    let error = refusal(&inputs(&[("ENGINE__SOURCES__ENCODING", "iso-2022-kr")]));
+    assert!(
+        error.contains("`sources.encoding`: \"iso-2022-kr\" names WHATWG's \"replacement\""),
+        "{error}"
+    );
     let s = Settings::load(&inputs(&[("ENGINE__SOURCES__ENCODING", "Latin1")])).unwrap();
     assert_eq!(s.sources.encoding().unwrap().name(), "windows-1252");
 }

@@ -23,7 +23,17 @@ impl Settings {
             );
         }
         if let Some(label) = &self.sources.encoding {
-            if encoding_rs::Encoding::for_label(label.as_bytes()).is_none() {
+            let encoding = encoding_rs::Encoding::for_label(label.as_bytes());
+            if encoding == Some(encoding_rs::REPLACEMENT) {
+                return refuse(
+                    "sources.encoding",
+                    format!(
+                        "{label:?} names WHATWG's \"replacement\" encoding, which reads any file \
+                         as one replacement character: name the encoding the files are in"
+                    ),
+                );
+            }
+            if encoding.is_none() {
                 return refuse(
                     "sources.encoding",
                     format!(

@@ -279,7 +279,11 @@ fn overlap_start(chunk: &str, overlap: usize) -> usize {
         chunk.len().saturating_sub(overlap).max(chunk.len() / 2),
     );
     let tail = &chunk[from..];
-    if let Some((i, c)) = tail.char_indices().find(|(_, c)| c.is_whitespace()) {
+    // A space that ends the chunk starts nothing: the next chunk would not overlap.
+    if let Some((i, c)) = tail
+        .char_indices()
+        .find(|(i, c)| c.is_whitespace() && !tail[i + c.len_utf8()..].trim().is_empty())
+    {
         return from + i + c.len_utf8();
     }
     let sentence_start = tail

@@ -134,6 +134,21 @@ pub enum SourceError {
     #[error("{rel}: {source}")]
     Io { rel: String, source: std::io::Error },
     #[error(
+        "{rel}:{line}: a NUL byte (byte offset {byte}): UTF-16 without a byte-order mark, or not \
+         text; save it as UTF-8 or with a BOM"
+    )]
+    NotText { rel: String, line: u64, byte: u64 },
+    #[error(
+        "{rel}:{line}: not valid {encoding} (byte offset {byte}); a file with a byte-order mark \
+         must be in the encoding it names, one without in sources.encoding"
+    )]
+    Undecodable {
+        rel: String,
+        encoding: &'static str,
+        line: u64,
+        byte: u64,
+    },
+    #[error(
         "{rel}:{line}: not valid UTF-8 (byte offset {byte}); texts must be UTF-8, UTF-16 with a BOM, \
          or in the encoding set as sources.encoding"
     )]

@@ -70,10 +70,7 @@ impl QuotesSource {
         mut emit: impl FnMut(Chunk, u64) -> ControlFlow<()>,
         mut bad: impl FnMut(u64, String) -> ControlFlow<SourceError>,
     ) -> Result<(), SourceError> {
-        let io = |source| SourceError::Io {
-            rel: file.rel.clone(),
-            source,
-        };
+        let io = |e| super::decode::read_error(&file.rel, e);
         let mut reader = BufReader::with_capacity(64 * 1024, self.root.open_text(file)?);
         let limit = self.settings.max_record_bytes;
         let mut line = Vec::new();

@@ -52,10 +52,7 @@ impl<R: Read> TextBlocks<R> {
             let got = (&mut self.reader)
                 .take(want as u64)
                 .read_to_end(&mut raw)
-                .map_err(|source| SourceError::Io {
-                    rel: self.rel.clone(),
-                    source,
-                })?;
+                .map_err(|e| super::decode::read_error(&self.rel, e))?;
             self.eof = got < want;
         }
         if self.at_start {
@@ -67,6 +64,15 @@ impl<R: Read> TextBlocks<R> {
         }
         if raw.is_empty() {
             return Ok(None);
+        }
+        // UTF-8 text holds no NUL: a file that does is UTF-16 without its byte-order mark, or
+        // not text at all; dropped as a control character it would leave garbage.
+        if let Some(at) = raw.iter().position(|b| *b == 0) {
+            return Err(SourceError::NotText {
+                rel: self.rel.clone(),
+                line: self.lines + 1 + line_ends(&raw[..at], Some(0)),
+                byte: self.bytes_done + at as u64,
+            });
         }
         let valid = match std::str::from_utf8(&raw) {
             Ok(_) => raw.len(),

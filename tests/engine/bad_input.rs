@@ -400,6 +400,35 @@ async fn utf16_files_and_a_declared_legacy_encoding_are_read_as_text() {
         "the works file's text, decoded"
     );
 
+    // What the encoding cannot hold fails the job naming file, line and byte, never stored as
+    // a replacement character: a lone surrogate in UTF-16, a NUL-laden file without a BOM (UTF-16
+    // saved without its mark); a file that is only a BOM is an empty file.
+    let mut lone = utf16("Line one.\nHello ", Endian::Little, true);
+    lone.extend([0x00, 0xD8]);
+    lone.extend(utf16(" world.\n", Endian::Little, false));
+    for (bytes, expected) in [
+        (
+            lone,
+            "data/p/works/a.txt:2: not valid UTF-16LE (byte offset 34)",
+        ),
+        (
+            utf16("Caf\u{e9} au lait.\n", Endian::Little, false),
+            "data/p/works/a.txt:1: a NUL byte (byte offset 1)",
+        ),
+    ] {
+        world.write("data/p/works/a.txt", bytes);
+        let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+        assert!(!outcome.succeeded(), "{expected}");
+        let rows = latest_jobs(&engine.db, "p").await;
+        let error = job_of(&rows, Kind::Works).error_message.clone().unwrap();
+        assert!(error.starts_with(expected), "{error}");
+        assert_nothing_processing(&engine.db).await;
+    }
+    world.write("data/p/works/a.txt", [0xFF, 0xFE]);
+    world.write("data/p/works/b.txt", "Another work.\n");
+    let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+
     let legacy = World::new();
     legacy.write("personas/p/profile.md", "# P\n\nA writer.\n");
     legacy.write(

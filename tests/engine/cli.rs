@@ -197,10 +197,12 @@ fn a_50_mb_single_line_file_is_ingested_in_bounded_memory() {
         .as_u64()
         .unwrap();
     assert!(vectors > 33_000, "{vectors} chunks of at most 1600 bytes");
-    // A copy of the whole file would take 50 MB on its own.
+    // A copy of the whole file would take 50 MB on its own. The binary alone (with the minilm
+    // embedder's runtime linked in) measured 34.3 MB here, a little more beside the rest of the
+    // suite; 40 MB leaves that room and still proves the file is streamed.
     let peak = summary["peak_rss_bytes"].as_u64().unwrap();
     eprintln!("peak resident memory: {peak} bytes");
-    assert!(peak < 35_000_000, "peak resident memory {peak} bytes");
+    assert!(peak < 40_000_000, "peak resident memory {peak} bytes");
 }
 
 #[test]

@@ -69,16 +69,28 @@ impl TextChunker {
         while self.buf.len() - head > self.max_bytes {
             let window = &self.buf[head..];
             let cut = self.fit(window, find_cut(window, self.max_bytes));
-            let next = overlap_start(&window[..cut], self.overlap_bytes);
-            let chunk = make_chunk(&window[..cut], head_char, self.next_index, &self.section);
-            if let Some(chunk) = chunk {
-                self.ready.push(chunk);
-                self.next_index += 1;
-            }
-            head_char += window[..next].chars().count() as u64;
-            self.overlap_len = cut - next;
-            head += next;
+            head = self.cut_at(head, &mut head_char, cut);
         }
+        self.drop_before(head, head_char);
+    }
+
+    /// Makes a chunk of the `cut` bytes from `head`; answers where the next chunk starts (its
+    /// overlap with this one held in `overlap_len`), `head_char` moved there.
+    fn cut_at(&mut self, head: usize, head_char: &mut u64, cut: usize) -> usize {
+        let window = &self.buf[head..];
+        let next = overlap_start(&window[..cut], self.overlap_bytes);
+        if let Some(chunk) = make_chunk(&window[..cut], *head_char, self.next_index, &self.section)
+        {
+            self.ready.push(chunk);
+            self.next_index += 1;
+        }
+        *head_char += window[..next].chars().count() as u64;
+        self.overlap_len = cut - next;
+        head + next
+    }
+
+    /// Forgets the text before `head`, which starts at character `head_char`.
+    fn drop_before(&mut self, head: usize, head_char: u64) {
         if head > 0 {
             self.buf.drain(..head);
             self.buf_start_char = head_char;
@@ -113,9 +125,12 @@ impl TextChunker {
         if !self.counter.is_exact() {
             return cut;
         }
-        while self.counter.count(&window[..cut]) > self.max_tokens {
-            // Shrink in proportion to the excess, a little more, never less than a character.
+        loop {
             let tokens = self.counter.count(&window[..cut]);
+            if tokens <= self.max_tokens {
+                break;
+            }
+            // Shrink in proportion to the excess, a little more, never less than a character.
             let smaller = (cut * self.max_tokens / tokens).min(cut * 19 / 20);
             let next = find_cut(window, smaller.max(1));
             if next >= cut {
@@ -128,25 +143,17 @@ impl TextChunker {
 
     fn flush(&mut self) {
         // What is left may fit in bytes and not in the model's tokens: cut it as `push` does.
-        while self.counter.is_exact() && self.buf.len() > self.overlap_len {
-            let cut = self.fit(&self.buf, self.buf.len());
-            if cut == self.buf.len() {
+        let mut head = 0;
+        let mut head_char = self.buf_start_char;
+        while self.counter.is_exact() && self.buf.len() - head > self.overlap_len {
+            let window = &self.buf[head..];
+            let cut = self.fit(window, window.len());
+            if cut == window.len() {
                 break;
             }
-            let next = overlap_start(&self.buf[..cut], self.overlap_bytes);
-            if let Some(chunk) = make_chunk(
-                &self.buf[..cut],
-                self.buf_start_char,
-                self.next_index,
-                &self.section,
-            ) {
-                self.ready.push(chunk);
-                self.next_index += 1;
-            }
-            self.buf_start_char += self.buf[..next].chars().count() as u64;
-            self.overlap_len = cut - next;
-            self.buf.drain(..next);
+            head = self.cut_at(head, &mut head_char, cut);
         }
+        self.drop_before(head, head_char);
         if self.buf.len() > self.overlap_len && !self.buf[self.overlap_len..].trim().is_empty() {
             if let Some(chunk) = make_chunk(
                 &self.buf,
@@ -274,10 +281,11 @@ fn overlap_start(chunk: &str, overlap: usize) -> usize {
     if overlap == 0 {
         return chunk.len();
     }
-    let from = ceil_char_boundary(
-        chunk,
-        chunk.len().saturating_sub(overlap).max(chunk.len() / 2),
-    );
+    // Past the middle of the chunk's text, leading spaces left out: a chunk that begins with
+    // spaces could otherwise hand its whole text to the next one, which would not advance.
+    let lead = chunk.len() - chunk.trim_start().len();
+    let middle = lead + (chunk.len() - lead) / 2;
+    let from = ceil_char_boundary(chunk, chunk.len().saturating_sub(overlap).max(middle));
     let tail = &chunk[from..];
     // A space that ends the chunk starts nothing: the next chunk would not overlap.
     if let Some((i, c)) = tail

@@ -368,11 +368,10 @@ fn latin1(text: &str) -> Vec<u8> {
 }
 
 /// The document of the record nearest to `text` (the hashing embedder finds the same text).
-async fn nearest(engine: &Engine, collection: &str, text: &str) -> String {
-    let info = engine.store.collection(collection).await.unwrap().unwrap();
-    let vector = engine.provider.embed(vec![text.into()]).await.unwrap();
-    let hits = engine.store.query(&info, &vector[0], 1).await.unwrap();
-    hits[0].document.clone()
+async fn nearest_document(engine: &Engine, collection: &str, text: &str) -> String {
+    nearest(engine, collection, text, 1).await[0]
+        .document
+        .clone()
 }
 
 /// Files saved as UTF-16 (either byte order, with the BOM Windows writes) are read, quotes and
@@ -391,11 +390,11 @@ async fn utf16_files_and_a_declared_legacy_encoding_are_read_as_text() {
     assert!(outcome.succeeded(), "{:?}", outcome.error);
     assert_eq!(store_count(&engine, "p_quotes").await, 2);
     assert_eq!(
-        nearest(&engine, "p_quotes", "Caf\u{e9} au lait, \u{6625}\u{7720}.").await,
+        nearest_document(&engine, "p_quotes", "Caf\u{e9} au lait, \u{6625}\u{7720}.").await,
         "Caf\u{e9} au lait, \u{6625}\u{7720}."
     );
     assert_eq!(
-        nearest(&engine, "p_works", work.trim()).await,
+        nearest_document(&engine, "p_works", work.trim()).await,
         work.trim(),
         "the works file's text, decoded"
     );
@@ -449,7 +448,7 @@ async fn utf16_files_and_a_declared_legacy_encoding_are_read_as_text() {
     let outcome = engine.ingest(persona("p"), &[Kind::Works]).await.unwrap();
     assert!(outcome.succeeded(), "{:?}", outcome.error);
     assert_eq!(
-        nearest(&engine, "p_works", "First line.\nA na\u{ef}ve caf\u{e9}.").await,
+        nearest_document(&engine, "p_works", "First line.\nA na\u{ef}ve caf\u{e9}.").await,
         "First line.\nA na\u{ef}ve caf\u{e9}."
     );
 }
@@ -552,13 +551,7 @@ async fn chinese_works_are_cut_after_sentences_and_overlap() {
     let count = store_count(&engine, "p_works").await;
     assert!(count >= 7, "{count} chunks of 3,300 characters");
 
-    let info = engine.store.collection("p_works").await.unwrap().unwrap();
-    let vector = engine.provider.embed(vec![sentence.into()]).await.unwrap();
-    let mut hits = engine
-        .store
-        .query(&info, &vector[0], count as usize)
-        .await
-        .unwrap();
+    let mut hits = nearest(&engine, "p_works", sentence, count as usize).await;
     let at = |hit: &persona_ingest::store::QueryHit, key: &str| match &hit.metadata[key] {
         persona_ingest::sources::MetaValue::Int(i) => *i,
         other => panic!("{key}: {other:?}"),

@@ -63,18 +63,13 @@ async fn a_persona_ingested_into_chroma_holds_total_vectors_and_a_rerun_changes_
     assert_store_matches_rows(&engine, "twain-sampler").await;
 
     // Records keep their metadata (quote tags flattened) and are found by cosine similarity.
-    let quotes = engine
-        .store
-        .collection("twain-sampler_quotes")
-        .await
-        .unwrap()
-        .unwrap();
-    let vector = engine
-        .provider
-        .embed(vec!["When in doubt, tell the truth.".into()])
-        .await
-        .unwrap();
-    let hits = engine.store.query(&quotes, &vector[0], 1).await.unwrap();
+    let hits = nearest(
+        &engine,
+        "twain-sampler_quotes",
+        "When in doubt, tell the truth.",
+        1,
+    )
+    .await;
     assert_eq!(hits[0].document, "When in doubt, tell the truth.");
     assert!(hits[0].score > 0.99, "{}", hits[0].score);
     assert_eq!(hits[0].metadata["tags"].to_string(), "Famous Quotes");

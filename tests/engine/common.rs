@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use entities::ingestion_job;
 use persona_ingest::config::{ConfigInputs, Settings};
 use persona_ingest::pipeline::Engine;
-use persona_ingest::store::CollectionInfo;
+use persona_ingest::store::{CollectionInfo, QueryHit};
 use persona_ingest::{jobs, JobStatus, Kind, PersonaId};
 use sea_orm::DatabaseConnection;
 use tempfile::TempDir;
@@ -142,6 +142,14 @@ pub async fn store_count(engine: &Engine, collection: &str) -> u64 {
 
 async fn count(engine: &Engine, info: &CollectionInfo) -> u64 {
     engine.store.count(info).await.unwrap()
+}
+
+/// The `k` records of `collection` nearest to `text` as the engine's provider embeds it, best
+/// first.
+pub async fn nearest(engine: &Engine, collection: &str, text: &str, k: usize) -> Vec<QueryHit> {
+    let info = engine.store.collection(collection).await.unwrap().unwrap();
+    let vector = engine.provider.embed(vec![text.into()]).await.unwrap();
+    engine.store.query(&info, &vector[0], k).await.unwrap()
 }
 
 /// Every completed job's `total_vectors` equals what its collection holds.

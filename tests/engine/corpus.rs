@@ -85,29 +85,20 @@ async fn records_carry_their_provenance() {
     let world = World::reading(examples_root());
     let engine = ingested_example(&world).await;
 
-    let works = engine
-        .store
-        .collection("twain-sampler_works")
-        .await
-        .unwrap()
-        .unwrap();
-    let vector = engine
-        .provider
-        .embed(vec!["steamboat a-comin".into()])
-        .await
-        .unwrap();
-    let hits = engine.store.query(&works, &vector[0], 1).await.unwrap();
+    let hits = nearest(&engine, "twain-sampler_works", "steamboat a-comin", 1).await;
     let hit = &hits[0];
     assert!(hit.document.contains("S-t-e-a-m-boat a-comin"), "{hit:#?}");
     insta::assert_yaml_snapshot!(hit.metadata, { ".content_hash" => "[hash]" });
 
     // The Gutenberg header and footer of the Tom Sawyer chapter never reach the store.
-    let tom = engine
-        .provider
-        .embed(vec!["Project Gutenberg License eBook".into()])
-        .await
-        .unwrap();
-    for hit in engine.store.query(&works, &tom[0], 20).await.unwrap() {
+    for hit in nearest(
+        &engine,
+        "twain-sampler_works",
+        "Project Gutenberg License eBook",
+        20,
+    )
+    .await
+    {
         assert!(
             !hit.document.contains("Project Gutenberg"),
             "{}",

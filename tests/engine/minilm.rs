@@ -256,12 +256,13 @@ async fn a_persona_ingested_with_minilm_is_found_by_meaning() {
         (info.embedding_model.as_str(), info.dimension),
         ("all-MiniLM-L6-v2", 384)
     );
-    let question = engine
-        .provider
-        .embed(vec!["a boat arriving in port in the early morning".into()])
-        .await
-        .unwrap();
-    let hits = engine.store.query(&info, &question[0], 1).await.unwrap();
+    let hits = nearest(
+        &engine,
+        "p_quotes",
+        "a boat arriving in port in the early morning",
+        1,
+    )
+    .await;
     assert!(
         hits[0].document.starts_with("The sea was calm"),
         "{}",

@@ -83,7 +83,7 @@ async fn run(corpus: PathBuf, persona: PersonaId) {
     );
 
     // Stage 2: embed with the local hashing embedder (one thread).
-    let embedder = HashingEmbedder::new(settings.embedding.dimension);
+    let embedder = HashingEmbedder::new(settings.embedding.vector_dimension().unwrap());
     let started = Instant::now();
     let vectors: Vec<Vec<f32>> = chunks.iter().map(|c| embedder.embed_one(&c.text)).collect();
     let embed = started.elapsed();

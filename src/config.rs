@@ -67,13 +67,27 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     pub provider: ProviderKind,
-    /// The local embedder's vector size.
-    pub dimension: usize,
+    /// The vectors' size: the local embedder's (unset: [`DEFAULT_LOCAL_DIMENSION`]); for the
+    /// other providers what their vectors must measure (unset: known, or learned at start).
+    #[serde(default)]
+    pub dimension: Option<usize>,
     pub base_url: String,
     pub model: String,
-    /// Sent to an OpenAI-compatible API that can shorten its vectors.
+    /// Sent to an OpenAI-compatible API to shorten its vectors (Matryoshka models); unset,
+    /// nothing is sent (vLLM refuses it for other models).
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// Sent as `encoding_format` ("float" or "base64"); unset, nothing is sent.
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    /// Sends `"truncate": true` (text-embeddings-inference, Ollama): the server cuts an input
+    /// longer than its model reads, so a long quote is no longer refused.
+    #[serde(default)]
+    pub truncate: bool,
+    /// A Hugging Face `tokenizer.json` that counts tokens as the served model does; unset:
+    /// OpenAI's tokenizer for OpenAI's models, else an estimate by script.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
     #[serde(default)]
     pub api_key: Option<String>,
     pub timeout_secs: u64,
@@ -108,6 +122,9 @@ target_tokens = 200
 overlap_tokens = 20
 ";
 
+/// The local embedder's vector size unless `embedding.dimension` says.
+pub const DEFAULT_LOCAL_DIMENSION: usize = 384;
+
 /// How long an HTTP provider's partly filled batch waits for more texts, unless configured:
 /// enough for the next windows of other jobs to arrive (measured in `benches/embedding_batching`).
 pub const DEFAULT_HTTP_LINGER_MS: u64 = 25;
@@ -122,20 +139,16 @@ impl EmbeddingSettings {
         std::time::Duration::from_millis(self.linger_ms.unwrap_or(default))
     }
 
-    /// The size of the vectors the configured provider gives.
-    pub fn vector_dimension(&self) -> Result<usize, String> {
+    /// The size of the vectors the configured provider gives, when settings say it: `None` for
+    /// an OpenAI-compatible model of unknown size, learned at start from a probe call.
+    pub fn vector_dimension(&self) -> Option<usize> {
         match self.provider {
-            ProviderKind::Local => Ok(self.dimension),
-            ProviderKind::MiniLm => Ok(crate::embed::minilm_shape::DIMENSION),
+            ProviderKind::Local => Some(self.dimension.unwrap_or(DEFAULT_LOCAL_DIMENSION)),
+            ProviderKind::MiniLm => Some(crate::embed::minilm_shape::DIMENSION),
             ProviderKind::OpenAi => self
                 .dimensions
-                .or_else(|| crate::embed::OpenAiProvider::known_dimension(&self.model))
-                .ok_or_else(|| {
-                    format!(
-                        "required for model {:?}, whose vector size persona-ingest does not know",
-                        self.model
-                    )
-                }),
+                .or(self.dimension)
+                .or_else(|| crate::embed::OpenAiProvider::known_dimension(&self.model)),
         }
     }
 }

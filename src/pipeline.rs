@@ -70,7 +70,9 @@ impl Engine {
         let store = store::from_settings(&settings.store)
             .await
             .with_context(|| format!("opening the vector store ({:?})", settings.store.kind))?;
-        let provider = embed::from_settings(&settings.embedding).map_err(anyhow::Error::msg)?;
+        let provider = embed::connect(&settings.embedding)
+            .await
+            .map_err(anyhow::Error::msg)?;
         let sources = Arc::new(
             FileSources::new(Arc::new(settings.clone()))
                 .with_token_counter(provider.token_counter()),

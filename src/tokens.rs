@@ -1,22 +1,30 @@
 //! How many tokens a text is, as the configured model counts them: the chunker sizes chunks with
-//! it and the quotes reader refuses a quote the model could not read whole. An embedder that
-//! ships its tokenizer (the `minilm` provider) counts exactly; for the others the estimate is
-//! OpenAI's rule of thumb for English, 4 bytes a token.
+//! it, the start-up check compares `chunking.target_tokens` with the model's limit, and the quotes
+//! reader refuses a quote the model could not read whole.
+//!
+//! Exact where the model's tokenizer is at hand: OpenAI's models through `tiktoken-rs` (which
+//! ships their encodings), a Hugging Face `tokenizer.json` through `tokenizers` (the `minilm`
+//! provider's own, or `embedding.tokenizer`). Otherwise an estimate by script that errs long: 4
+//! bytes a token for ASCII (OpenAI's rule of thumb for English), 2 characters a token for the
+//! two-byte scripts (Cyrillic, Greek, Arabic, Hebrew), a token a character for the rest (CJK,
+//! Devanagari, Thai: tokenizers seldom do better), 2 for a character outside the BMP.
 
-#[cfg(feature = "minilm")]
 use std::sync::Arc;
 
 #[cfg(feature = "minilm")]
 use tokenizers::Tokenizer;
 
-/// Bytes per token of the estimate.
+/// Bytes per token of the estimate for ASCII text: chunks of English are cut by bytes at this
+/// rate before any count.
 pub const BYTES_PER_TOKEN: usize = 4;
 
 #[derive(Clone, Default)]
 pub enum TokenCounter {
-    /// [`BYTES_PER_TOKEN`] bytes a token.
+    /// [`estimate`]: by script, erring long.
     #[default]
     Estimate,
+    /// OpenAI's byte-pair encoding for its models (cl100k_base for the embedding models).
+    Bpe(Arc<tiktoken_rs::CoreBPE>),
     /// A Hugging Face tokenizer (`tokenizer.json`), counting without truncation; `special` is
     /// what it adds to every input ([CLS] and [SEP] for BERT's word pieces).
     #[cfg(feature = "minilm")]
@@ -39,10 +47,39 @@ impl TokenCounter {
         }
     }
 
+    /// The tokenizer of a `tokenizer.json` file (`embedding.tokenizer`); the special tokens
+    /// are what it adds to an input.
+    ///
+    /// Errors: the file unreadable or not a tokenizer, named.
+    #[cfg(feature = "minilm")]
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let tokenizer = Tokenizer::from_file(path)
+            .map_err(|e| format!("embedding.tokenizer: {}: {e}", path.display()))?;
+        let with = tokenizer.encode_fast("a", true).map(|e| e.len());
+        let without = tokenizer.encode_fast("a", false).map(|e| e.len());
+        let special = match (with, without) {
+            (Ok(with), Ok(without)) => with.saturating_sub(without),
+            _ => 0,
+        };
+        Ok(Self::exact(&tokenizer, special))
+    }
+
+    /// OpenAI's tokenizer for OpenAI's embedding models (`text-embedding-3-*`, `-ada-002`);
+    /// the estimate for any other model name.
+    pub fn for_model(model: &str) -> Self {
+        if model.starts_with("text-embedding-3") || model == "text-embedding-ada-002" {
+            if let Ok(bpe) = tiktoken_rs::cl100k_base() {
+                return Self::Bpe(Arc::new(bpe));
+            }
+        }
+        Self::Estimate
+    }
+
     /// The tokens of `text`, without the special tokens a model adds (at least 1).
     pub fn count(&self, text: &str) -> usize {
         match self {
             Self::Estimate => estimate(text),
+            Self::Bpe(bpe) => bpe.encode_ordinary(text).len().max(1),
             #[cfg(feature = "minilm")]
             Self::Tokenizer { tokenizer, .. } => tokenizer
                 .encode_fast(text, false)
@@ -54,7 +91,7 @@ impl TokenCounter {
     /// Tokens the model adds to every input: what an input limit must leave room for.
     pub fn special_tokens(&self) -> usize {
         match self {
-            Self::Estimate => 0,
+            Self::Estimate | Self::Bpe(_) => 0,
             #[cfg(feature = "minilm")]
             Self::Tokenizer { special, .. } => *special,
         }
@@ -64,9 +101,61 @@ impl TokenCounter {
     pub fn is_exact(&self) -> bool {
         !matches!(self, Self::Estimate)
     }
+
+    /// For messages: how the count was made.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Estimate => "estimated",
+            Self::Bpe(_) => "counted by OpenAI's tokenizer",
+            #[cfg(feature = "minilm")]
+            Self::Tokenizer { .. } => "counted by the model's tokenizer",
+        }
+    }
 }
 
-/// The estimate: [`BYTES_PER_TOKEN`] bytes a token, at least 1.
+/// The estimate (at least 1): ASCII at [`BYTES_PER_TOKEN`] bytes a token, two-byte characters
+/// at 2 a token, three-byte characters (CJK, Indic, Thai) at 1 a token, four-byte ones at 2
+/// tokens each.
 pub fn estimate(text: &str) -> usize {
-    text.len().div_ceil(BYTES_PER_TOKEN).max(1)
+    let (mut quarter_tokens, mut ascii) = (0usize, 0usize);
+    for c in text.chars() {
+        match c.len_utf8() {
+            1 => ascii += 1,
+            2 => quarter_tokens += 2,
+            3 => quarter_tokens += 4,
+            _ => quarter_tokens += 8,
+        }
+    }
+    (ascii + quarter_tokens).div_ceil(BYTES_PER_TOKEN).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_errs_long_for_every_script() {
+        assert_eq!(estimate(&"a".repeat(2000)), 500, "English: 4 bytes a token");
+        assert_eq!(estimate(&"春".repeat(600)), 600, "CJK: a token a character");
+        assert_eq!(
+            estimate(&"д".repeat(600)),
+            300,
+            "Cyrillic: 2 characters a token"
+        );
+        assert_eq!(estimate(&"😀".repeat(10)), 20);
+        assert_eq!(estimate(""), 1);
+        // OpenAI's encoding spends about 1.5 tokens a Chinese character, more than any estimate
+        // a BERT-style tokenizer needs: OpenAI's models are counted by it, not estimated.
+        let chinese = "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。".repeat(20);
+        let bpe = TokenCounter::for_model("text-embedding-3-small");
+        assert!(bpe.is_exact());
+        assert_eq!((bpe.count(&chinese), estimate(&chinese)), (740, 480));
+    }
+
+    #[test]
+    fn openai_models_are_counted_by_their_encoding() {
+        let bpe = TokenCounter::for_model("text-embedding-3-large");
+        assert_eq!(bpe.count("hello world"), 2);
+        assert!(!TokenCounter::for_model("bge-m3").is_exact());
+    }
 }

@@ -1,23 +1,32 @@
 //! EmbeddingBatcher: one for the whole engine. It packs the texts of every running job into
-//! provider calls of at most `max_inputs` texts and `max_tokens` estimated tokens, waits at
-//! most `linger` for a partly filled batch to fill, keeps at most `max_in_flight` calls
-//! running, retries transient failures with exponential backoff and jitter (honouring
-//! `Retry-After`) up to `max_retries`, and answers each caller with its own vectors in order.
+//! provider calls of at most `max_inputs` texts (fewer if the server says so) and `max_tokens`
+//! estimated tokens, waits at most `linger` for a partly filled batch to fill, keeps at most
+//! `max_in_flight` calls running, and answers each caller with its own vectors in order. How a
+//! call is retried, halved or searched for the input at fault is `call`'s. A caller whose text
+//! the provider refuses gets that error naming the text's position; the other callers of the
+//! call go on; a text proven bad fails at once when it comes again.
+
+mod call;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use futures::FutureExt;
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use xxhash_rust::xxh3::xxh3_64;
 
-use super::{jittered_backoff, panic_message, Observe};
+use super::{jittered_backoff, Observe};
 use crate::config::EmbeddingSettings;
 use crate::embed::{EmbedError, EmbeddingProvider};
-use crate::sources::chunker::estimate_tokens;
+use crate::tokens::estimate as estimate_tokens;
+
+/// Texts proven bad remembered at most, so that a text that keeps coming does not cost a search
+/// each time; forgotten all at once past this.
+const KNOWN_BAD_TEXTS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -66,6 +75,14 @@ pub struct BatcherCounters {
     pub calls: u64,
     pub retries: u64,
     pub failed_calls: u64,
+    /// Calls made after the server said a batch was too large.
+    pub split_calls: u64,
+    /// Calls made looking for the input at fault in a failing call.
+    pub isolation_calls: u64,
+    /// Texts the provider refused alone (their callers failed, no one else's).
+    pub bad_inputs: u64,
+    /// The most inputs a call carries now.
+    pub batch_cap: usize,
     pub in_flight: usize,
     pub max_in_flight_seen: usize,
     pub queued_texts: usize,
@@ -86,14 +103,17 @@ struct Piece {
 }
 
 struct CallDone {
-    pieces: Vec<(u64, usize)>,
-    result: Result<Vec<Vec<f32>>, EmbedError>,
-    retries: u64,
+    /// (request, position, the text's hash) of each input.
+    pieces: Vec<(u64, usize, u64)>,
+    results: call::Results,
+    spent: call::Spent,
 }
 
 pub struct EmbeddingBatcher {
-    provider: Arc<dyn EmbeddingProvider>,
+    caller: call::Caller,
     limits: BatchLimits,
+    /// Hash of a text the provider refused alone → the error.
+    known_bad: HashMap<u64, EmbedError>,
     pending: HashMap<u64, Pending>,
     queue: VecDeque<Piece>,
     queued_tokens: usize,
@@ -103,9 +123,21 @@ pub struct EmbeddingBatcher {
 }
 
 impl EmbeddingBatcher {
+    /// The batcher of `provider`: calls within `limits`, and within the provider's own largest
+    /// batch when it states one.
     pub fn new(provider: Arc<dyn EmbeddingProvider>, limits: BatchLimits) -> Self {
+        let cap = provider
+            .max_batch_inputs()
+            .map_or(limits.max_inputs, |n| n.min(limits.max_inputs))
+            .max(1);
         Self {
-            provider,
+            caller: call::Caller {
+                provider,
+                limits,
+                cap: Arc::new(AtomicUsize::new(cap)),
+                successes: Arc::default(),
+            },
+            known_bad: HashMap::new(),
             limits,
             pending: HashMap::new(),
             queue: VecDeque::new(),
@@ -120,8 +152,8 @@ impl EmbeddingBatcher {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         self.drop_abandoned();
         while self.counters.in_flight < self.limits.max_in_flight && !self.queue.is_empty() {
-            let full = self.queue.len() >= self.limits.max_inputs
-                || self.queued_tokens >= self.limits.max_tokens;
+            let full =
+                self.queue.len() >= self.cap() || self.queued_tokens >= self.limits.max_tokens;
             let deadline = self.queue[0].queued_at + self.limits.linger;
             if !full && Instant::now() < deadline {
                 if let Some(timer) = self.linger_timer.take() {
@@ -137,6 +169,11 @@ impl EmbeddingBatcher {
             self.start_call(ctx);
         }
         self.counters.queued_texts = self.queue.len();
+    }
+
+    /// The most inputs a call may carry now.
+    fn cap(&self) -> usize {
+        self.caller.cap.load(Ordering::SeqCst)
     }
 
     /// Pieces whose caller has gone away (its job was aborted) are not worth a call.
@@ -155,18 +192,23 @@ impl EmbeddingBatcher {
     }
 
     fn start_call(&mut self, ctx: &mut Context<Self>) {
+        let cap = self.cap();
         let mut texts = Vec::new();
         let mut pieces = Vec::new();
         let mut tokens = 0;
         while let Some(piece) = self.queue.front() {
             let over_tokens = !texts.is_empty() && tokens + piece.tokens > self.limits.max_tokens;
-            if texts.len() >= self.limits.max_inputs || over_tokens {
+            if texts.len() >= cap || over_tokens {
                 break;
             }
             let piece = self.queue.pop_front().expect("front exists");
             tokens += piece.tokens;
             self.queued_tokens -= piece.tokens;
-            pieces.push((piece.request, piece.position));
+            pieces.push((
+                piece.request,
+                piece.position,
+                xxh3_64(piece.text.as_bytes()),
+            ));
             texts.push(piece.text);
         }
         self.counters.calls += 1;
@@ -175,14 +217,15 @@ impl EmbeddingBatcher {
             .counters
             .max_in_flight_seen
             .max(self.counters.in_flight);
-        let call = call_with_retries(self.provider.clone(), self.limits, texts);
+        let caller = self.caller.clone();
+        let call = async move { caller.embed(&texts).await };
         ctx.spawn(
             call.into_actor(self)
-                .map(move |(result, retries), act, ctx| {
+                .map(move |(results, spent), act, ctx| {
                     act.finish_call(CallDone {
                         pieces,
-                        result,
-                        retries,
+                        results,
+                        spent,
                     });
                     act.pump(ctx);
                 }),
@@ -191,98 +234,67 @@ impl EmbeddingBatcher {
 
     fn finish_call(&mut self, done: CallDone) {
         self.counters.in_flight -= 1;
-        self.counters.retries += done.retries;
-        match done.result {
-            Ok(vectors) => {
-                for ((request, position), vector) in done.pieces.into_iter().zip(vectors) {
-                    let Some(pending) = self.pending.get_mut(&request) else {
-                        continue;
-                    };
-                    pending.vectors[position] = Some(vector);
-                    pending.missing -= 1;
-                    if pending.missing == 0 {
-                        let pending = self.pending.remove(&request).expect("present");
-                        let vectors = pending
-                            .vectors
-                            .into_iter()
-                            .map(|v| v.expect("filled"))
-                            .collect();
-                        let _ = pending.reply.send(Ok(vectors));
+        self.counters.calls += done.spent.calls.saturating_sub(1);
+        self.counters.retries += done.spent.retries;
+        self.counters.split_calls += done.spent.split_calls;
+        self.counters.isolation_calls += done.spent.isolation_calls;
+        self.counters.batch_cap = self.cap();
+        if done
+            .results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(|e| e.input.is_none()))
+        {
+            self.counters.failed_calls += 1;
+        }
+        for ((request, position, hash), result) in done.pieces.into_iter().zip(done.results) {
+            match result {
+                Ok(vector) => self.deliver(request, position, vector),
+                Err(mut error) => {
+                    if error.input.is_some() {
+                        self.counters.bad_inputs += 1;
+                        if self.known_bad.len() >= KNOWN_BAD_TEXTS {
+                            self.known_bad.clear();
+                        }
+                        self.known_bad.insert(hash, error.clone());
+                        error.input = Some(position);
                     }
-                }
-            }
-            Err(error) => {
-                self.counters.failed_calls += 1;
-                for (request, _) in done.pieces {
                     if let Some(pending) = self.pending.remove(&request) {
-                        let _ = pending.reply.send(Err(error.clone()));
+                        let _ = pending.reply.send(Err(error));
                     }
                 }
             }
         }
     }
-}
 
-/// One provider call, retried while the failure is transient and the budget lasts. Returns
-/// the result and how many retries it took.
-async fn call_with_retries(
-    provider: Arc<dyn EmbeddingProvider>,
-    limits: BatchLimits,
-    texts: Vec<String>,
-) -> (Result<Vec<Vec<f32>>, EmbedError>, u64) {
-    let expected = texts.len();
-    let dimension = provider.dimension();
-    let mut retries = 0;
-    let metrics = &crate::metrics::METRICS;
-    metrics.embedding_batch_size.observe(expected as f64);
-    let timer = metrics.embedding_latency.start_timer();
-    loop {
-        let attempt = std::panic::AssertUnwindSafe(provider.embed(texts.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                Err(EmbedError::permanent(format!(
-                    "embedding provider panicked: {}",
-                    panic_message(&*panic)
-                )))
-            });
-        let result = attempt.and_then(|vectors| {
-            if vectors.len() != expected {
-                return Err(EmbedError::permanent(format!(
-                    "embedding provider returned {} vectors for {expected} texts",
-                    vectors.len()
-                )));
-            }
-            if let Some(bad) = vectors.iter().find(|v| v.len() != dimension) {
-                return Err(EmbedError::permanent(format!(
-                    "embedding provider returned a vector of dimension {}, expected {dimension}",
-                    bad.len()
-                )));
-            }
-            Ok(vectors)
-        });
-        let outcome = match result {
-            Err(e) if e.transient && (retries as u32) < limits.max_retries => {
-                retries += 1;
-                metrics.retries.with_label_values(&["embedding"]).inc();
-                tokio::time::sleep(limits.backoff(retries as u32, e.retry_after)).await;
-                continue;
-            }
-            Err(e) if e.transient => {
-                let message = format!("{} (gave up after {} attempts)", e.message, retries + 1);
-                Err(EmbedError { message, ..e })
-            }
-            other => other,
+    fn deliver(&mut self, request: u64, position: usize, vector: Vec<f32>) {
+        let Some(pending) = self.pending.get_mut(&request) else {
+            return;
         };
-        timer.observe_duration();
-        match &outcome {
-            Ok(_) => {
-                metrics.embedding_calls.with_label_values(&["ok"]).inc();
-                metrics.chunks_embedded.inc_by(expected as u64);
-            }
-            Err(_) => metrics.embedding_calls.with_label_values(&["error"]).inc(),
+        pending.vectors[position] = Some(vector);
+        pending.missing -= 1;
+        if pending.missing == 0 {
+            let pending = self.pending.remove(&request).expect("present");
+            let vectors = pending
+                .vectors
+                .into_iter()
+                .map(|v| v.expect("filled"))
+                .collect();
+            let _ = pending.reply.send(Ok(vectors));
         }
-        return (outcome, retries);
+    }
+
+    /// The error of the first of `texts` already proven bad, naming its position.
+    fn known_bad_text(&self, texts: &[String]) -> Option<EmbedError> {
+        if self.known_bad.is_empty() {
+            return None;
+        }
+        texts.iter().enumerate().find_map(|(position, text)| {
+            let error = self.known_bad.get(&xxh3_64(text.as_bytes()))?;
+            Some(EmbedError {
+                input: Some(position),
+                ..error.clone()
+            })
+        })
     }
 }
 
@@ -297,6 +309,8 @@ impl Handler<EmbedTexts> for EmbeddingBatcher {
         let (reply, answer) = oneshot::channel();
         if msg.texts.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
+        } else if let Some(error) = self.known_bad_text(&msg.texts) {
+            let _ = reply.send(Err(error));
         } else {
             let request = self.next_request;
             self.next_request += 1;
@@ -336,6 +350,7 @@ impl Handler<Observe<BatcherCounters>> for EmbeddingBatcher {
     type Result = MessageResult<Observe<BatcherCounters>>;
 
     fn handle(&mut self, _: Observe<BatcherCounters>, _: &mut Context<Self>) -> Self::Result {
+        self.counters.batch_cap = self.cap();
         MessageResult(self.counters.clone())
     }
 }

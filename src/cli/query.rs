@@ -31,7 +31,9 @@ pub async fn run(args: &QueryArgs, settings: Settings) -> anyhow::Result<i32> {
         }
     };
     let store = store::from_settings(&settings.store).await?;
-    let provider = embed::from_settings(&settings.embedding).map_err(anyhow::Error::msg)?;
+    let provider = embed::connect(&settings.embedding)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let name = settings.collection_name(persona.as_str(), args.kind.as_str());
     let Some(collection) = store.collection(&name).await? else {
         eprintln!(

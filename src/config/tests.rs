@@ -45,12 +45,12 @@ fn environment_layers_over_file_and_flags_over_environment() {
     inputs.file = Some(file);
     let s = Settings::load(&inputs).unwrap();
     assert_eq!(s.chunking.target_tokens, 300, "file over defaults");
-    assert_eq!(s.embedding.dimension, 128, "environment over file");
+    assert_eq!(s.embedding.dimension, Some(128), "environment over file");
     assert_eq!(s.database.url, "postgres://postgres@127.0.0.1/x");
     assert_eq!(s.data_root, PathBuf::from("/srv/corpus"));
 
     let s = Settings::load(&inputs.with_override("embedding.dimension", "32")).unwrap();
-    assert_eq!(s.embedding.dimension, 32, "flags over environment");
+    assert_eq!(s.embedding.dimension, Some(32), "flags over environment");
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn minilm_brings_its_defaults_below_every_setting_a_user_makes() {
             s.embedding.max_input_tokens,
             s.embedding.vector_dimension(),
         ),
-        (200, 20, 256, Ok(384))
+        (200, 20, 256, Some(384))
     );
     let chosen = Settings::load(
         &minilm

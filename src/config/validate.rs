@@ -44,11 +44,8 @@ impl Settings {
             }
         }
         let e = &self.embedding;
-        if !(2..=16384).contains(&e.dimension) {
-            return refuse(
-                "embedding.dimension",
-                format!("{} is outside 2..=16384", e.dimension),
-            );
+        if let Some(d) = e.dimension.filter(|d| !(2..=16384).contains(d)) {
+            return refuse("embedding.dimension", format!("{d} is outside 2..=16384"));
         }
         for (key, value) in [
             ("embedding.max_batch_inputs", e.max_batch_inputs),
@@ -88,8 +85,21 @@ impl Settings {
                     ),
                 );
             }
-            if let Err(why) = e.vector_dimension() {
-                return refuse("embedding.dimensions", why);
+            if let (Some(shorten), Some(size)) = (e.dimensions, e.dimension) {
+                if shorten != size {
+                    return refuse(
+                        "embedding.dimensions",
+                        format!("{shorten} asks for vectors of another size than embedding.dimension ({size})"),
+                    );
+                }
+            }
+            if let Some(format) = e.encoding_format.as_deref() {
+                if !["float", "base64"].contains(&format) {
+                    return refuse(
+                        "embedding.encoding_format",
+                        format!("{format:?} is neither \"float\" nor \"base64\""),
+                    );
+                }
             }
         }
         if e.provider == ProviderKind::MiniLm {
@@ -114,6 +124,15 @@ impl Settings {
                         e.max_input_tokens,
                         e.max_input_tokens - SPECIAL_TOKENS
                     ),
+                );
+            }
+            if let Some(d) = e
+                .dimension
+                .filter(|&d| d != crate::embed::minilm_shape::DIMENSION)
+            {
+                return refuse(
+                    "embedding.dimension",
+                    format!("{d}: all-MiniLM-L6-v2's vectors have 384"),
                 );
             }
             if e.threads == Some(0) {

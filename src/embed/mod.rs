@@ -1,5 +1,6 @@
 //! The embedding seam: a provider turns texts into vectors. The local hashing embedder is
-//! the zero-setup default; an OpenAI-compatible HTTP provider plugs in behind the same trait.
+//! the zero-setup default; all-MiniLM-L6-v2 in process and an OpenAI-compatible HTTP provider
+//! plug in behind the same trait. A failure says what trying again can do ([`Failure`]).
 
 mod local;
 #[cfg(feature = "minilm")]
@@ -28,33 +29,73 @@ use crate::config::{EmbeddingSettings, ProviderKind};
 pub use local::HashingEmbedder;
 #[cfg(feature = "minilm")]
 pub use minilm::MiniLm;
-pub use openai::{retry_after, OpenAiProvider};
+pub use openai::{failure_of, retry_after, stated_batch_limit, OpenAiProvider};
 
-/// A failed provider call, and whether trying again may help.
+/// What a failed provider call says about trying again, as the batcher acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Failure {
+    /// The provider is away or busy (connection refused, timeout, 408, 429, 502, 503, 504):
+    /// the same call is tried again later.
+    Unavailable,
+    /// The provider failed on this call (500 and the like): tried again, and if it keeps
+    /// failing, its inputs are tried in halves to find the one at fault.
+    ServerFailed,
+    /// The provider refuses these inputs (400, 422): not tried again; the input at fault is
+    /// looked for in halves.
+    Refused,
+    /// More inputs or bytes than the server takes in one call (413, or a 400/422 about the batch
+    /// size): the batch is halved and the smaller size kept for the process.
+    BatchTooLarge,
+    /// Nothing will help: authentication, an unknown model, a malformed answer.
+    Fatal,
+}
+
+/// A failed provider call.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct EmbedError {
-    pub transient: bool,
+    pub failure: Failure,
     /// What the provider asked us to wait before trying again (HTTP `Retry-After`).
     pub retry_after: Option<Duration>,
     pub message: String,
+    /// Set when one input alone is at fault (found by trying the call's inputs in halves): its
+    /// position in the texts the caller sent. The other inputs of the call were embedded.
+    pub input: Option<usize>,
 }
 
 impl EmbedError {
-    pub fn permanent(message: impl Into<String>) -> Self {
+    pub fn new(failure: Failure, message: impl Into<String>) -> Self {
         Self {
-            transient: false,
+            failure,
             retry_after: None,
             message: message.into(),
+            input: None,
         }
     }
 
+    /// Nothing will help ([`Failure::Fatal`]).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(Failure::Fatal, message)
+    }
+
+    /// The provider is away or busy ([`Failure::Unavailable`]).
     pub fn transient(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
         Self {
-            transient: true,
             retry_after,
-            message: message.into(),
+            ..Self::new(Failure::Unavailable, message)
         }
+    }
+
+    /// True when running the job again later may succeed: the provider was away or failing,
+    /// and no input was proven to be the cause.
+    pub fn is_transient(&self) -> bool {
+        self.input.is_none() && matches!(self.failure, Failure::Unavailable | Failure::ServerFailed)
+    }
+
+    /// True when one of the call's inputs may be the cause, so that trying them in halves can
+    /// find it.
+    pub fn may_be_an_input(&self) -> bool {
+        matches!(self.failure, Failure::ServerFailed | Failure::Refused)
     }
 }
 
@@ -67,16 +108,28 @@ pub trait EmbeddingProvider: Send + Sync {
     fn token_counter(&self) -> crate::tokens::TokenCounter {
         crate::tokens::TokenCounter::Estimate
     }
+    /// The most inputs the server takes in one call, when it says so (text-embeddings-inference's
+    /// `max_client_batch_size`); the batcher never sends more.
+    fn max_batch_inputs(&self) -> Option<usize> {
+        None
+    }
     /// One vector per text, in order.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
-/// The configured provider (settings are validated: the dimension is known).
+/// The configured provider, connected: an OpenAI-compatible server is asked what it tells of
+/// itself and checked with one probe call, which gives the size of its vectors.
 ///
-/// Errors: the `minilm` model's files missing or unreadable, named.
-pub fn from_settings(settings: &EmbeddingSettings) -> Result<Arc<dyn EmbeddingProvider>, String> {
+/// Errors, naming the setting: the `minilm` model's files missing or unreadable;
+/// `embedding.tokenizer` unreadable; the probe refused (authentication, unknown model, a
+/// parameter the server does not take) or the server unreachable after `max_retries`.
+pub async fn connect(settings: &EmbeddingSettings) -> Result<Arc<dyn EmbeddingProvider>, String> {
     Ok(match settings.provider {
-        ProviderKind::Local => Arc::new(HashingEmbedder::new(settings.dimension)),
+        ProviderKind::Local => Arc::new(HashingEmbedder::new(
+            settings
+                .vector_dimension()
+                .expect("the local embedder's size is a setting"),
+        )),
         #[cfg(not(feature = "minilm"))]
         ProviderKind::MiniLm => {
             return Err(
@@ -93,13 +146,40 @@ pub fn from_settings(settings: &EmbeddingSettings) -> Result<Arc<dyn EmbeddingPr
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             Arc::new(MiniLm::load(&dir, threads)?)
         }
-        ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(
-            &settings.base_url,
-            &settings.model,
-            settings.dimensions,
-            settings.vector_dimension().expect("validated at load"),
-            settings.api_key.clone(),
-            Duration::from_secs(settings.timeout_secs),
-        )),
+        ProviderKind::OpenAi => {
+            let counter = match &settings.tokenizer {
+                #[cfg(feature = "minilm")]
+                Some(path) => crate::tokens::TokenCounter::from_file(path)?,
+                #[cfg(not(feature = "minilm"))]
+                Some(_) => {
+                    return Err(
+                        "embedding.tokenizer: this persona-ingest was built without the \
+                                `minilm` feature, which reads tokenizer.json"
+                            .into(),
+                    )
+                }
+                None => crate::tokens::TokenCounter::for_model(&settings.model),
+            };
+            let provider = OpenAiProvider::new(
+                &settings.base_url,
+                &settings.model,
+                settings.api_key.clone(),
+                Duration::from_secs(settings.timeout_secs),
+            )
+            .with_dimensions(settings.dimensions)
+            .with_dimension(settings.dimension)
+            .with_encoding_format(settings.encoding_format.clone())
+            .with_truncate(settings.truncate)
+            .with_token_counter(counter)
+            .connect(settings.max_retries + 1)
+            .await
+            .map_err(|e| {
+                format!(
+                    "embedding.base_url: {} (model {:?}) refused a probe call: {e}",
+                    settings.base_url, settings.model
+                )
+            })?;
+            Arc::new(provider)
+        }
     })
 }

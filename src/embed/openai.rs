@@ -1,35 +1,53 @@
 //! The OpenAI-compatible embeddings client: `POST {base_url}/embeddings`, as served by OpenAI
-//! and by vLLM, Ollama, text-embeddings-inference or LM Studio.
+//! and by vLLM, Ollama, text-embeddings-inference, LM Studio or Gemini's compatible endpoint.
 //!
-//! 429, 5xx, timeouts and connection errors are transient (the batcher retries them, honouring
-//! `Retry-After` or `retry-after-ms`); any other status fails at once with the provider's own
-//! message; a response whose vectors do not match the inputs in count or order is an error.
+//! Answers are read leniently and checked strictly: `index` may be left out (the position is
+//! used), a vector may come as floats or base64, a `null` in a vector is kept as NaN so the
+//! batcher can blame that one input; duplicate or out-of-range indexes and a count that does not
+//! match are refused. Only what is configured is sent: `dimensions` (shorten the vectors),
+//! `encoding_format`, `truncate`; vLLM refuses `dimensions` for models without Matryoshka support.
+//!
+//! [`OpenAiProvider::connect`] checks the configuration at start with one probe call, learning
+//! the vectors' size when no setting states it, and reads what the server says of itself
+//! (text-embeddings-inference's `GET /info`: its largest batch). Statuses map to a [`Failure`]: see [`failure_of`].
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{EmbedError, EmbeddingProvider};
+use super::{EmbedError, EmbeddingProvider, Failure};
+use crate::tokens::TokenCounter;
 
 pub struct OpenAiProvider {
     client: reqwest::Client,
+    base_url: String,
     url: String,
     model: String,
+    /// Sent as `dimensions`: ask the API to shorten its vectors.
     dimensions: Option<usize>,
+    /// The size every vector must have; 0 until stated or learned.
     dimension: usize,
+    encoding_format: Option<String>,
+    truncate: bool,
     api_key: Option<String>,
+    max_batch_inputs: Option<usize>,
+    counter: TokenCounter,
 }
 
 #[derive(Serialize)]
 struct Request<'a> {
     model: &'a str,
     input: &'a [String],
-    encoding_format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding_format: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dimensions: Option<usize>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncate: bool,
 }
 
 #[derive(Deserialize)]
@@ -39,43 +57,160 @@ struct Response {
 
 #[derive(Deserialize)]
 struct Embedding {
-    index: usize,
-    embedding: Vec<f32>,
+    #[serde(default)]
+    index: Option<usize>,
+    embedding: Vector,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Vector {
+    /// `null` where a server wrote a NaN as JavaScript does.
+    Floats(Vec<Option<f32>>),
+    /// `encoding_format = "base64"`: little-endian f32s.
+    Base64(String),
+}
+
+/// What text-embeddings-inference tells of itself at `GET /info`.
+#[derive(Deserialize)]
+struct ServerInfo {
+    max_client_batch_size: Option<usize>,
+    #[serde(default)]
+    model_id: Option<String>,
 }
 
 impl OpenAiProvider {
-    /// `dimensions` is sent to the API (models that can shorten their vectors); `dimension` is
-    /// the size every vector must have.
-    pub fn new(
-        base_url: &str,
-        model: &str,
-        dimensions: Option<usize>,
-        dimension: usize,
-        api_key: Option<String>,
-        timeout: Duration,
-    ) -> Self {
+    /// A client of `{base_url}/embeddings` for `model`; `timeout` bounds each request. The vector
+    /// size is unknown until [`with_dimension`](Self::with_dimension) or
+    /// [`connect`](Self::connect).
+    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .expect("a TLS backend is compiled in");
+        let base_url = base_url.trim_end_matches('/').to_owned();
         Self {
             client,
-            url: format!("{}/embeddings", base_url.trim_end_matches('/')),
+            url: format!("{base_url}/embeddings"),
+            base_url,
             model: model.to_owned(),
-            dimensions,
-            dimension,
+            dimensions: None,
+            dimension: Self::known_dimension(model).unwrap_or(0),
+            encoding_format: None,
+            truncate: false,
             api_key,
+            max_batch_inputs: None,
+            counter: TokenCounter::for_model(model),
         }
     }
 
-    /// The vector size of OpenAI's own models, when the configuration does not say.
+    /// Asks the API to shorten its vectors to `dimensions` (sent only when set); the vectors
+    /// are then expected at that size.
+    pub fn with_dimensions(mut self, dimensions: Option<usize>) -> Self {
+        self.dimensions = dimensions;
+        if let Some(d) = dimensions {
+            self.dimension = d;
+        }
+        self
+    }
+
+    /// States the size every vector must have (`embedding.dimension`), checked by the probe.
+    pub fn with_dimension(mut self, dimension: Option<usize>) -> Self {
+        if let Some(d) = dimension {
+            self.dimension = d;
+        }
+        self
+    }
+
+    /// `encoding_format` to send ("float" or "base64"); unset, none is sent.
+    pub fn with_encoding_format(mut self, format: Option<String>) -> Self {
+        self.encoding_format = format;
+        self
+    }
+
+    /// Sends `"truncate": true` (text-embeddings-inference, Ollama): the server cuts inputs
+    /// longer than the model reads instead of refusing them.
+    pub fn with_truncate(mut self, truncate: bool) -> Self {
+        self.truncate = truncate;
+        self
+    }
+
+    /// How inputs are counted for this model (see [`TokenCounter::for_model`]).
+    pub fn with_token_counter(mut self, counter: TokenCounter) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    /// The vector size of OpenAI's own models.
     pub fn known_dimension(model: &str) -> Option<usize> {
         match model {
             "text-embedding-3-small" | "text-embedding-ada-002" => Some(1536),
             "text-embedding-3-large" => Some(3072),
             _ => None,
         }
+    }
+
+    /// Checks the configuration at start with one probe call (address, key, model, and the
+    /// parameters sent: vLLM refuses `dimensions` for most models), tried up to `attempts` times
+    /// while the server is unavailable; learns the vectors' size from it when no setting stated
+    /// it, and what the server tells of itself (text-embeddings-inference's largest batch).
+    ///
+    /// Errors: the probe's failure, with the provider's own message, or a vector of another size
+    /// than the settings state.
+    pub async fn connect(mut self, attempts: u32) -> Result<Self, EmbedError> {
+        self.max_batch_inputs = self.server_info().await;
+        let mut attempt = 0;
+        let vectors = loop {
+            attempt += 1;
+            match self.embed(vec!["dimension probe".to_owned()]).await {
+                Err(e) if e.is_transient() && attempt < attempts.max(1) => {
+                    let wait = crate::retry::jittered_backoff(
+                        Duration::from_millis(500),
+                        attempt,
+                        Duration::from_secs(10),
+                    );
+                    tokio::time::sleep(wait.max(e.retry_after.unwrap_or_default())).await;
+                }
+                other => break other?,
+            }
+        };
+        let size = vectors[0].len();
+        if self.dimension == 0 {
+            self.dimension = size;
+            tracing::info!(model = %self.model, dimension = size, "learned the vector size");
+        } else if size != self.dimension {
+            return Err(EmbedError::permanent(format!(
+                "the vectors of {} have {size} dimensions, not the {} stated \
+                 (embedding.dimension or embedding.dimensions)",
+                self.model, self.dimension
+            )));
+        }
+        Ok(self)
+    }
+
+    /// text-embeddings-inference's `max_client_batch_size`, from `GET /info` beside the base
+    /// URL or above its `/v1`; `None` from any other server.
+    async fn server_info(&self) -> Option<usize> {
+        let mut urls = vec![format!("{}/info", self.base_url)];
+        if let Some(root) = self.base_url.strip_suffix("/v1") {
+            urls.push(format!("{root}/info"));
+        }
+        for url in urls {
+            let Ok(response) = self.client.get(&url).send().await else {
+                continue;
+            };
+            if !response.status().is_success() {
+                continue;
+            }
+            if let Ok(info) = response.json::<ServerInfo>().await {
+                if let Some(max) = info.max_client_batch_size.filter(|&n| n > 0) {
+                    tracing::info!(%url, model = info.model_id.as_deref().unwrap_or("?"), max, "the server takes at most {max} inputs a call");
+                    return Some(max);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -96,19 +231,128 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// The provider's own words from an error body (`{"error": {"message": ...}}` or the text).
+/// What an error status means for trying again: 408, 429, 502–504 the server is away or busy;
+/// 413 (unless about an input's tokens), or a 400/422 whose message is about the batch size
+/// (text-embeddings-inference, vLLM), too many inputs; other 400/422 refused inputs; 500 and other 5xx a failure that may be an
+/// input's (Ollama's "unsupported value: NaN"); the rest (401, 403, 404, 501...) fatal.
+pub fn failure_of(status: StatusCode, message: &str) -> Failure {
+    let lower = message.to_lowercase();
+    let about_batch = [
+        "batch size",
+        "batch_size",
+        "too many inputs",
+        "maximum allowed batch",
+    ]
+    .iter()
+    .any(|phrase| lower.contains(phrase));
+    let about_length = lower.contains("token") || lower.contains("context length");
+    match status.as_u16() {
+        408 | 429 | 502..=504 => Failure::Unavailable,
+        // text-embeddings-inference answers 413 for an input over its length too.
+        413 if about_length && !about_batch => Failure::Refused,
+        413 => Failure::BatchTooLarge,
+        400 | 422 if about_batch => Failure::BatchTooLarge,
+        400 | 422 => Failure::Refused,
+        501 | 505 => Failure::Fatal,
+        500..=599 => Failure::ServerFailed,
+        _ => Failure::Fatal,
+    }
+}
+
+/// The largest batch an error message states ("... > maximum allowed batch size 32").
+pub fn stated_batch_limit(message: &str) -> Option<usize> {
+    let lower = message.to_lowercase();
+    let at = lower.find("maximum allowed batch size")? + "maximum allowed batch size".len();
+    let digits: String = lower[at..]
+        .trim_start_matches([' ', ':', '='])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|&n| n > 0)
+}
+
+/// The provider's own words from an error body (`{"error": {"message": ...}}`, `{"error":
+/// "..."}`, `{"message": ...}`, `{"detail": ...}` or the text).
 fn provider_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
-            let error = v.get("error")?;
+            let said = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+            let error = v.get("error");
             error
-                .get("message")
-                .and_then(|m| m.as_str())
-                .or_else(|| error.as_str())
-                .map(str::to_owned)
+                .and_then(|e| e.get("message"))
+                .and_then(said)
+                .or_else(|| error.and_then(said))
+                .or_else(|| v.get("message").and_then(said))
+                .or_else(|| v.get("detail").map(|d| d.to_string()))
         })
         .unwrap_or_else(|| body.chars().take(500).collect())
+}
+
+impl OpenAiProvider {
+    /// The vectors of a successful answer, in input order.
+    fn read_answer(&self, body: &str, expected: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let parsed: Response = serde_json::from_str(body).map_err(|e| {
+            // A server that writes NaN or Infinity into JSON fails on one input's vector: let the
+            // batcher find which.
+            let failure = if ["NaN", "Infinity"].iter().any(|w| body.contains(w)) {
+                Failure::Refused
+            } else {
+                Failure::Fatal
+            };
+            EmbedError::new(
+                failure,
+                format!("POST {}: not an embeddings response: {e}", self.url),
+            )
+        })?;
+        if parsed.data.len() != expected {
+            return Err(EmbedError::permanent(format!(
+                "POST {}: {} embeddings for {expected} inputs",
+                self.url,
+                parsed.data.len(),
+            )));
+        }
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
+        for (position, item) in parsed.data.into_iter().enumerate() {
+            let index = item.index.unwrap_or(position);
+            let vector = match item.embedding {
+                Vector::Floats(values) => {
+                    values.into_iter().map(|v| v.unwrap_or(f32::NAN)).collect()
+                }
+                Vector::Base64(text) => decode_base64(&text).ok_or_else(|| {
+                    EmbedError::permanent(format!(
+                        "POST {}: embedding {index} is not base64 of f32s",
+                        self.url
+                    ))
+                })?,
+            };
+            match vectors.get_mut(index) {
+                Some(slot @ None) => *slot = Some(vector),
+                _ => {
+                    return Err(EmbedError::permanent(format!(
+                        "POST {}: embedding index {index} is out of range or repeated",
+                        self.url
+                    )))
+                }
+            }
+        }
+        Ok(vectors
+            .into_iter()
+            .map(|v| v.expect("every index filled once"))
+            .collect())
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<f32>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    (bytes.len() % 4 == 0).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
 }
 
 #[async_trait]
@@ -121,12 +365,21 @@ impl EmbeddingProvider for OpenAiProvider {
         self.dimension
     }
 
+    fn token_counter(&self) -> TokenCounter {
+        self.counter.clone()
+    }
+
+    fn max_batch_inputs(&self) -> Option<usize> {
+        self.max_batch_inputs
+    }
+
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut request = self.client.post(&self.url).json(&Request {
             model: &self.model,
             input: &texts,
-            encoding_format: "float",
+            encoding_format: self.encoding_format.as_deref(),
             dimensions: self.dimensions,
+            truncate: self.truncate,
         });
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
@@ -148,45 +401,81 @@ impl EmbeddingProvider for OpenAiProvider {
             )
         })?;
         if !status.is_success() {
-            let message = format!("POST {}: {status}: {}", self.url, provider_message(&body));
-            let transient = status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::REQUEST_TIMEOUT
-                || status.is_server_error();
-            return Err(if transient {
-                EmbedError::transient(message, wait)
-            } else {
-                EmbedError::permanent(message)
+            let said = provider_message(&body);
+            return Err(EmbedError {
+                retry_after: wait,
+                ..EmbedError::new(
+                    failure_of(status, &said),
+                    format!("POST {}: {status}: {said}", self.url),
+                )
             });
         }
-        let parsed: Response = serde_json::from_str(&body).map_err(|e| {
-            EmbedError::permanent(format!(
-                "POST {}: not an embeddings response: {e}",
-                self.url
-            ))
-        })?;
-        if parsed.data.len() != texts.len() {
-            return Err(EmbedError::permanent(format!(
-                "POST {}: {} embeddings for {} inputs",
-                self.url,
-                parsed.data.len(),
-                texts.len()
-            )));
-        }
-        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
-        for item in parsed.data {
-            match vectors.get_mut(item.index) {
-                Some(slot @ None) => *slot = Some(item.embedding),
-                _ => {
-                    return Err(EmbedError::permanent(format!(
-                        "POST {}: embedding index {} is out of order or repeated",
-                        self.url, item.index
-                    )))
-                }
-            }
-        }
-        Ok(vectors
-            .into_iter()
-            .map(|v| v.expect("every index filled once"))
-            .collect())
+        self.read_answer(&body, texts.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_say_what_to_do() {
+        let at =
+            |code: u16, message: &str| failure_of(StatusCode::from_u16(code).unwrap(), message);
+        assert_eq!(at(429, "slow down"), Failure::Unavailable);
+        assert_eq!(at(503, ""), Failure::Unavailable);
+        assert_eq!(at(413, "Payload Too Large"), Failure::BatchTooLarge);
+        assert_eq!(
+            at(
+                413,
+                "Input validation error: `inputs` must have less than 512 tokens. Given: 600"
+            ),
+            Failure::Refused
+        );
+        assert_eq!(
+            at(422, "batch size 64 > maximum allowed batch size 32"),
+            Failure::BatchTooLarge
+        );
+        assert_eq!(
+            at(400, "This model's maximum context length is 512"),
+            Failure::Refused
+        );
+        assert_eq!(at(500, "unsupported value: NaN"), Failure::ServerFailed);
+        assert_eq!(at(401, "bad key"), Failure::Fatal);
+        assert_eq!(at(404, "model not found"), Failure::Fatal);
+    }
+
+    #[test]
+    fn a_stated_batch_limit_is_read() {
+        assert_eq!(
+            stated_batch_limit("POST x: 413: batch size 64 > maximum allowed batch size 32"),
+            Some(32)
+        );
+        assert_eq!(stated_batch_limit("Payload Too Large"), None);
+    }
+
+    #[test]
+    fn error_bodies_of_every_server_give_their_message() {
+        assert_eq!(provider_message(r#"{"error":{"message":"m1"}}"#), "m1");
+        assert_eq!(
+            provider_message(r#"{"error":"m2","error_type":"validation"}"#),
+            "m2"
+        );
+        assert_eq!(
+            provider_message(r#"{"object":"error","message":"m3"}"#),
+            "m3"
+        );
+        assert_eq!(provider_message("plain"), "plain");
+    }
+
+    #[test]
+    fn base64_vectors_are_little_endian_f32s() {
+        let bytes: Vec<u8> = [1.0f32, -2.5]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        assert_eq!(decode_base64(&text), Some(vec![1.0, -2.5]));
+        assert_eq!(decode_base64("AAA="), None);
     }
 }

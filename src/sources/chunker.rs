@@ -1,7 +1,8 @@
 //! The text chunker: streaming, paragraph-aware, with overlap, for every script. Text is pushed
-//! in pieces of any size; chunks of at most `target_tokens` (estimated at 4 bytes a token) come
-//! out, cut at the last paragraph break, else sentence end, else line end, else space, else word
-//! bound in the second half of the window. Sentence and word bounds are Unicode's (UAX #29, by
+//! in pieces of any size; chunks of at most `target_tokens` (as the model's tokenizer counts
+//! them, else as estimated by script: see `tokens`) come out, cut at the last paragraph break,
+//! else sentence end, else line end, else space, else word bound in the second half of the
+//! window. Sentence and word bounds are Unicode's (UAX #29, by
 //! `unicode-segmentation`), so Chinese, Hindi or Arabic text is cut after its sentences and
 //! overlaps as English does. Only a word longer than half a chunk is cut inside, and then
 //! between graphemes. Memory held: one chunk's worth plus the piece pushed.
@@ -39,7 +40,7 @@ pub struct TextChunker {
 }
 
 impl TextChunker {
-    /// Chunks of at most `target_tokens` estimated tokens (4 bytes each).
+    /// Chunks of at most `target_tokens` estimated tokens (see [`crate::tokens::estimate`]).
     pub fn new(settings: ChunkingSettings) -> Self {
         Self::with_counter(settings, TokenCounter::Estimate)
     }
@@ -122,9 +123,6 @@ impl TextChunker {
 
     /// `cut`, or a shorter cut of `window` if the counter finds more than `max_tokens` before it.
     fn fit(&self, window: &str, mut cut: usize) -> usize {
-        if !self.counter.is_exact() {
-            return cut;
-        }
         loop {
             let tokens = self.counter.count(&window[..cut]);
             if tokens <= self.max_tokens {
@@ -145,7 +143,7 @@ impl TextChunker {
         // What is left may fit in bytes and not in the model's tokens: cut it as `push` does.
         let mut head = 0;
         let mut head_char = self.buf_start_char;
-        while self.counter.is_exact() && self.buf.len() - head > self.overlap_len {
+        while self.buf.len() - head > self.overlap_len {
             let window = &self.buf[head..];
             let cut = self.fit(window, window.len());
             if cut == window.len() {

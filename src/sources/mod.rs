@@ -252,7 +252,12 @@ impl SourceFactory for FileSources {
                 root,
                 persona,
                 self.settings.quotes,
-                self.settings.embedding.max_input_tokens,
+                // A server that truncates on request (`embedding.truncate`) reads any quote.
+                if self.settings.embedding.truncate {
+                    usize::MAX
+                } else {
+                    self.settings.embedding.max_input_tokens
+                },
                 self.counter.clone(),
             )),
             Kind::Profile => Arc::new(ProfileSource::new(

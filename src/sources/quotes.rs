@@ -92,14 +92,10 @@ impl QuotesSource {
             } else {
                 parse_record(&line, number == 1).and_then(|record| match record {
                     Some((text, _)) if self.counter.count(&text) > self.max_tokens => Err(format!(
-                        "`text` of {}{} tokens is over the {} the embedding model reads \
+                        "`text` of {} tokens ({}) is over the {} the embedding model reads \
                              (embedding.max_input_tokens)",
-                        if self.counter.is_exact() {
-                            ""
-                        } else {
-                            "about "
-                        },
                         self.counter.count(&text),
+                        self.counter.describe(),
                         self.max_tokens
                     )),
                     other => Ok(other),

@@ -19,7 +19,12 @@ pub enum ScriptedReply {
     Short,
     Fail(EmbedError),
     Panic(String),
+    /// Vectors, the one at this position all NaN.
+    NanAt(usize),
 }
+
+/// Decides a call by its texts: an error, or `None` to go on with the script.
+type Rule = Box<dyn Fn(&[String]) -> Option<EmbedError> + Send + Sync>;
 
 pub struct ScriptedProvider {
     dimension: usize,
@@ -28,6 +33,8 @@ pub struct ScriptedProvider {
     gate: watch::Sender<bool>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    rule: Mutex<Option<Rule>>,
+    max_batch_inputs: Option<usize>,
 }
 
 impl ScriptedProvider {
@@ -39,7 +46,25 @@ impl ScriptedProvider {
             gate: watch::channel(true).0,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            rule: Mutex::new(None),
+            max_batch_inputs: None,
         }
+    }
+
+    /// A provider that says it takes at most `n` inputs a call.
+    pub fn with_max_batch_inputs(mut self, n: usize) -> Self {
+        self.max_batch_inputs = Some(n);
+        self
+    }
+
+    /// Every call from now on is first put to `rule`: a server that always refuses some text or
+    /// any batch over a size.
+    pub fn fail_when(
+        &self,
+        rule: impl Fn(&[String]) -> Option<EmbedError> + Send + Sync + 'static,
+    ) -> &Self {
+        *self.rule.lock().expect("not poisoned") = Some(Box::new(rule));
+        self
     }
 
     /// The vector given for `text`: its length, then zeros, so tests can tell texts apart.
@@ -88,6 +113,10 @@ impl EmbeddingProvider for ScriptedProvider {
         self.dimension
     }
 
+    fn max_batch_inputs(&self) -> Option<usize> {
+        self.max_batch_inputs
+    }
+
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.calls.lock().expect("not poisoned").push(texts.clone());
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -99,6 +128,11 @@ impl EmbeddingProvider for ScriptedProvider {
             }
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(rule) = &*self.rule.lock().expect("not poisoned") {
+            if let Some(error) = rule(&texts) {
+                return Err(error);
+            }
+        }
         let reply = self
             .script
             .lock()
@@ -110,6 +144,17 @@ impl EmbeddingProvider for ScriptedProvider {
             ScriptedReply::Short => Ok(texts.iter().skip(1).map(|t| self.vector_for(t)).collect()),
             ScriptedReply::Fail(e) => Err(e),
             ScriptedReply::Panic(message) => panic!("{message}"),
+            ScriptedReply::NanAt(bad) => Ok(texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut v = self.vector_for(t);
+                    if i == bad {
+                        v.fill(f32::NAN);
+                    }
+                    v
+                })
+                .collect()),
         }
     }
 }

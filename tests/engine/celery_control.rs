@@ -213,10 +213,10 @@ async fn revoke_with_terminate_stops_a_running_ingestion() {
     assert!(ours[0]["ok"].as_str().unwrap().starts_with("terminate: "));
     // Within seconds no more provider calls.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let calls = embedder.received_requests().await.unwrap().len();
+    let calls = crate::worker_kit::embedding_calls(&embedder).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        embedder.received_requests().await.unwrap().len(),
+        crate::worker_kit::embedding_calls(&embedder).await,
         calls,
         "calls after the revoke"
     );

@@ -355,7 +355,7 @@ async fn two_ingests_of_one_persona_take_turns_and_no_wait_exits_3() {
     crate::worker_kit::wait_for(
         "the first run under way",
         std::time::Duration::from_secs(30),
-        || async { (server.received_requests().await.unwrap().len() >= 2).then_some(()) },
+        || async { (crate::worker_kit::embedding_calls(&server).await >= 2).then_some(()) },
     )
     .await;
     let second = spawn(&["--json"]);

@@ -57,7 +57,7 @@ async fn job_rows(world: &World) -> Vec<entities::ingestion_job::Model> {
 /// Waits until the embedder has been called `calls` times: the run is under way.
 async fn under_way(embedder: &MockServer, calls: usize) {
     wait_for("embedding calls", Duration::from_secs(30), || async {
-        let made = embedder.received_requests().await.unwrap_or_default().len();
+        let made = crate::worker_kit::embedding_calls(embedder).await;
         (made >= calls).then_some(())
     })
     .await;

@@ -20,8 +20,10 @@ mod migrations;
 #[cfg(feature = "minilm")]
 mod minilm;
 mod openai;
+mod openai_compatible;
 mod own_postgres;
 mod redis_urls;
+mod servers;
 mod trigger;
 mod two_workers;
 mod worker_kit;

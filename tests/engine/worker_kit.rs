@@ -157,6 +157,7 @@ pub fn daemon_env(world: &World, names: &Names, redis: &str) -> Vec<(String, Str
 /// persona takes seconds: `slow_embedder_env` makes the daemon send two texts a call.
 pub async fn slow_embedder(delay: Duration) -> MockServer {
     let server = MockServer::start().await;
+    answer_the_probe(&server).await;
     Mock::given(path("/v1/embeddings"))
         .respond_with(move |request: &wiremock::Request| -> ResponseTemplate {
             embeddings_response(request).set_delay(delay)
@@ -166,14 +167,41 @@ pub async fn slow_embedder(delay: Duration) -> MockServer {
     server
 }
 
+/// The engine's start-up probe is answered at once, so that the calls a test counts or delays
+/// are the jobs' own.
+pub async fn answer_the_probe(server: &MockServer) {
+    Mock::given(path("/v1/embeddings"))
+        .and(wiremock::matchers::body_string_contains(PROBE))
+        .respond_with(embeddings_response)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+/// The input of the engine's start-up probe.
+const PROBE: &str = "dimension probe";
+
+/// The embedding calls a stand-in received, the start-up probe and `GET /info` left out.
+pub async fn embedding_calls(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.method == wiremock::http::Method::POST)
+        .filter(|r| !String::from_utf8_lossy(&r.body).contains(PROBE))
+        .count()
+}
+
 /// An embeddings endpoint down (503) for its first `down` calls, whatever they carry, then
 /// answering at once.
 pub async fn embedder_down_for(down: u64) -> MockServer {
     let server = MockServer::start().await;
+    answer_the_probe(&server).await;
     Mock::given(path("/v1/embeddings"))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(down)
-        .with_priority(1)
+        .with_priority(2)
         .mount(&server)
         .await;
     Mock::given(path("/v1/embeddings"))

@@ -346,9 +346,25 @@ async fn write_window(
         .send(EmbedTexts { texts })
         .await
         .map_err(|e| format!("embedding batcher unreachable: {e}"))?
-        .map_err(|e| JobError {
-            message: format!("embedding failed: {e}"),
-            retryable: e.transient,
+        .map_err(|e| {
+            let message = match e.input.and_then(|i| window.get(i)) {
+                // One input refused: name it, so the user can mend that file.
+                Some(bad) => format!(
+                    "embedding failed for {} {} {}: {e}",
+                    bad.source,
+                    if job.kind == Kind::Quotes {
+                        "line"
+                    } else {
+                        "chunk"
+                    },
+                    bad.chunk_index
+                ),
+                None => format!("embedding failed: {e}"),
+            };
+            JobError {
+                message,
+                retryable: e.is_transient(),
+            }
         })?;
     let mut written = Vec::with_capacity(window.len());
     let mut records = Vec::with_capacity(window.len());

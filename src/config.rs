@@ -176,6 +176,11 @@ pub struct StoreSettings {
     pub max_in_flight: usize,
     /// Transient store errors retried per call before the job fails.
     pub max_retries: u32,
+    /// Chroma: the most bytes one upsert request carries (halved for the process on a 413).
+    pub max_request_bytes: usize,
+    /// Chroma: a collection made by other code (no model in its metadata) that is empty or
+    /// holds vectors of the wanted size is adopted (its metadata stamped) instead of refused.
+    pub adopt_collections: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

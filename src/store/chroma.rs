@@ -3,8 +3,19 @@
 //! and dimension in their metadata. Record operations address a collection by its UUID; its
 //! name finds it. The server never embeds: vectors always come from the engine.
 //!
+//! A collection made by other code (no model in its metadata) that is empty or holds vectors of
+//! the wanted size is adopted: its metadata stamped, the fact logged (`store.adopt_collections`).
+//! Queries turn its distance into cosine similarity whatever its space (Chroma's default is l2).
+//! Upserts are split to fit the server's request-size limit (see `batches`).
+//!
 //! Errors: connection failures, timeouts, 429 and 5xx are transient (the ChromaWriter retries
-//! them); other statuses carry Chroma's own `{"error", "message"}`.
+//! them); 413 is [`StoreError::TooLarge`]; other statuses carry Chroma's own `{"error",
+//! "message"}`.
+
+mod batches;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use std::time::Duration;
 
@@ -29,6 +40,10 @@ pub struct ChromaStore {
     collections: String,
     auth_token: Option<String>,
     max_batch: OnceCell<usize>,
+    request_bytes: batches::ByteBudget,
+    adopt: bool,
+    /// Collection id → its distance space ("cosine", "l2", "ip").
+    spaces: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +54,8 @@ struct Collection {
     metadata: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     dimension: Option<usize>,
+    #[serde(default)]
+    configuration_json: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +112,9 @@ impl ChromaStore {
             collections,
             auth_token: settings.auth_token.clone(),
             max_batch: OnceCell::new(),
+            request_bytes: batches::ByteBudget::new(settings.max_request_bytes),
+            adopt: settings.adopt_collections,
+            spaces: Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,6 +145,11 @@ impl ChromaStore {
                 Ok(e) => format!("{}: {}", e.error, e.message),
                 Err(_) => text.chars().take(300).collect(),
             };
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                return Err(StoreError::TooLarge(format!(
+                    "chroma {method} {url}: {status}: {detail}"
+                )));
+            }
             return Err(StoreError::Backend {
                 transient: status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
                 message: format!("chroma {method} {url}: {status}: {detail}"),
@@ -136,8 +161,24 @@ impl ChromaStore {
         })
     }
 
-    fn info(collection: Collection) -> CollectionInfo {
-        let metadata = collection.metadata.unwrap_or_default();
+    /// The collection as the engine sees it; its distance space remembered for queries.
+    fn info(&self, collection: Collection) -> CollectionInfo {
+        let metadata = collection.metadata.clone().unwrap_or_default();
+        let space = metadata
+            .get("hnsw:space")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                let config = collection.configuration_json.as_ref()?;
+                ["hnsw", "spann"]
+                    .iter()
+                    .find_map(|index| config.get(index)?.get("space")?.as_str())
+            })
+            .unwrap_or("l2")
+            .to_owned();
+        self.spaces
+            .lock()
+            .expect("not poisoned")
+            .insert(collection.id.clone(), space);
         CollectionInfo {
             embedding_model: metadata
                 .get(MODEL_KEY)
@@ -153,6 +194,52 @@ impl ChromaStore {
             id: collection.id,
             name: collection.name,
         }
+    }
+
+    /// Stamps the model and dimension into a collection made by other code, keeping its own
+    /// metadata (Chroma replaces metadata whole).
+    async fn adopt(&self, spec: &CollectionSpec, found: &CollectionInfo) -> Result<(), StoreError> {
+        let url = format!("{}/{}", self.collections, found.name);
+        let current: Collection = self.call(Method::GET, &url, None::<&()>).await?;
+        let mut metadata = current.metadata.unwrap_or_default();
+        metadata.insert(MODEL_KEY.into(), json!(spec.embedding_model));
+        metadata.insert(DIMENSION_KEY.into(), json!(spec.dimension));
+        let body = json!({ "new_metadata": metadata });
+        let _: Value = self
+            .call(
+                Method::PUT,
+                &format!("{}/{}", self.collections, found.id),
+                Some(&body),
+            )
+            .await?;
+        tracing::warn!(
+            collection = %found.name, model = %spec.embedding_model, dimension = spec.dimension,
+            vectors = found.dimension,
+            "adopted a collection made by other code: stamped its model and dimension"
+        );
+        Ok(())
+    }
+
+    /// One upsert request of `records`.
+    async fn upsert_request(
+        &self,
+        collection: &CollectionInfo,
+        records: &[Record],
+    ) -> Result<(), StoreError> {
+        let body = Upsert {
+            ids: records.iter().map(|r| r.id.as_str()).collect(),
+            embeddings: records.iter().map(|r| r.embedding.as_slice()).collect(),
+            documents: records.iter().map(|r| r.document.as_str()).collect(),
+            metadatas: records.iter().map(|r| &r.metadata).collect(),
+        };
+        let _: Value = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "upsert"),
+                Some(&body),
+            )
+            .await?;
+        Ok(())
     }
 
     fn record_url(&self, collection: &CollectionInfo, operation: &str) -> String {
@@ -190,9 +277,19 @@ impl VectorStore for ChromaStore {
                 let created: Collection = self
                     .call(Method::POST, &self.collections, Some(&body))
                     .await?;
-                Self::info(created)
+                self.info(created)
             }
         };
+        let unclaimed = info.embedding_model == "unknown"
+            && (info.dimension == 0 || info.dimension == spec.dimension);
+        if self.adopt && unclaimed {
+            self.adopt(spec, &info).await?;
+            return Ok(CollectionInfo {
+                embedding_model: spec.embedding_model.clone(),
+                dimension: spec.dimension,
+                ..info
+            });
+        }
         spec.accepts(info)
     }
 
@@ -202,7 +299,7 @@ impl VectorStore for ChromaStore {
             .call::<Collection>(Method::GET, &url, None::<&()>)
             .await
         {
-            Ok(collection) => Ok(Some(Self::info(collection))),
+            Ok(collection) => Ok(Some(self.info(collection))),
             Err(StoreError::Backend { message, .. }) if message.contains("404 Not Found") => {
                 Ok(None)
             }
@@ -215,19 +312,36 @@ impl VectorStore for ChromaStore {
         collection: &CollectionInfo,
         records: Vec<Record>,
     ) -> Result<(), StoreError> {
-        let body = Upsert {
-            ids: records.iter().map(|r| r.id.as_str()).collect(),
-            embeddings: records.iter().map(|r| r.embedding.as_slice()).collect(),
-            documents: records.iter().map(|r| r.document.as_str()).collect(),
-            metadatas: records.iter().map(|r| &r.metadata).collect(),
-        };
-        let _: Value = self
-            .call(
-                Method::POST,
-                &self.record_url(collection, "upsert"),
-                Some(&body),
-            )
-            .await?;
+        // Runs still to send, as (start, end); a refused run is cut again smaller.
+        let mut todo = vec![(0, records.len())];
+        while let Some((start, end)) = todo.pop() {
+            let budget = self.request_bytes.get();
+            let ends = batches::runs_within(&records[start..end], budget);
+            let mut from = start;
+            for run_end in ends.iter().map(|e| start + e) {
+                let run = &records[from..run_end];
+                match self.upsert_request(collection, run).await {
+                    Ok(()) => from = run_end,
+                    Err(StoreError::TooLarge(message)) if run.len() > 1 => {
+                        let sent = run.iter().map(batches::record_bytes).sum();
+                        let smaller = self.request_bytes.refused(sent);
+                        tracing::warn!(bytes = smaller, "chroma refused an upsert's size; sending smaller ones: {message}");
+                        todo.push((from, end));
+                        break;
+                    }
+                    Err(StoreError::TooLarge(message)) => {
+                        return Err(StoreError::Backend {
+                            transient: false,
+                            message: format!(
+                                "record {} alone is larger than the server takes in one request: {message}",
+                                run[0].id
+                            ),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(())
     }
 
@@ -310,15 +424,34 @@ impl VectorStore for ChromaStore {
             .and_then(|d| d.into_iter().next())
             .unwrap_or_default()
             .into_iter();
+        let space = self
+            .spaces
+            .lock()
+            .expect("not poisoned")
+            .get(&collection.id)
+            .cloned()
+            .unwrap_or_else(|| "cosine".into());
         Ok(ids
             .into_iter()
             .map(|id| QueryHit {
                 id,
                 document: documents.next().flatten().unwrap_or_default(),
                 metadata: metadatas.next().flatten().unwrap_or_default(),
-                // Cosine distance is 1 - cosine similarity.
-                score: 1.0 - distances.next().flatten().unwrap_or(1.0),
+                score: similarity(&space, distances.next().flatten()),
             })
             .collect())
+    }
+}
+
+/// Cosine similarity from a Chroma distance in `space`, for vectors of unit length (every
+/// provider's are): cosine and inner-product distances are 1 - similarity, l2 is squared, 2 - 2
+/// similarity.
+fn similarity(space: &str, distance: Option<f32>) -> f32 {
+    let Some(d) = distance else {
+        return 0.0;
+    };
+    match space {
+        "l2" => 1.0 - d / 2.0,
+        _ => 1.0 - d,
     }
 }

@@ -82,6 +82,9 @@ pub enum StoreError {
     NoCollection(String),
     #[error("{message}")]
     Backend { transient: bool, message: String },
+    /// The server refused a request for its size (HTTP 413): smaller requests may pass.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl StoreError {

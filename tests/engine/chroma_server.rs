@@ -14,6 +14,8 @@ pub struct ChromaServer {
     child: Option<Child>,
     port: u16,
     data: TempDir,
+    /// The server's `max_payload_size_bytes` (unset: its default, 40 MiB).
+    max_payload_bytes: Option<usize>,
 }
 
 fn chroma_binary() -> PathBuf {
@@ -30,10 +32,16 @@ fn chroma_binary() -> PathBuf {
 
 impl ChromaServer {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that refuses (413) any request body over `max_payload_bytes`.
+    pub async fn start_with(max_payload_bytes: Option<usize>) -> Self {
         let mut server = Self {
             child: None,
             port: free_port(),
             data: tempfile::tempdir().unwrap(),
+            max_payload_bytes,
         };
         server.run().await;
         server
@@ -45,16 +53,33 @@ impl ChromaServer {
 
     /// Starts the server (again) and waits until it answers.
     pub async fn run(&mut self) {
-        let child = Command::new(chroma_binary())
-            .args([
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--path",
-            ])
-            .arg(self.data.path())
+        let mut command = Command::new(chroma_binary());
+        command.arg("run");
+        match self.max_payload_bytes {
+            // Only a config file (`chroma run <file>`) sets the server's payload limit.
+            Some(limit) => {
+                let config = self.data.path().join("config.yaml");
+                let yaml = format!(
+                    "persist_path: \"{}\"\nport: {}\nlisten_address: \"127.0.0.1\"\nmax_payload_size_bytes: {limit}\n",
+                    self.data.path().join("data").display(),
+                    self.port
+                );
+                std::fs::write(&config, yaml).unwrap();
+                command.arg(config);
+            }
+            None => {
+                command
+                    .args([
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        &self.port.to_string(),
+                        "--path",
+                    ])
+                    .arg(self.data.path());
+            }
+        }
+        let child = command
             .env("ANONYMIZED_TELEMETRY", "False")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -88,6 +88,12 @@ pub struct EmbeddingSettings {
     /// OpenAI's tokenizer for OpenAI's models, else an estimate by script.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// Calls a minute to the provider, shared by every daemon on the same Redis and key.
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens a minute (as `tokens` counts them), shared likewise.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
     #[serde(default)]
     pub api_key: Option<String>,
     pub timeout_secs: u64,

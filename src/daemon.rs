@@ -5,6 +5,7 @@
 //! SIGINT; the tests call it (or `start` and `Daemon::stop`, to look at the actors meanwhile)
 //! in process.
 
+use crate::embed::rate_limit::{RateLimiter, RateLimits, RedisLimiter};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,10 +62,29 @@ pub async fn run(
     Ok(daemon.stop().await)
 }
 
+/// The provider's rate limits in buckets on the broker's Redis, shared with every daemon there
+/// that calls the same provider with the same key; `None` when no limit is set.
+async fn shared_rate_limit(settings: &Settings) -> anyhow::Result<Option<Arc<dyn RateLimiter>>> {
+    if !RateLimits::from_settings(&settings.embedding).is_limited() {
+        return Ok(None);
+    }
+    let client = crate::trigger::redis_url::client(&settings.redis.url)
+        .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+    let con = redis::aio::ConnectionManager::new(client)
+        .await
+        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
+    Ok(Some(Arc::new(RedisLimiter::new(
+        con,
+        &settings.redis.key_prefix,
+        &settings.embedding,
+    ))))
+}
+
 /// Connects everything and starts serving. Must be called inside an actix system.
 pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let redis = crate::db::redact(&settings.redis.url);
-    let engine = Engine::start(settings.clone()).await?;
+    let engine =
+        Engine::start_sharing(settings.clone(), shared_rate_limit(&settings).await?).await?;
     let broker = Broker::connect(
         &settings.redis.url,
         &settings.redis.key_prefix,

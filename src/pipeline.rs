@@ -21,6 +21,7 @@ use crate::actors::supervisor::{
     IngestPersona, OrchestratorStarter, RunLimits, RunTask, Supervisor, TaskEvent, TaskOutcome,
 };
 use crate::config::Settings;
+use crate::embed::rate_limit::{LocalLimiter, RateLimiter, RateLimits};
 use crate::embed::{self, EmbeddingProvider};
 use crate::retry::RetryPolicy;
 use crate::sources::{FileSources, SourceFactory};
@@ -41,6 +42,14 @@ impl IngestorSpawner for ActorIngestorSpawner {
             abort: ingestor.recipient(),
         }
     }
+}
+
+/// The provider's rate limits kept in this process, if set.
+fn local_rate_limit(settings: &Settings) -> Option<Arc<dyn RateLimiter>> {
+    let limits = RateLimits::from_settings(&settings.embedding);
+    limits
+        .is_limited()
+        .then(|| Arc::new(LocalLimiter::new(limits)) as Arc<dyn RateLimiter>)
 }
 
 /// The running engine. Must be started inside an actix system.
@@ -64,13 +73,24 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    /// Connects everything the settings name (applying pending migrations) and starts.
+    /// Connects everything the settings name (applying pending migrations) and starts; the
+    /// provider's rate limits, if set, are kept in this process.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        Self::start_sharing(settings, None).await
+    }
+
+    /// As [`start`](Self::start), the provider's rate limits kept by `limiter` (the daemon's,
+    /// shared on Redis) when given.
+    pub async fn start_sharing(
+        settings: Settings,
+        limiter: Option<Arc<dyn RateLimiter>>,
+    ) -> anyhow::Result<Self> {
         let database = db::connect(&settings.database).await?;
         let store = store::from_settings(&settings.store)
             .await
             .with_context(|| format!("opening the vector store ({:?})", settings.store.kind))?;
-        let provider = embed::connect(&settings.embedding)
+        let limiter = limiter.or_else(|| local_rate_limit(&settings));
+        let provider = embed::connect(&settings.embedding, limiter.as_deref())
             .await
             .map_err(anyhow::Error::msg)?;
         let sources = Arc::new(
@@ -78,25 +98,29 @@ impl Engine {
                 .with_token_counter(provider.token_counter()),
         );
         Ok(Self::start_with(
-            settings, database, store, provider, sources,
+            settings, database, store, provider, sources, limiter,
         ))
     }
 
-    /// Starts the actors on pieces the caller made (tests put their own sources or store).
+    /// Starts the actors on pieces the caller made (tests put their own sources or store). The
+    /// provider's rate limits are kept by `limiter`, else in process when set.
     pub fn start_with(
         settings: Settings,
         db: DatabaseConnection,
         store: Arc<dyn VectorStore>,
         provider: Arc<dyn EmbeddingProvider>,
         sources: Arc<dyn SourceFactory>,
+        limiter: Option<Arc<dyn RateLimiter>>,
     ) -> Self {
         let settings = Arc::new(settings);
         let (events, _) = broadcast::channel(4096);
         let recorder = StatusRecorder::new(db.clone(), events.clone()).start();
+        let limiter = limiter.or_else(|| local_rate_limit(&settings));
         let batcher = EmbeddingBatcher::new(
             provider.clone(),
             BatchLimits::from_settings(&settings.embedding),
         )
+        .with_rate_limiter(limiter)
         .start();
         // The writer's work (serialising records for the store) gets a thread of its own, so
         // it runs beside the ingestors instead of taking turns with them.

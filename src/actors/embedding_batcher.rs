@@ -21,6 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::{jittered_backoff, Observe};
 use crate::config::EmbeddingSettings;
+use crate::embed::rate_limit::RateLimiter;
 use crate::embed::{EmbedError, EmbeddingProvider};
 use crate::tokens::estimate as estimate_tokens;
 
@@ -136,6 +137,7 @@ impl EmbeddingBatcher {
                 limits,
                 cap: Arc::new(AtomicUsize::new(cap)),
                 successes: Arc::default(),
+                limiter: None,
             },
             known_bad: HashMap::new(),
             limits,
@@ -169,6 +171,12 @@ impl EmbeddingBatcher {
             self.start_call(ctx);
         }
         self.counters.queued_texts = self.queue.len();
+    }
+
+    /// Every provider call first takes its request and tokens from `limiter`.
+    pub fn with_rate_limiter(mut self, limiter: Option<Arc<dyn RateLimiter>>) -> Self {
+        self.caller.limiter = limiter;
+        self
     }
 
     /// The most inputs a call may carry now.

@@ -31,7 +31,7 @@ pub async fn run(args: &QueryArgs, settings: Settings) -> anyhow::Result<i32> {
         }
     };
     let store = store::from_settings(&settings.store).await?;
-    let provider = embed::connect(&settings.embedding)
+    let provider = embed::connect(&settings.embedding, None)
         .await
         .map_err(anyhow::Error::msg)?;
     let name = settings.collection_name(persona.as_str(), args.kind.as_str());

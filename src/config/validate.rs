@@ -58,6 +58,15 @@ impl Settings {
             ("worker.prefetch", self.worker.prefetch),
             ("quotes.max_record_bytes", self.quotes.max_record_bytes),
             (
+                "embedding.requests_per_minute",
+                e.requests_per_minute.map_or(1, |n| n as usize),
+            ),
+            (
+                "embedding.tokens_per_minute",
+                e.tokens_per_minute.map_or(1, |n| n as usize),
+            ),
+            ("store.max_request_bytes", self.store.max_request_bytes),
+            (
                 "database.max_connections",
                 self.database.max_connections as usize,
             ),

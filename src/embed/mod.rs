@@ -6,6 +6,7 @@ mod local;
 #[cfg(feature = "minilm")]
 pub mod minilm;
 mod openai;
+pub mod rate_limit;
 
 /// all-MiniLM-L6-v2's shape, which the settings check whether or not the `minilm` feature
 /// (its implementation, [`minilm`]) is built.
@@ -118,12 +119,16 @@ pub trait EmbeddingProvider: Send + Sync {
 }
 
 /// The configured provider, connected: an OpenAI-compatible server is asked what it tells of
-/// itself and checked with one probe call, which gives the size of its vectors.
+/// itself and checked with one probe call (within `limiter`'s rate), which gives the size of its
+/// vectors.
 ///
 /// Errors, naming the setting: the `minilm` model's files missing or unreadable;
 /// `embedding.tokenizer` unreadable; the probe refused (authentication, unknown model, a
 /// parameter the server does not take) or the server unreachable after `max_retries`.
-pub async fn connect(settings: &EmbeddingSettings) -> Result<Arc<dyn EmbeddingProvider>, String> {
+pub async fn connect(
+    settings: &EmbeddingSettings,
+    limiter: Option<&dyn rate_limit::RateLimiter>,
+) -> Result<Arc<dyn EmbeddingProvider>, String> {
     Ok(match settings.provider {
         ProviderKind::Local => Arc::new(HashingEmbedder::new(
             settings
@@ -171,7 +176,7 @@ pub async fn connect(settings: &EmbeddingSettings) -> Result<Arc<dyn EmbeddingPr
             .with_encoding_format(settings.encoding_format.clone())
             .with_truncate(settings.truncate)
             .with_token_counter(counter)
-            .connect(settings.max_retries + 1)
+            .connect(settings.max_retries + 1, limiter)
             .await
             .map_err(|e| {
                 format!(

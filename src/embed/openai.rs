@@ -19,6 +19,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::rate_limit::RateLimiter;
 use super::{EmbedError, EmbeddingProvider, Failure};
 use crate::tokens::TokenCounter;
 
@@ -153,17 +154,27 @@ impl OpenAiProvider {
 
     /// Checks the configuration at start with one probe call (address, key, model, and the
     /// parameters sent: vLLM refuses `dimensions` for most models), tried up to `attempts` times
-    /// while the server is unavailable; learns the vectors' size from it when no setting stated
+    /// while the server is unavailable, within `limiter`'s rate; learns the vectors' size from it when no setting stated
     /// it, and what the server tells of itself (text-embeddings-inference's largest batch).
     ///
     /// Errors: the probe's failure, with the provider's own message, or a vector of another size
     /// than the settings state.
-    pub async fn connect(mut self, attempts: u32) -> Result<Self, EmbedError> {
+    pub async fn connect(
+        mut self,
+        attempts: u32,
+        limiter: Option<&dyn RateLimiter>,
+    ) -> Result<Self, EmbedError> {
         self.max_batch_inputs = self.server_info().await;
+        let probe = "dimension probe".to_owned();
         let mut attempt = 0;
         let vectors = loop {
             attempt += 1;
-            match self.embed(vec!["dimension probe".to_owned()]).await {
+            if let Some(limiter) = limiter {
+                if let Err(e) = limiter.acquire(self.counter.count(&probe) as u64).await {
+                    tracing::warn!("probing without the rate limit: {e}");
+                }
+            }
+            match self.embed(vec![probe.clone()]).await {
                 Err(e) if e.is_transient() && attempt < attempts.max(1) => {
                     let wait = crate::retry::jittered_backoff(
                         Duration::from_millis(500),

@@ -20,6 +20,7 @@ async fn engine(sources: StaticSources) -> Engine {
         Arc::new(MemoryStore::new(100)),
         Arc::new(ScriptedProvider::new(4)),
         Arc::new(sources),
+        None,
     )
 }
 

@@ -12,9 +12,13 @@
 //! - [`observe`] asks an actor for its counters; as actors handle messages in order, its answer
 //!   also means every message sent before it has been handled.
 //!
+//! - [`conformance`] holds one suite a seam (vector store, embedding provider), run over every
+//!   implementation.
+//!
 //! See `docs/testing.md` for a complete example.
 
 mod broker;
+pub mod conformance;
 mod probe;
 mod provider;
 mod source;

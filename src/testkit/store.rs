@@ -189,22 +189,28 @@ impl VectorStore for MemoryStore {
     async fn query(
         &self,
         collection: &CollectionInfo,
-        _: &[f32],
+        embedding: &[f32],
         k: usize,
     ) -> Result<Vec<QueryHit>, StoreError> {
         let inner = self.inner.lock().expect("not poisoned");
         let Some((_, stored)) = inner.collections.get(&collection.name) else {
             return Ok(Vec::new());
         };
-        Ok(stored
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let mut hits: Vec<QueryHit> = stored
             .values()
-            .take(k)
-            .map(|r| QueryHit {
-                id: r.id.clone(),
-                score: 1.0,
-                document: r.document.clone(),
-                metadata: r.metadata.clone(),
+            .map(|r| {
+                let dot: f32 = r.embedding.iter().zip(embedding).map(|(a, b)| a * b).sum();
+                QueryHit {
+                    id: r.id.clone(),
+                    score: dot / (norm(&r.embedding) * norm(embedding)).max(f32::MIN_POSITIVE),
+                    document: r.document.clone(),
+                    metadata: r.metadata.clone(),
+                }
             })
-            .collect())
+            .collect();
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
+        Ok(hits)
     }
 }

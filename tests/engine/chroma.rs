@@ -438,3 +438,11 @@ async fn a_chroma_behind_token_authentication_is_reached_with_the_token() {
     assert!(outcome.succeeded(), "{:?}", outcome.error);
     assert_store_matches_rows(&engine, PERSONA).await;
 }
+
+/// The vector-store suite every store passes (see `testkit::conformance`), on a real Chroma.
+#[actix::test]
+async fn chroma_conforms_to_the_vector_store_suite() {
+    let server = ChromaServer::start().await;
+    persona_ingest::testkit::conformance::vector_store("chroma", &store(&server.url()), "conf")
+        .await;
+}

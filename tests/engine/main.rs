@@ -23,6 +23,7 @@ mod minilm;
 mod openai;
 mod openai_compatible;
 mod own_postgres;
+mod rate_limit;
 mod redis_urls;
 mod servers;
 mod trigger;

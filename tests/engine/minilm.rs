@@ -269,3 +269,9 @@ async fn a_persona_ingested_with_minilm_is_found_by_meaning() {
         hits[0].document
     );
 }
+
+/// The provider suite every embedder passes (see `testkit::conformance`).
+#[actix::test]
+async fn minilm_conforms_to_the_provider_suite() {
+    persona_ingest::testkit::conformance::embedding_provider("minilm", &load()).await;
+}

@@ -195,6 +195,10 @@ async fn an_input_ollama_always_fails_on_fails_only_its_job() {
     assert_eq!(job_of(&rows, Kind::Profile).status, JobStatus::Completed);
     let counters: BatcherCounters = persona_ingest::testkit::observe(&engine.batcher).await;
     assert_eq!(counters.bad_inputs, 1);
+    eprintln!(
+        "the poisoned input found in {} calls ({} calls in all, {} texts)",
+        counters.isolation_calls, counters.calls, counters.texts
+    );
     assert!(counters.isolation_calls <= 2 * 7, "{counters:?}");
     assert_store_matches_rows(&engine, "b").await;
     assert_nothing_processing(&engine.db).await;
@@ -245,13 +249,7 @@ async fn chinese_text_fits_a_512_token_model() {
 /// Every server's answer is read by the same client: one persona through each.
 #[actix::test]
 async fn every_profile_ingests_a_persona() {
-    for profile in [
-        Profile::OpenAi,
-        Profile::Vllm,
-        Profile::Tei,
-        Profile::Ollama,
-        Profile::Gemini,
-    ] {
+    for profile in Profile::ALL {
         let stand_in = profile.start().await;
         let world = World::new();
         small_persona(&world, "p");
@@ -264,5 +262,28 @@ async fn every_profile_ingests_a_persona() {
             "{profile:?}"
         );
         assert_store_matches_rows(&engine, "p").await;
+    }
+}
+
+/// The provider suite every embedder passes (see `testkit::conformance`), by the OpenAI-compatible
+/// client against each server's stand-in.
+#[actix::test]
+async fn the_openai_compatible_client_conforms_against_every_server() {
+    for profile in Profile::ALL {
+        let stand_in = profile.start().await;
+        let provider = persona_ingest::embed::OpenAiProvider::new(
+            &stand_in.base_url,
+            profile.model(),
+            Some("sk-test".into()),
+            std::time::Duration::from_secs(10),
+        )
+        .connect(1, None)
+        .await
+        .unwrap();
+        persona_ingest::testkit::conformance::embedding_provider(
+            &format!("{profile:?}"),
+            &provider,
+        )
+        .await;
     }
 }

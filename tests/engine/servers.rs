@@ -30,6 +30,14 @@ pub enum Profile {
 }
 
 impl Profile {
+    pub const ALL: [Profile; 5] = [
+        Self::OpenAi,
+        Self::Vllm,
+        Self::Tei,
+        Self::Ollama,
+        Self::Gemini,
+    ];
+
     /// The base URL path the server serves its OpenAI-compatible API under.
     pub fn base_path(self) -> &'static str {
         match self {
@@ -216,5 +224,104 @@ impl StandIn {
             ("embedding.base_url", self.base_url.clone()),
             ("embedding.model", self.profile.model().into()),
         ]
+    }
+}
+
+/// A provider's rate limit in front of a stand-in: a bucket of `tokens_per_minute` that refills
+/// continuously, as OpenAI counts (its tokenizer's count of every input); a call over what is
+/// left is answered 429 with `retry-after-ms`, as OpenAI answers.
+pub struct RateLimited {
+    pub profile: Profile,
+    pub tokens_per_minute: f64,
+    pub state: std::sync::Arc<std::sync::Mutex<RateState>>,
+    counter: persona_ingest::tokens::TokenCounter,
+}
+
+#[derive(Debug)]
+pub struct RateState {
+    level: f64,
+    at: std::time::Instant,
+    /// Tokens of every call answered.
+    pub tokens: u64,
+    /// 429s answered.
+    pub refused: u64,
+    /// Each 429: seconds since the first call, the tokens left, the tokens asked.
+    pub refusals: Vec<(f64, f64, usize)>,
+    /// When the first and the last call were answered.
+    pub first: Option<std::time::Instant>,
+    pub last: Option<std::time::Instant>,
+}
+
+impl RateLimited {
+    pub fn new(profile: Profile, tokens_per_minute: u64) -> Self {
+        Self {
+            profile,
+            tokens_per_minute: tokens_per_minute as f64,
+            state: std::sync::Arc::new(std::sync::Mutex::new(RateState {
+                level: tokens_per_minute as f64,
+                at: std::time::Instant::now(),
+                tokens: 0,
+                refused: 0,
+                refusals: Vec::new(),
+                first: None,
+                last: None,
+            })),
+            counter: persona_ingest::tokens::TokenCounter::for_model(profile.model()),
+        }
+    }
+}
+
+impl RateLimited {
+    /// A stand-in of `profile` behind a limit of `tokens_per_minute`; the state to read after.
+    pub async fn start(
+        profile: Profile,
+        tokens_per_minute: u64,
+    ) -> (MockServer, std::sync::Arc<std::sync::Mutex<RateState>>) {
+        let limited = Self::new(profile, tokens_per_minute);
+        let state = limited.state.clone();
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{}/embeddings", profile.base_path())))
+            .respond_with(limited)
+            .mount(&server)
+            .await;
+        (server, state)
+    }
+}
+
+impl wiremock::Respond for RateLimited {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let tokens: usize = body["input"]
+            .as_array()
+            .map(|inputs| {
+                inputs
+                    .iter()
+                    .map(|i| self.counter.count(i.as_str().unwrap_or_default()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        let mut state = self.state.lock().unwrap();
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(state.at).as_secs_f64() * self.tokens_per_minute / 60.0;
+        state.level = (state.level + refill).min(self.tokens_per_minute);
+        state.at = now;
+        if state.level < tokens as f64 {
+            state.refused += 1;
+            let since = state
+                .first
+                .map_or(0.0, |f| now.duration_since(f).as_secs_f64());
+            let level = state.level;
+            state.refusals.push((since, level, tokens));
+            let wait_ms = (tokens as f64 - state.level) * 60_000.0 / self.tokens_per_minute;
+            return error(self.profile, 429, "Rate limit reached for requests")
+                .insert_header("retry-after-ms", format!("{}", wait_ms.ceil() as u64));
+        }
+        state.level -= tokens as f64;
+        state.tokens += tokens as u64;
+        state.first.get_or_insert(now);
+        state.last = Some(now);
+        drop(state);
+        self.profile.answer(request)
     }
 }

@@ -21,6 +21,7 @@ use futures::FutureExt;
 
 use super::BatchLimits;
 use crate::actors::panic_message;
+use crate::embed::rate_limit::RateLimiter;
 use crate::embed::{EmbedError, EmbeddingProvider, Failure};
 
 /// Each text's vector or the error that stands for it; an error with `input` set was proven to
@@ -49,6 +50,8 @@ pub struct Caller {
     /// Calls that succeeded, in the whole process: a server failure is blamed on an input only
     /// if some call succeeded meanwhile (else the server is failing, not the input).
     pub successes: Arc<AtomicU64>,
+    /// The provider's rate limits, taken from before every call.
+    pub limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 struct Run<'a> {
@@ -193,7 +196,19 @@ impl Caller {
             run.spent.isolation_calls += 1;
             run.isolation_budget = run.isolation_budget.saturating_sub(1);
         }
+        let tokens: u64 = match &self.limiter {
+            Some(_) => {
+                let counter = self.provider.token_counter();
+                texts.iter().map(|t| counter.count(t) as u64).sum()
+            }
+            None => 0,
+        };
         let outcome = loop {
+            if let Some(limiter) = &self.limiter {
+                if let Err(e) = limiter.acquire(tokens).await {
+                    tracing::warn!("sending without the rate limit: {e}");
+                }
+            }
             let attempt = std::panic::AssertUnwindSafe(self.provider.embed(texts.clone()))
                 .catch_unwind()
                 .await

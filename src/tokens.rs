@@ -5,9 +5,9 @@
 //! Exact where the model's tokenizer is at hand: OpenAI's models through `tiktoken-rs` (which
 //! ships their encodings), a Hugging Face `tokenizer.json` through `tokenizers` (the `minilm`
 //! provider's own, or `embedding.tokenizer`). Otherwise an estimate by script that errs long: 4
-//! bytes a token for ASCII (OpenAI's rule of thumb for English), 2 characters a token for the
-//! two-byte scripts (Cyrillic, Greek, Arabic, Hebrew), a token a character for the rest (CJK,
-//! Devanagari, Thai: tokenizers seldom do better), 2 for a character outside the BMP.
+//! bytes a token for English prose (OpenAI's rule of thumb), a token a word or punctuation mark
+//! where ASCII is denser in them (numbers, code), a token a character of every other script
+//! (tokenizers seldom do better for CJK, Devanagari or Cyrillic), 2 for one outside the BMP.
 
 use std::sync::Arc;
 
@@ -113,20 +113,33 @@ impl TokenCounter {
     }
 }
 
-/// The estimate (at least 1): ASCII at [`BYTES_PER_TOKEN`] bytes a token, two-byte characters
-/// at 2 a token, three-byte characters (CJK, Indic, Thai) at 1 a token, four-byte ones at 2
-/// tokens each.
+/// The estimate (at least 1): ASCII at [`BYTES_PER_TOKEN`] bytes a token, or a token a word and
+/// a token a punctuation mark where that is more (tables of numbers, code); a token a character
+/// of any other script (Cyrillic, Greek, CJK, Indic...), two for one outside the BMP (emoji).
 pub fn estimate(text: &str) -> usize {
-    let (mut quarter_tokens, mut ascii) = (0usize, 0usize);
+    let (mut ascii_bytes, mut pieces, mut others) = (0usize, 0usize, 0usize);
+    let mut in_word = false;
     for c in text.chars() {
         match c.len_utf8() {
-            1 => ascii += 1,
-            2 => quarter_tokens += 2,
-            3 => quarter_tokens += 4,
-            _ => quarter_tokens += 8,
+            1 => {
+                ascii_bytes += 1;
+                let word = c.is_ascii_alphanumeric();
+                if (word && !in_word) || c.is_ascii_punctuation() {
+                    pieces += 1;
+                }
+                in_word = word;
+            }
+            4 => {
+                others += 2;
+                in_word = false;
+            }
+            _ => {
+                others += 1;
+                in_word = false;
+            }
         }
     }
-    (ascii + quarter_tokens).div_ceil(BYTES_PER_TOKEN).max(1)
+    (ascii_bytes.div_ceil(BYTES_PER_TOKEN).max(pieces) + others).max(1)
 }
 
 #[cfg(test)]
@@ -139,9 +152,15 @@ mod tests {
         assert_eq!(estimate(&"春".repeat(600)), 600, "CJK: a token a character");
         assert_eq!(
             estimate(&"д".repeat(600)),
-            300,
-            "Cyrillic: 2 characters a token"
+            600,
+            "Cyrillic: a token a character"
         );
+        assert_eq!(
+            estimate(&"1 2 3 4 5 6 7 8 9 10 ".repeat(10)),
+            100,
+            "a token a number, not 4 bytes"
+        );
+        assert_eq!(estimate("Call me Ishmael."), 4);
         assert_eq!(estimate(&"😀".repeat(10)), 20);
         assert_eq!(estimate(""), 1);
         // OpenAI's encoding spends about 1.5 tokens a Chinese character, more than any estimate

@@ -55,10 +55,19 @@ impl BatchLimits {
     }
 
     /// The wait before retry number `attempt` (1-based): exponential with jitter in
-    /// [50%, 100%], and never shorter than what the provider asked for.
+    /// [50%, 100%], and never shorter than what the provider asked for up to `backoff_max`.
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let asked = retry_after.unwrap_or_default();
+        if asked > self.backoff_max {
+            // An hour's Retry-After (a spent quota) would hold every job silently: try again
+            // at the longest backoff, and say so.
+            tracing::warn!(
+                "the embedding provider asks to wait {asked:?}; trying again in at most {:?}",
+                self.backoff_max
+            );
+        }
         jittered_backoff(self.backoff_base, attempt, self.backoff_max)
-            .max(retry_after.unwrap_or_default())
+            .max(asked.min(self.backoff_max))
     }
 }
 

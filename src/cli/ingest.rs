@@ -103,6 +103,7 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
     };
 
     let engine = Engine::start(settings).await?;
+    let interrupt = super::interrupt::Interrupt::watch(engine.supervisor.clone())?;
     let requests: Vec<RunRequest> = personas
         .iter()
         .map(|p| RunRequest::new(p.clone(), &args.only))
@@ -153,7 +154,11 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
     } else {
         print_summary(&summary);
     }
-    Ok(if summary.succeeded { 0 } else { 1 })
+    Ok(match (interrupt.caught(), summary.succeeded) {
+        (Some(_), _) => 130,
+        (None, true) => 0,
+        (None, false) => 1,
+    })
 }
 
 /// Runs `request` holding its persona's run lock (waiting for another process's run of it to

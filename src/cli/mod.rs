@@ -2,6 +2,7 @@
 
 mod enqueue;
 mod ingest;
+mod interrupt;
 mod query;
 mod revoke;
 mod run;

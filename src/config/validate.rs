@@ -66,6 +66,7 @@ impl Settings {
                 e.tokens_per_minute.map_or(1, |n| n as usize),
             ),
             ("store.max_request_bytes", self.store.max_request_bytes),
+            ("embedding.dimensions", e.dimensions.unwrap_or(1)),
             (
                 "database.max_connections",
                 self.database.max_connections as usize,

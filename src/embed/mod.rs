@@ -179,8 +179,17 @@ pub async fn connect(
             .connect(settings.max_retries + 1, limiter)
             .await
             .map_err(|e| {
+                // A server refusing to shorten vectors is the setting's fault, not the address's.
+                let lower = e.message.to_lowercase();
+                let key = if settings.dimensions.is_some()
+                    && (lower.contains("dimension") || lower.contains("matryoshka"))
+                {
+                    "embedding.dimensions"
+                } else {
+                    "embedding.base_url"
+                };
                 format!(
-                    "embedding.base_url: {} (model {:?}) refused a probe call: {e}",
+                    "{key}: {} (model {:?}) refused a probe call: {e}",
                     settings.base_url, settings.model
                 )
             })?;

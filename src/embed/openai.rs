@@ -181,7 +181,11 @@ impl OpenAiProvider {
                         attempt,
                         Duration::from_secs(10),
                     );
-                    tokio::time::sleep(wait.max(e.retry_after.unwrap_or_default())).await;
+                    let asked = e
+                        .retry_after
+                        .unwrap_or_default()
+                        .min(Duration::from_secs(10));
+                    tokio::time::sleep(wait.max(asked)).await;
                 }
                 other => break other?,
             }
@@ -191,9 +195,15 @@ impl OpenAiProvider {
             self.dimension = size;
             tracing::info!(model = %self.model, dimension = size, "learned the vector size");
         } else if size != self.dimension {
+            let stated = if self.dimensions.is_some() {
+                "asked for (embedding.dimensions)"
+            } else if Self::known_dimension(&self.model) == Some(self.dimension) {
+                "OpenAI's model of that name has (set embedding.dimension to the server's)"
+            } else {
+                "stated (embedding.dimension)"
+            };
             return Err(EmbedError::permanent(format!(
-                "the vectors of {} have {size} dimensions, not the {} stated \
-                 (embedding.dimension or embedding.dimensions)",
+                "the vectors of {} have {size} dimensions, not the {} {stated}",
                 self.model, self.dimension
             )));
         }
@@ -208,7 +218,9 @@ impl OpenAiProvider {
             urls.push(format!("{root}/info"));
         }
         for url in urls {
-            let Ok(response) = self.client.get(&url).send().await else {
+            // A server without /info may be slow to say so: it is not worth the start-up.
+            let asked = self.client.get(&url).timeout(Duration::from_secs(2)).send();
+            let Ok(response) = asked.await else {
                 continue;
             };
             if !response.status().is_success() {
@@ -248,11 +260,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// input's (Ollama's "unsupported value: NaN"); the rest (401, 403, 404, 501...) fatal.
 pub fn failure_of(status: StatusCode, message: &str) -> Failure {
     let lower = message.to_lowercase();
+    // OpenAI's "Requested 310000 tokens, max 300000 tokens per request" is about the batch too.
     let about_batch = [
         "batch size",
         "batch_size",
         "too many inputs",
         "maximum allowed batch",
+        "per request",
     ]
     .iter()
     .any(|phrase| lower.contains(phrase));
@@ -311,9 +325,13 @@ impl OpenAiProvider {
             } else {
                 Failure::Fatal
             };
+            let excerpt: String = body.chars().take(200).collect();
             EmbedError::new(
                 failure,
-                format!("POST {}: not an embeddings response: {e}", self.url),
+                format!(
+                    "POST {}: not an embeddings response ({e}), starting: {excerpt:?}",
+                    self.url
+                ),
             )
         })?;
         if parsed.data.len() != expected {
@@ -397,7 +415,7 @@ impl EmbeddingProvider for OpenAiProvider {
         }
         let response = request.send().await.map_err(|e| {
             let what = if e.is_timeout() {
-                "timed out"
+                "timed out (embedding.timeout_secs)"
             } else {
                 "failed"
             };

@@ -205,9 +205,9 @@ async fn server_errors_are_retried_until_the_budget_is_spent() {
         "{}",
         error.message
     );
-    // Three attempts, then each input alone, once, in case one was at fault: none was (no call
-    // succeeded), so the error stays the server's, transient.
-    assert_eq!(server.received_requests().await.unwrap().len(), 3 + 2);
+    // Three attempts, then each input alone, three times, in case one was at fault: none was (no
+    // call succeeded), so the error stays the server's, transient.
+    assert_eq!(server.received_requests().await.unwrap().len(), 3 + 2 * 3);
     assert!(error.is_transient() && error.input.is_none());
 }
 

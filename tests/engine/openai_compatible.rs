@@ -60,7 +60,7 @@ async fn vllm_without_matryoshka_works_with_no_dimension_set() {
     .err()
     .expect("refused")
     .to_string();
-    assert!(error.starts_with("embedding.base_url: "), "{error}");
+    assert!(error.starts_with("embedding.dimensions: "), "{error}");
     assert!(error.contains("does not support matryoshka"), "{error}");
 }
 

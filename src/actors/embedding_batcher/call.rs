@@ -58,11 +58,29 @@ struct Run<'a> {
     texts: &'a [String],
     out: Vec<Option<Result<Vec<f32>, EmbedError>>>,
     spent: Spent,
-    /// Calls still allowed while looking for inputs at fault.
-    isolation_budget: u64,
-    /// The failure that started the search: what is left unsearched fails with it.
+    /// Calls in a row that failed while looking for inputs at fault: past `give_up_after`, the
+    /// provider is failing, not the inputs, and what is left fails with `searched_for`.
+    failures_in_a_row: u64,
+    give_up_after: u64,
+    /// The failure that started the search.
     searched_for: Option<EmbedError>,
 }
+
+/// How a call is tried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The batch as the batcher made it (or cut to the server's size): retried while the
+    /// provider is unavailable or failing, up to `max_retries`.
+    Full,
+    /// Part of a batch, while looking for the input at fault: a server failure is not retried.
+    Search,
+    /// One input alone, before it is blamed: a server failure is retried up to
+    /// [`SOLO_RETRIES`] times, so that a server failing for a while blames no one.
+    Solo,
+}
+
+/// Retries of one input alone before a server failure is blamed on it.
+const SOLO_RETRIES: u32 = 2;
 
 impl Caller {
     /// Embeds `texts` (at most the cap), as well as the provider allows: see the module.
@@ -72,7 +90,8 @@ impl Caller {
             texts,
             out: vec![None; n],
             spent: Spent::default(),
-            isolation_budget: 2 * u64::from(usize::BITS - n.leading_zeros()) + 2,
+            failures_in_a_row: 0,
+            give_up_after: 2 * u64::from(usize::BITS - n.leading_zeros()) + 2,
             searched_for: None,
         };
         let successes_before = self.successes.load(Ordering::SeqCst);
@@ -94,7 +113,8 @@ impl Caller {
     }
 
     /// Answers `run.texts[start..end]`. `known` is the error this range was already proven to
-    /// fail with (so it is split without a call); `full` allows retrying a server failure.
+    /// fail with, so it is split without a call (an input alone is always called before it is
+    /// blamed); `full` marks the batch as made, retried in full.
     fn solve<'a>(
         &'a self,
         run: &'a mut Run<'_>,
@@ -104,18 +124,26 @@ impl Caller {
         full: bool,
     ) -> BoxFuture<'a, ()> {
         async move {
+            let alone = end - start == 1;
             let error = match known {
-                Some(error) => error,
-                None => {
-                    if let (false, 0, Some(error)) =
-                        (full, run.isolation_budget, run.searched_for.clone())
-                    {
+                Some(error) if !alone => error,
+                _ => {
+                    if let (false, true, Some(error)) = (
+                        full,
+                        run.failures_in_a_row >= run.give_up_after,
+                        run.searched_for.clone(),
+                    ) {
                         fill(run, start, end, error, false);
                         return;
                     }
-                    match self.call(run, start, end, full).await {
+                    let mode = match (full, alone) {
+                        (true, _) => Mode::Full,
+                        (false, true) => Mode::Solo,
+                        (false, false) => Mode::Search,
+                    };
+                    match self.call(run, start, end, mode).await {
                         Ok(()) => return,
-                        Err(e) if e.failure == Failure::BatchTooLarge && end - start > 1 => {
+                        Err(e) if e.failure == Failure::BatchTooLarge && !alone => {
                             // The size the server states (text-embeddings-inference does), else half.
                             let size = crate::embed::stated_batch_limit(&e.message)
                                 .unwrap_or((end - start).div_ceil(2))
@@ -146,11 +174,11 @@ impl Caller {
                             );
                             return;
                         }
-                        Err(e) if e.may_be_an_input() && end - start == 1 => {
+                        Err(e) if e.may_be_an_input() && alone => {
                             fill(run, start, end, e, true);
                             return;
                         }
-                        Err(e) if e.may_be_an_input() && run.isolation_budget > 0 => {
+                        Err(e) if e.may_be_an_input() => {
                             run.searched_for.get_or_insert_with(|| e.clone());
                             e
                         }
@@ -161,10 +189,6 @@ impl Caller {
                     }
                 }
             };
-            if end - start == 1 {
-                fill(run, start, end, error, true);
-                return;
-            }
             let mid = start + (end - start) / 2;
             self.solve(run, start, mid, None, false).await;
             let first_half_embedded = run.out[start..mid].iter().all(|r| matches!(r, Some(Ok(_))));
@@ -182,7 +206,7 @@ impl Caller {
         run: &mut Run<'_>,
         start: usize,
         end: usize,
-        full: bool,
+        mode: Mode,
     ) -> Result<(), EmbedError> {
         let texts = run.texts[start..end].to_vec();
         let expected = texts.len();
@@ -192,9 +216,8 @@ impl Caller {
         let timer = metrics.embedding_latency.start_timer();
         let mut retries: u32 = 0;
         run.spent.calls += 1;
-        if !full {
+        if mode != Mode::Full {
             run.spent.isolation_calls += 1;
-            run.isolation_budget = run.isolation_budget.saturating_sub(1);
         }
         let tokens: u64 = match &self.limiter {
             Some(_) => {
@@ -219,13 +242,19 @@ impl Caller {
                     )))
                 })
                 .and_then(|vectors| check(vectors, expected, dimension));
-            let retry = match &attempt {
-                Err(e) if e.failure == Failure::Unavailable => true,
-                Err(e) if e.failure == Failure::ServerFailed => full,
-                _ => false,
+            let budget = match (&attempt, mode) {
+                (Err(e), _) if e.failure == Failure::Unavailable => self.limits.max_retries,
+                (Err(e), Mode::Full) if e.failure == Failure::ServerFailed => {
+                    self.limits.max_retries
+                }
+                (Err(e), Mode::Solo) if e.failure == Failure::ServerFailed => {
+                    SOLO_RETRIES.min(self.limits.max_retries)
+                }
+                _ => 0,
             };
+            let retry = budget > 0;
             match attempt {
-                Err(e) if retry && retries < self.limits.max_retries => {
+                Err(e) if retry && retries < budget => {
                     retries += 1;
                     run.spent.retries += 1;
                     metrics.retries.with_label_values(&["embedding"]).inc();
@@ -242,10 +271,20 @@ impl Caller {
         match outcome {
             Ok(vectors) => {
                 self.successes.fetch_add(1, Ordering::SeqCst);
+                run.failures_in_a_row = 0;
                 metrics.embedding_calls.with_label_values(&["ok"]).inc();
                 metrics.chunks_embedded.inc_by(expected as u64);
                 for (slot, vector) in run.out[start..end].iter_mut().zip(vectors) {
-                    *slot = Some(if vector.iter().all(|x| x.is_finite()) {
+                    *slot = Some(if vector.len() != dimension {
+                        Err(EmbedError::new(
+                            Failure::Refused,
+                            format!(
+                                "the provider answered a vector of dimension {} for this input, \
+                                 not {dimension}",
+                                vector.len()
+                            ),
+                        ))
+                    } else if vector.iter().all(|x| x.is_finite()) {
                         Ok(vector)
                     } else {
                         Err(EmbedError::new(
@@ -262,6 +301,9 @@ impl Caller {
                 Ok(())
             }
             Err(e) => {
+                if mode != Mode::Full {
+                    run.failures_in_a_row += 1;
+                }
                 metrics.embedding_calls.with_label_values(&["error"]).inc();
                 Err(e)
             }
@@ -269,7 +311,7 @@ impl Caller {
     }
 }
 
-/// The answer fits the call: one vector a text, each of the provider's size.
+/// The answer fits the call: one vector a text, not all of another size than the provider's.
 fn check(
     vectors: Vec<Vec<f32>>,
     expected: usize,
@@ -281,7 +323,12 @@ fn check(
             vectors.len()
         )));
     }
-    if let Some(bad) = vectors.iter().find(|v| v.len() != dimension) {
+    // Every vector of another size is the configuration's fault; some only, those inputs'.
+    if let Some(bad) = vectors
+        .iter()
+        .find(|v| v.len() != dimension)
+        .filter(|_| vectors.iter().all(|v| v.len() != dimension))
+    {
         return Err(EmbedError::permanent(format!(
             "embedding provider returned a vector of dimension {}, expected {dimension}",
             bad.len()

@@ -373,4 +373,6 @@ impl Handler<Observe<BatcherCounters>> for EmbeddingBatcher {
 }
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@
 //! "message"}`.
 
 mod batches;
+mod collections;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -159,65 +160,6 @@ impl ChromaStore {
             transient: false,
             message: format!("chroma {method} {url}: unexpected response: {e}"),
         })
-    }
-
-    /// The collection as the engine sees it; its distance space remembered for queries.
-    fn info(&self, collection: Collection) -> CollectionInfo {
-        let metadata = collection.metadata.clone().unwrap_or_default();
-        let space = metadata
-            .get("hnsw:space")
-            .and_then(Value::as_str)
-            .or_else(|| {
-                let config = collection.configuration_json.as_ref()?;
-                ["hnsw", "spann"]
-                    .iter()
-                    .find_map(|index| config.get(index)?.get("space")?.as_str())
-            })
-            .unwrap_or("l2")
-            .to_owned();
-        self.spaces
-            .lock()
-            .expect("not poisoned")
-            .insert(collection.id.clone(), space);
-        CollectionInfo {
-            embedding_model: metadata
-                .get(MODEL_KEY)
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_owned(),
-            dimension: metadata
-                .get(DIMENSION_KEY)
-                .and_then(Value::as_u64)
-                .map(|d| d as usize)
-                .or(collection.dimension)
-                .unwrap_or(0),
-            id: collection.id,
-            name: collection.name,
-        }
-    }
-
-    /// Stamps the model and dimension into a collection made by other code, keeping its own
-    /// metadata (Chroma replaces metadata whole).
-    async fn adopt(&self, spec: &CollectionSpec, found: &CollectionInfo) -> Result<(), StoreError> {
-        let url = format!("{}/{}", self.collections, found.name);
-        let current: Collection = self.call(Method::GET, &url, None::<&()>).await?;
-        let mut metadata = current.metadata.unwrap_or_default();
-        metadata.insert(MODEL_KEY.into(), json!(spec.embedding_model));
-        metadata.insert(DIMENSION_KEY.into(), json!(spec.dimension));
-        let body = json!({ "new_metadata": metadata });
-        let _: Value = self
-            .call(
-                Method::PUT,
-                &format!("{}/{}", self.collections, found.id),
-                Some(&body),
-            )
-            .await?;
-        tracing::warn!(
-            collection = %found.name, model = %spec.embedding_model, dimension = spec.dimension,
-            vectors = found.dimension,
-            "adopted a collection made by other code: stamped its model and dimension"
-        );
-        Ok(())
     }
 
     /// One upsert request of `records`.
@@ -437,21 +379,8 @@ impl VectorStore for ChromaStore {
                 id,
                 document: documents.next().flatten().unwrap_or_default(),
                 metadata: metadatas.next().flatten().unwrap_or_default(),
-                score: similarity(&space, distances.next().flatten()),
+                score: collections::similarity(&space, distances.next().flatten()),
             })
             .collect())
-    }
-}
-
-/// Cosine similarity from a Chroma distance in `space`, for vectors of unit length (every
-/// provider's are): cosine and inner-product distances are 1 - similarity, l2 is squared, 2 - 2
-/// similarity.
-fn similarity(space: &str, distance: Option<f32>) -> f32 {
-    let Some(d) = distance else {
-        return 0.0;
-    };
-    match space {
-        "l2" => 1.0 - d / 2.0,
-        _ => 1.0 - d,
     }
 }

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
-use persona_ingest::JobStatus;
 
 /// The binary in `dir`, with an environment of nothing but PATH and HOME.
 fn persona_ingest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -20,7 +19,7 @@ fn persona_ingest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -380,76 +379,4 @@ async fn two_ingests_of_one_persona_take_turns_and_no_wait_exits_3() {
     );
     assert_eq!(third.status.code(), Some(3), "{}", text(&third.stderr));
     assert!(text(&third.stderr).contains("is being ingested by ingest:"));
-}
-
-/// Ctrl-C (or SIGTERM) on `ingest` mid-run: its jobs end failed naming the signal, none is left
-/// `processing`, the persona's run lock is free for the next run; exit code 130.
-#[actix::test]
-async fn an_interrupted_ingest_leaves_no_job_processing() {
-    for signal in ["INT", "TERM"] {
-        let server = crate::worker_kit::slow_embedder(std::time::Duration::from_millis(200)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let root = examples_root().to_str().unwrap().to_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
-            .current_dir(dir.path())
-            .args(["ingest", "twain-sampler", "--json", "--data-root", &root])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ENGINE__EMBEDDING__PROVIDER", "openai")
-            .env(
-                "ENGINE__EMBEDDING__BASE_URL",
-                format!("{}/v1", server.uri()),
-            )
-            .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
-            .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
-            .env("ENGINE__EMBEDDING__LINGER_MS", "0")
-            .env("OPENAI_API_KEY", "sk-test")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        crate::worker_kit::wait_for(
-            "the run under way",
-            std::time::Duration::from_secs(30),
-            || {
-                let server = &server;
-                async move { (crate::worker_kit::embedding_calls(server).await >= 2).then_some(()) }
-            },
-        )
-        .await;
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("persona-ingest.db").display()
-        );
-        let db = persona_ingest::db::connect(&persona_ingest::config::DatabaseSettings {
-            url,
-            ..World::new().settings(&[]).database
-        })
-        .await
-        .unwrap();
-        let rows = latest_jobs(&db, "twain-sampler").await;
-        assert!(!rows.is_empty());
-        assert_nothing_processing(&db).await;
-        let failed: Vec<_> = rows
-            .iter()
-            .filter(|r| r.status == JobStatus::Failed)
-            .collect();
-        assert!(!failed.is_empty(), "{rows:?}");
-        for row in failed {
-            let error = row.error_message.as_deref().unwrap_or_default();
-            assert!(
-                error.contains(&format!("interrupted by SIG{signal}")),
-                "{error}"
-            );
-        }
-    }
 }

@@ -38,6 +38,9 @@ pub enum Failure {
     /// The provider is away or busy (connection refused, timeout, 408, 429, 502, 503, 504):
     /// the same call is tried again later.
     Unavailable,
+    /// The call took longer than `embedding.timeout_secs`: retried, and if it keeps timing out,
+    /// cut in halves, the smaller size kept (a server on a CPU may take long over a full batch).
+    TimedOut,
     /// The provider failed on this call (500 and the like): tried again, and if it keeps
     /// failing, its inputs are tried in halves to find the one at fault.
     ServerFailed,
@@ -90,7 +93,11 @@ impl EmbedError {
     /// True when running the job again later may succeed: the provider was away or failing,
     /// and no input was proven to be the cause.
     pub fn is_transient(&self) -> bool {
-        self.input.is_none() && matches!(self.failure, Failure::Unavailable | Failure::ServerFailed)
+        self.input.is_none()
+            && matches!(
+                self.failure,
+                Failure::Unavailable | Failure::TimedOut | Failure::ServerFailed
+            )
     }
 
     /// True when one of the call's inputs may be the cause, so that trying them in halves can

@@ -326,12 +326,17 @@ impl EmbeddingProvider for OpenAiProvider {
             request = request.bearer_auth(key);
         }
         let response = request.send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out (embedding.timeout_secs)"
+            if e.is_timeout() {
+                EmbedError::new(
+                    Failure::TimedOut,
+                    format!(
+                        "POST {}: request timed out (embedding.timeout_secs): {e}",
+                        self.url
+                    ),
+                )
             } else {
-                "failed"
-            };
-            EmbedError::transient(format!("POST {}: request {what}: {e}", self.url), None)
+                EmbedError::transient(format!("POST {}: request failed: {e}", self.url), None)
+            }
         })?;
         let status = response.status();
         let wait = retry_after(response.headers());

@@ -1,7 +1,7 @@
 //! One batch's way through the provider, off the batcher's thread: the call, tried again while the
 //! provider is away or failing (backoff with jitter, honouring `Retry-After`); cut to the size the
-//! server states (else halved) when it says the batch is too large, the smaller size kept in the
-//! shared cap for the process;
+//! server states (else halved) when it says the batch is too large, or halved when it keeps timing
+//! out, the smaller size kept in the shared cap for the process;
 //! and, when the call keeps failing in a way an input may cause (Ollama's 500 "unsupported value:
 //! NaN", a 400 for one overlong text), its inputs tried in halves until the one at fault stands
 //! alone. Only that input's result is an error; the others get their vectors.
@@ -143,7 +143,10 @@ impl Caller {
                     };
                     match self.call(run, start, end, mode).await {
                         Ok(()) => return,
-                        Err(e) if e.failure == Failure::BatchTooLarge && !alone => {
+                        Err(e)
+                            if matches!(e.failure, Failure::BatchTooLarge | Failure::TimedOut)
+                                && !alone =>
+                        {
                             // The size the server states (text-embeddings-inference does), else half.
                             let size = crate::embed::stated_batch_limit(&e.message)
                                 .unwrap_or((end - start).div_ceil(2))
@@ -152,7 +155,8 @@ impl Caller {
                             if size < before {
                                 tracing::warn!(
                                     cap = size,
-                                    "the embedding server takes fewer inputs a call: {}",
+                                    "the embedding server takes fewer inputs a call (or answers \
+                                     fewer within embedding.timeout_secs): {}",
                                     e.message
                                 );
                             }
@@ -243,7 +247,9 @@ impl Caller {
                 })
                 .and_then(|vectors| check(vectors, expected, dimension));
             let budget = match (&attempt, mode) {
-                (Err(e), _) if e.failure == Failure::Unavailable => self.limits.max_retries,
+                (Err(e), _) if matches!(e.failure, Failure::Unavailable | Failure::TimedOut) => {
+                    self.limits.max_retries
+                }
                 (Err(e), Mode::Full) if e.failure == Failure::ServerFailed => {
                     self.limits.max_retries
                 }

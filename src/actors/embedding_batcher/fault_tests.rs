@@ -187,3 +187,31 @@ async fn many_bad_inputs_of_one_caller_fail_no_other() {
     let error = alice.await.unwrap().unwrap_err();
     assert!(error.input.is_some() && !error.is_transient(), "{error:?}");
 }
+
+/// A server too slow for a full batch within the timeout (a CPU serving a large model): once the
+/// retries are spent, the batch is halved until calls answer in time, and that size is kept.
+#[actix::test]
+async fn a_batch_that_keeps_timing_out_is_halved() {
+    testkit::pause();
+    let (batcher, provider) = start(BatchLimits {
+        max_retries: 1,
+        ..limits()
+    });
+    provider.fail_when(|texts| {
+        (texts.len() > 8).then(|| {
+            failure(
+                Failure::TimedOut,
+                "request timed out (embedding.timeout_secs)",
+            )
+        })
+    });
+    let answer = embed(&batcher, texts("a", 20)).await;
+    testkit::advance(Duration::from_millis(11)).await;
+    for _ in 0..10 {
+        testkit::advance(Duration::from_secs(30)).await;
+    }
+    assert_eq!(answer.await.unwrap().unwrap().len(), 20);
+    assert_eq!(call_sizes(&provider), [20, 20, 10, 10, 5, 5, 10, 10, 5, 5]);
+    let counters: BatcherCounters = testkit::observe(&batcher).await;
+    assert_eq!(counters.batch_cap, 5);
+}

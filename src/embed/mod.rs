@@ -35,7 +35,7 @@ pub use openai::{failure_of, retry_after, stated_batch_limit, OpenAiProvider};
 /// What a failed provider call says about trying again, as the batcher acts on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Failure {
-    /// The provider is away or busy (connection refused, timeout, 408, 429, 502, 503, 504):
+    /// The provider is away or busy (connection refused or reset, 408, 429, 502, 503, 504):
     /// the same call is tried again later.
     Unavailable,
     /// The call took longer than `embedding.timeout_secs`: retried, and if it keeps timing out,
@@ -48,7 +48,8 @@ pub enum Failure {
     /// looked for in halves.
     Refused,
     /// More inputs or bytes than the server takes in one call (413, or a 400/422 about the batch
-    /// size): the batch is halved and the smaller size kept for the process.
+    /// size): the batch is cut to the size the server states, else halved, and that size kept
+    /// for the process.
     BatchTooLarge,
     /// Nothing will help: authentication, an unknown model, a malformed answer.
     Fatal,

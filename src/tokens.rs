@@ -9,6 +9,7 @@
 //! where ASCII is denser in them (numbers, code), a token a character of every other script
 //! (tokenizers seldom do better for CJK, Devanagari or Cyrillic), 2 for one outside the BMP.
 
+#[cfg(feature = "minilm")]
 use std::sync::Arc;
 
 #[cfg(feature = "minilm")]
@@ -23,8 +24,9 @@ pub enum TokenCounter {
     /// [`estimate`]: by script, erring long.
     #[default]
     Estimate,
-    /// OpenAI's byte-pair encoding for its models (cl100k_base for the embedding models).
-    Bpe(Arc<tiktoken_rs::CoreBPE>),
+    /// OpenAI's byte-pair encoding for its models (cl100k_base for the embedding models), built
+    /// once a process.
+    Bpe(&'static tiktoken_rs::CoreBPE),
     /// A Hugging Face tokenizer (`tokenizer.json`), counting without truncation; `special` is
     /// what it adds to every input ([CLS] and [SEP] for BERT's word pieces).
     #[cfg(feature = "minilm")]
@@ -68,9 +70,7 @@ impl TokenCounter {
     /// the estimate for any other model name.
     pub fn for_model(model: &str) -> Self {
         if model.starts_with("text-embedding-3") || model == "text-embedding-ada-002" {
-            if let Ok(bpe) = tiktoken_rs::cl100k_base() {
-                return Self::Bpe(Arc::new(bpe));
-            }
+            return Self::Bpe(tiktoken_rs::cl100k_base_singleton());
         }
         Self::Estimate
     }

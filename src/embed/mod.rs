@@ -160,9 +160,10 @@ pub async fn connect(
             Arc::new(MiniLm::load(&dir, threads)?)
         }
         ProviderKind::OpenAi => {
+            // Unset, the provider counts as its model does (OpenAI's tokenizer, else the estimate).
             let counter = match &settings.tokenizer {
                 #[cfg(feature = "minilm")]
-                Some(path) => crate::tokens::TokenCounter::from_file(path)?,
+                Some(path) => Some(crate::tokens::TokenCounter::from_file(path)?),
                 #[cfg(not(feature = "minilm"))]
                 Some(_) => {
                     return Err(
@@ -171,7 +172,7 @@ pub async fn connect(
                             .into(),
                     )
                 }
-                None => crate::tokens::TokenCounter::for_model(&settings.model),
+                None => None,
             };
             let provider = OpenAiProvider::new(
                 &settings.base_url,

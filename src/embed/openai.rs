@@ -138,9 +138,12 @@ impl OpenAiProvider {
         self
     }
 
-    /// How inputs are counted for this model (see [`TokenCounter::for_model`]).
-    pub fn with_token_counter(mut self, counter: TokenCounter) -> Self {
-        self.counter = counter;
+    /// How inputs are counted, when not as [`TokenCounter::for_model`] counts for this model
+    /// (`embedding.tokenizer`).
+    pub fn with_token_counter(mut self, counter: Option<TokenCounter>) -> Self {
+        if let Some(counter) = counter {
+            self.counter = counter;
+        }
         self
     }
 

@@ -94,6 +94,10 @@ pub struct EmbeddingSettings {
     /// Tokens a minute (as `tokens` counts them), shared likewise.
     #[serde(default)]
     pub tokens_per_minute: Option<u64>,
+    /// What the provider charges, in any currency, for a million input tokens: what
+    /// `ingest --dry-run` multiplies the tokens to embed by.
+    #[serde(default)]
+    pub price_per_million_tokens: Option<f64>,
     #[serde(default)]
     pub api_key: Option<String>,
     pub timeout_secs: u64,

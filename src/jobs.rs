@@ -12,6 +12,7 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::manifest::JobCounts;
 use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -197,6 +198,7 @@ fn new_job(
         created_at: Set(now),
         started_at: Set(None),
         completed_at: Set(None),
+        ..Default::default()
     }
 }
 
@@ -210,13 +212,29 @@ async fn job<C: ConnectionTrait>(
         .ok_or(TransitionError::NoJob(id))
 }
 
+/// Sets the columns of what a job did (all 0 when it starts).
+fn with_counts(
+    update: sea_orm::UpdateMany<ingestion_job::Entity>,
+    counts: JobCounts,
+) -> sea_orm::UpdateMany<ingestion_job::Entity> {
+    use ingestion_job::Column as C;
+    let as_i64 = |n: u64| Expr::value(i64::try_from(n).unwrap_or(i64::MAX));
+    update
+        .col_expr(C::FilesRead, as_i64(counts.files_read))
+        .col_expr(C::FilesSkipped, as_i64(counts.files_skipped))
+        .col_expr(C::ChunksEmbedded, as_i64(counts.chunks_embedded))
+        .col_expr(C::ChunksUnchanged, as_i64(counts.chunks_unchanged))
+        .col_expr(C::ChunksDeleted, as_i64(counts.chunks_deleted))
+        .col_expr(C::TokensEmbedded, as_i64(counts.tokens_embedded))
+}
+
 /// `pending → processing`; with `restart`, from any status (an explicit retry).
 pub async fn job_started<C: ConnectionTrait>(
     db: &C,
     id: Uuid,
     restart: bool,
 ) -> Result<(), TransitionError> {
-    let mut update = ingestion_job::Entity::update_many()
+    let mut update = with_counts(ingestion_job::Entity::update_many(), JobCounts::default())
         .col_expr(
             ingestion_job::Column::Status,
             Expr::value(JobStatus::Processing),
@@ -281,8 +299,9 @@ pub async fn job_completed<C: ConnectionTrait>(
     id: Uuid,
     total_vectors: u64,
     warning: Option<String>,
+    counts: JobCounts,
 ) -> Result<(), TransitionError> {
-    let updated = ingestion_job::Entity::update_many()
+    let updated = with_counts(ingestion_job::Entity::update_many(), counts)
         .col_expr(
             ingestion_job::Column::Status,
             Expr::value(JobStatus::Completed),

@@ -10,6 +10,7 @@ pub mod embed;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+pub mod manifest;
 pub mod metrics;
 pub mod persona;
 pub mod pipeline;

@@ -26,7 +26,7 @@ use crate::embed::{self, EmbeddingProvider};
 use crate::retry::RetryPolicy;
 use crate::sources::{FileSources, SourceFactory};
 use crate::store::{self, VectorStore};
-use crate::{db, Kind, PersonaId};
+use crate::{db, manifest, Kind, PersonaId};
 
 /// Starts each job's Ingestor as an actor sharing the engine's batcher, writer and recorder.
 pub struct ActorIngestorSpawner {
@@ -156,6 +156,9 @@ impl Engine {
             dimension: provider.dimension(),
             soft_time_limit: Duration::from_secs(settings.worker.soft_time_limit),
             time_limit: Duration::from_secs(settings.worker.time_limit),
+            fingerprint: manifest::fingerprint(&settings, provider.model(), provider.dimension())
+                .into(),
+            tokens: provider.token_counter(),
         };
         let supervisor = Supervisor::new(
             settings.worker.concurrency,
@@ -214,6 +217,7 @@ impl Engine {
                     hard: request.time_limit,
                 },
                 retries,
+                force: request.force,
                 tell: Arc::new(move |event: TaskEvent| {
                     if let TaskEvent::JobEnded(ended) = event {
                         watch.tell(&RunEvent::JobEnded(ended.outcome));

@@ -22,6 +22,18 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub completed_at: Option<DateTimeUtc>,
+    /// What the job's run did (0 until it completes): files read, and files skipped as
+    /// unchanged since the last run (`ingestion_manifest`).
+    pub files_read: i64,
+    pub files_skipped: i64,
+    /// Chunks sent to the embedding provider and written; chunks left as they were; records
+    /// deleted (of files or chunks that are gone).
+    pub chunks_embedded: i64,
+    pub chunks_unchanged: i64,
+    pub chunks_deleted: i64,
+    /// Tokens of the chunks embedded, as the model's tokenizer counts them where it is known,
+    /// else as estimated (see the README's `chunking` settings).
+    pub tokens_embedded: i64,
 }
 
 /// The three parts of a persona's corpus, each ingested into its own collection.

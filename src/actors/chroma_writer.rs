@@ -43,13 +43,24 @@ pub struct WriteRecords {
     pub records: Vec<Record>,
 }
 
-/// Deletes the records of a collection whose ids are not in `keep`: what a finished job did
-/// not write again is stale. Answers how many were deleted.
+/// Deletes a collection's stale records: what a finished job found gone. Answers how many
+/// were deleted.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<usize, StoreError>")]
 pub struct PruneCollection {
     pub collection: CollectionSpec,
-    pub keep: Arc<WrittenIds>,
+    pub stale: Stale,
+}
+
+/// Which records are stale.
+#[derive(Clone, Debug)]
+pub enum Stale {
+    /// Every record whose id is not one of these, all of which the collection holds (a job
+    /// with no manifest to trust): the ids are listed unless the count already says there is
+    /// nothing else.
+    NotIn(Arc<WrittenIds>),
+    /// These ids (of files and chunks the manifest had and the job did not find again).
+    These(Vec<String>),
 }
 
 /// How many records a collection holds (0 when it does not exist): what a failed job's row
@@ -316,18 +327,31 @@ impl Handler<PruneCollection> for ChromaWriter {
             else {
                 return Ok(0);
             };
-            let mut stale = Vec::new();
-            let mut offset = 0;
-            loop {
-                let page = with_retries(limits, &mut retries, || store.ids(&info, offset, ID_PAGE))
-                    .await?;
-                offset += page.len();
-                let last_page = page.len() < ID_PAGE;
-                stale.extend(page.into_iter().filter(|id| !msg.keep.contains(id)));
-                if last_page {
-                    break;
+            let stale = match msg.stale {
+                Stale::These(ids) => ids,
+                Stale::NotIn(keep) => {
+                    // Listing a collection costs a call per page; counting it, one.
+                    let held = with_retries(limits, &mut retries, || store.count(&info)).await?;
+                    if held == keep.len() as u64 {
+                        return Ok(0);
+                    }
+                    let mut stale = Vec::new();
+                    let mut offset = 0;
+                    loop {
+                        let page = with_retries(limits, &mut retries, || {
+                            store.ids(&info, offset, ID_PAGE)
+                        })
+                        .await?;
+                        offset += page.len();
+                        let last_page = page.len() < ID_PAGE;
+                        stale.extend(page.into_iter().filter(|id| !keep.contains(id)));
+                        if last_page {
+                            break;
+                        }
+                    }
+                    stale
                 }
-            }
+            };
             let count = stale.len();
             if count > 0 {
                 with_retries(limits, &mut retries, || store.delete(&info, stale.clone())).await?;

@@ -1,8 +1,10 @@
 //! Ingestor: one per job, the same for works, quotes and profile (they differ only in their
-//! [`Source`]). A blocking thread reads and chunks the files into a bounded channel; the actor
-//! takes windows of chunks from it, has the EmbeddingBatcher embed them and the ChromaWriter
-//! store them, with at most `windows_in_flight` windows between reading and writing, so memory
-//! stays bounded whatever the corpus. Progress goes to the StatusRecorder as it advances.
+//! [`Source`]). A blocking thread reads and chunks the files that changed since the last run
+//! (see `manifest`) into a bounded channel, leaving out the chunks the store holds as they are;
+//! the actor takes windows of chunks from it, has the EmbeddingBatcher embed them and the
+//! ChromaWriter store them, with at most `windows_in_flight` windows between reading and
+//! writing, so memory stays bounded whatever the corpus. Progress goes to the StatusRecorder as
+//! it advances; at the end, the records of files and chunks that are gone are deleted.
 //!
 //! Stopping: `StopIngest` (soft) asks the reader to stop and fails the job once what is in
 //! flight is done; `AbortIngest` (hard) drops the work at once. Either way, and on a panic in
@@ -22,8 +24,10 @@ use super::chroma_writer::{CountRecords, PruneCollection, WriteRecords};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
+use crate::manifest::{FileEntry, JobCounts, KindManifest, ManifestChange};
 use crate::sources::{Source, SourcePlan};
 use crate::store::CollectionSpec;
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 /// Everything one job needs to know.
@@ -37,6 +41,14 @@ pub struct IngestJob {
     pub plan: SourcePlan,
     /// The job row may be in any state: this is an explicit retry.
     pub restart: bool,
+    /// What the manifest said of this kind before the run (`None`: nothing yet).
+    pub previous: Option<Arc<KindManifest>>,
+    /// Read and embed every file, changed or not (`--force`).
+    pub force: bool,
+    /// [`crate::manifest::fingerprint`] of the engine's settings.
+    pub fingerprint: Arc<str>,
+    /// Counts the tokens embedded, as the provider's model does where it is known.
+    pub tokens: TokenCounter,
 }
 
 #[derive(Clone)]
@@ -100,13 +112,21 @@ impl From<&str> for JobError {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct JobStats {
+    /// Records of the kind the collection holds after the job.
     pub vectors: u64,
+    /// Chunks embedded and written by this run.
     pub chunks: u64,
+    /// Bytes and files of the kind's corpus, read or not.
     pub bytes: u64,
     pub files: usize,
     pub warning: Option<String>,
     #[serde(skip)]
     pub elapsed: Duration,
+    #[serde(flatten)]
+    pub counts: JobCounts,
+    /// The kind's manifest rows as the job leaves them (taken when its end is recorded).
+    #[serde(skip)]
+    pub manifest: Option<Arc<Vec<FileEntry>>>,
 }
 
 /// Soft stop: finish what is in flight, then fail the job with `reason`.
@@ -142,9 +162,15 @@ struct Shared {
     windows_sent: AtomicU64,
     bytes_done: AtomicU64,
     progress: AtomicU64,
+    /// The files the reader started reading: their records may be written.
+    touched: Mutex<Vec<String>>,
 }
 
 impl Shared {
+    fn touched(&self) -> Vec<String> {
+        self.touched.lock().expect("not poisoned").clone()
+    }
+
     fn stop(&self, reason: String) {
         self.stop_reason
             .lock()
@@ -247,6 +273,12 @@ impl Handler<AbortIngest> for Ingestor {
             job_id,
             error: reason.clone(),
             vectors_present: None,
+            // Windows in flight may still land, but only of files the reader had started.
+            manifest: Some(ManifestChange::Forget {
+                persona: self.job.persona.clone(),
+                kind: self.job.kind,
+                sources: self.shared.touched(),
+            }),
         };
         ctx.wait(
             async move { record(&recorder, failed).await }
@@ -275,6 +307,12 @@ impl Handler<Observe<IngestorCounters>> for Ingestor {
 }
 
 mod job;
+mod plan;
+mod read;
 
+pub use plan::{dry_run, JobPlan};
+
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod tests;

@@ -24,8 +24,10 @@ use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopInge
 use super::status_recorder::{RecordStatus, Recorded, StatusUpdate};
 use super::{panic_message, Observe};
 use crate::jobs::JobRef;
+use crate::manifest::{KindManifest, ManifestChange};
 use crate::sources::{Source, SourceFactory, SourcePlan};
 use crate::store::CollectionSpec;
+use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaStatus};
 
 /// How long ingestors get to stop after a hard abort before their jobs are failed for them.
@@ -58,6 +60,10 @@ pub struct RunDeps {
     pub dimension: usize,
     pub soft_time_limit: Duration,
     pub time_limit: Duration,
+    /// [`crate::manifest::fingerprint`] of the engine's settings.
+    pub fingerprint: Arc<str>,
+    /// Counts the tokens embedded (the provider's counter).
+    pub tokens: TokenCounter,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -166,6 +172,7 @@ impl Orchestrator {
     fn start_ingestors(
         &mut self,
         plans: Vec<(JobRef, Result<Planned, String>)>,
+        mut manifests: BTreeMap<Kind, KindManifest>,
         ctx: &mut Context<Self>,
     ) {
         let persona = self.request.persona.clone();
@@ -185,6 +192,10 @@ impl Orchestrator {
                 source,
                 plan,
                 restart: self.request.restart,
+                previous: manifests.remove(&job.kind).map(Arc::new),
+                force: self.request.force,
+                fingerprint: self.deps.fingerprint.clone(),
+                tokens: self.deps.tokens.clone(),
             };
             let handle = self.deps.ingestors.spawn(ingest, ctx.address().recipient());
             self.request.watch.tell(&RunEvent::JobStarted {
@@ -248,11 +259,16 @@ impl Orchestrator {
     fn finish(&mut self, ctx: &mut Context<Self>) {
         let recorder = self.deps.recorder.clone();
         let persona = self.request.persona.clone();
-        let never_started: Vec<(Uuid, String)> = self
+        let never_started: Vec<(Uuid, Kind, String)> = self
             .outcomes
             .iter()
             .filter(|(id, _)| !self.spawned.contains(*id))
-            .filter_map(|(id, o)| o.result.as_ref().err().map(|e| (*id, e.message.clone())))
+            .filter_map(|(id, o)| {
+                o.result
+                    .as_ref()
+                    .err()
+                    .map(|e| (*id, o.kind, e.message.clone()))
+            })
             .collect();
         let jobs: Vec<JobOutcome> = self
             .request
@@ -263,13 +279,20 @@ impl Orchestrator {
         let error = run_error(&jobs);
         let recorded_error = error.clone();
         let work = async move {
-            for (job_id, error) in never_started {
+            for (job_id, kind, error) in never_started {
+                // A job that never read a file leaves its kind's manifest as it was (settled).
+                let manifest = Some(ManifestChange::Forget {
+                    persona: persona.clone(),
+                    kind,
+                    sources: Vec::new(),
+                });
                 send(
                     &recorder,
                     StatusUpdate::JobFailed {
                         job_id,
                         error,
                         vectors_present: None,
+                        manifest,
                     },
                 )
                 .await?;
@@ -337,6 +360,7 @@ impl Actor for Orchestrator {
             .map_err(|e| format!("could not record the start of the run: {e}"))?;
             watch.tell(&RunEvent::Begun);
             let completed = begun.completed_before;
+            let manifests = begun.manifests;
             if !sources.persona_exists(&request.persona) {
                 return Err(format!(
                     "persona {} not found: nothing at {}",
@@ -371,12 +395,12 @@ impl Actor for Orchestrator {
                     describe_join_error(e)
                 )
             })?;
-            Ok((completed, plans))
+            Ok((completed, plans, manifests))
         };
         ctx.wait(setup.into_actor(self).map(|setup, act, ctx| {
             match setup {
                 Err(error) => act.fail_all(&error),
-                Ok((completed, plans)) => {
+                Ok((completed, plans, manifests)) => {
                     let nothing = completed.is_empty()
                         && plans
                             .iter()
@@ -399,7 +423,7 @@ impl Actor for Orchestrator {
                         act.completed_before(completed);
                         let mut plans = plans;
                         plans.sort_by_key(|(job, _)| Kind::ALL.iter().position(|k| *k == job.kind));
-                        act.start_ingestors(plans, ctx);
+                        act.start_ingestors(plans, manifests, ctx);
                     }
                 }
             }

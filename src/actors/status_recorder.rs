@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{jittered_backoff, Observe};
 use crate::jobs::{self, JobRef, TransitionError};
-use crate::{JobStatus, PersonaId, PersonaStatus};
+use crate::manifest::{self, JobCounts, KindManifest, ManifestChange};
+use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 
 /// How often coalesced progress reaches the database.
 pub const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -38,6 +39,9 @@ pub enum StatusUpdate {
         job_id: Uuid,
         total_vectors: u64,
         warning: Option<String>,
+        counts: JobCounts,
+        /// The kind's manifest as the job left it, written in the same transaction.
+        manifest: Option<ManifestChange>,
     },
     JobFailed {
         job_id: Uuid,
@@ -45,6 +49,9 @@ pub enum StatusUpdate {
         /// The records of the job's kind the store holds after the failure, when known: the
         /// row's `total_vectors` then says what the collection holds, not 0.
         vectors_present: Option<u64>,
+        /// The files whose rows to forget, in the same transaction; `None` leaves the kind's
+        /// rows unsettled (what the job wrote is not known).
+        manifest: Option<ManifestChange>,
     },
     /// The persona becomes `active`, or `failed` with the run's error.
     FinishRun {
@@ -64,6 +71,8 @@ pub struct Recorded {
     /// The jobs of the run that its task completed before (job id, vectors): see
     /// [`jobs::begin_run`].
     pub completed_before: Vec<(Uuid, u64)>,
+    /// The manifest of each kind the run is to carry out, as it was before (now unsettled).
+    pub manifests: BTreeMap<Kind, KindManifest>,
 }
 
 /// Writes the coalesced progress now; answered once written.
@@ -287,7 +296,22 @@ async fn apply(
         match update {
             StatusUpdate::BeginRun { persona, jobs } => {
                 let completed_before = jobs::begin_run(db, &persona, &jobs).await?;
-                return Ok((None, Recorded { completed_before }));
+                let kinds: Vec<Kind> = jobs
+                    .iter()
+                    .filter(|job| !completed_before.iter().any(|(id, _)| *id == job.id))
+                    .map(|job| job.kind)
+                    .collect();
+                let manifests = manifest::load(db, &persona, &kinds).await?;
+                if !manifests.is_empty() {
+                    manifest::unsettle(db, &persona, &kinds).await?;
+                }
+                return Ok((
+                    None,
+                    Recorded {
+                        completed_before,
+                        manifests,
+                    },
+                ));
             }
             StatusUpdate::JobStarted { job_id, restart } => {
                 jobs::job_started(db, job_id, restart).await?;
@@ -298,16 +322,29 @@ async fn apply(
                 job_id,
                 total_vectors,
                 warning,
+                counts,
+                manifest,
             } => {
-                jobs::job_completed(db, job_id, total_vectors, warning.clone()).await?;
+                let txn = db.begin().await?;
+                jobs::job_completed(&txn, job_id, total_vectors, warning.clone(), counts).await?;
+                if let Some(change) = manifest {
+                    change.apply(&txn).await?;
+                }
+                txn.commit().await?;
                 event(job_id, JobStatus::Completed, 100, total_vectors, warning)
             }
             StatusUpdate::JobFailed {
                 job_id,
                 error,
                 vectors_present,
+                manifest,
             } => {
-                jobs::job_failed(db, job_id, &error, vectors_present).await?;
+                let txn = db.begin().await?;
+                jobs::job_failed(&txn, job_id, &error, vectors_present).await?;
+                if let Some(change) = manifest {
+                    change.apply(&txn).await?;
+                }
+                txn.commit().await?;
                 event(job_id, JobStatus::Failed, 0, 0, Some(error))
             }
             StatusUpdate::FinishRun { persona, error } => {

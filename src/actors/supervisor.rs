@@ -204,6 +204,8 @@ async fn run_lost(recorder: &Recipient<RecordStatus>, request: &RunRequest) -> R
                 job_id: job.id,
                 error: error.clone(),
                 vectors_present: None,
+                // What its ingestors wrote is not known: the manifest stays unsettled.
+                manifest: None,
             }))
             .await;
     }

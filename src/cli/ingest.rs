@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::actors::orchestrator::{RunOutcome, RunRequest};
 use crate::config::Settings;
+use crate::manifest::JobCounts;
 use crate::pipeline::Engine;
 use crate::sources::DataRoot;
 use crate::{JobStatus, Kind, PersonaId};
@@ -37,6 +38,14 @@ pub struct IngestArgs {
     /// Do not wait for a persona another process is ingesting: exit 3 naming it.
     #[arg(long)]
     pub no_wait: bool,
+    /// Read and embed every file, changed or not (by default only what changed since the last
+    /// run is embedded and written: see `ingestion_manifest`).
+    #[arg(long)]
+    pub force: bool,
+    /// Print what a run would do (files to read, chunks and tokens to embed, records to delete,
+    /// the cost at `embedding.price_per_million_tokens`) and stop: no provider call, no write.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Serialize)]
@@ -68,45 +77,31 @@ struct JobSummary {
     bytes: u64,
     elapsed_secs: f64,
     chunks_per_sec: f64,
+    /// Files read and skipped, chunks embedded, unchanged and deleted, tokens embedded.
+    #[serde(flatten)]
+    counts: JobCounts,
     warning: Option<String>,
     error: Option<String>,
 }
 
 pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i32> {
     settings.worker.max_retries = args.retries;
-    let personas = if args.all {
-        let found = DataRoot::new(settings.data_root()).personas();
-        if found.is_empty() {
-            eprintln!(
-                "error: no persona under {} (looked in data/ and personas/)",
-                settings.data_root().display()
-            );
-            return Ok(2);
-        }
-        found
-    } else {
-        if args.personas.is_empty() {
-            eprintln!("error: name at least one persona, or use --all");
-            return Ok(2);
-        }
-        let mut ids = Vec::new();
-        for given in &args.personas {
-            match PersonaId::parse(given) {
-                Ok(id) => ids.push(id),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(2);
-                }
-            }
-        }
-        ids
+    let personas = match personas_of(args, &settings) {
+        Ok(personas) => personas,
+        Err(code) => return Ok(code),
     };
+    if args.dry_run {
+        return super::plan::run(&personas, &args.only, args.force, args.json, settings).await;
+    }
 
     let engine = Engine::start(settings).await?;
     let interrupt = super::interrupt::Interrupt::watch(engine.supervisor.clone())?;
     let requests: Vec<RunRequest> = personas
         .iter()
-        .map(|p| RunRequest::new(p.clone(), &args.only))
+        .map(|p| RunRequest {
+            force: args.force,
+            ..RunRequest::new(p.clone(), &args.only)
+        })
         .collect();
     let bars = (!args.json).then(|| ProgressBars::new(&requests));
     let listener = bars.as_ref().map(|bars| bars.follow(engine.subscribe()));
@@ -195,6 +190,38 @@ async fn locked_run(
     outcome
 }
 
+/// The personas the arguments name (every one under the data root with `--all`), or the exit
+/// code of the error printed.
+fn personas_of(args: &IngestArgs, settings: &Settings) -> Result<Vec<PersonaId>, i32> {
+    Ok(if args.all {
+        let found = DataRoot::new(settings.data_root()).personas();
+        if found.is_empty() {
+            eprintln!(
+                "error: no persona under {} (looked in data/ and personas/)",
+                settings.data_root().display()
+            );
+            return Err(2);
+        }
+        found
+    } else {
+        if args.personas.is_empty() {
+            eprintln!("error: name at least one persona, or use --all");
+            return Err(2);
+        }
+        let mut ids = Vec::new();
+        for given in &args.personas {
+            match PersonaId::parse(given) {
+                Ok(id) => ids.push(id),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Err(2);
+                }
+            }
+        }
+        ids
+    })
+}
+
 fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {
     let personas = outcomes
         .iter()
@@ -230,6 +257,7 @@ fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {
                         } else {
                             0.0
                         },
+                        counts: stats.counts,
                         warning: stats.warning,
                         error,
                     }
@@ -252,9 +280,12 @@ fn print_summary(summary: &Summary) {
         "collection",
         "status",
         "vectors",
+        "embedded",
+        "unchanged",
+        "deleted",
+        "tokens",
         "MB",
         "time",
-        "chunks/s",
         "note",
     ]);
     for persona in &summary.personas {
@@ -265,9 +296,12 @@ fn print_summary(summary: &Summary) {
                 job.collection.clone(),
                 job.status.to_string(),
                 job.vectors.to_string(),
+                job.counts.chunks_embedded.to_string(),
+                job.counts.chunks_unchanged.to_string(),
+                job.counts.chunks_deleted.to_string(),
+                job.counts.tokens_embedded.to_string(),
                 format!("{:.2}", job.bytes as f64 / 1e6),
                 format!("{:.2}s", job.elapsed_secs),
-                format!("{:.0}", job.chunks_per_sec),
                 job.error
                     .clone()
                     .or_else(|| job.warning.clone())

@@ -3,6 +3,7 @@
 mod enqueue;
 mod ingest;
 mod interrupt;
+mod plan;
 mod query;
 mod revoke;
 mod run;

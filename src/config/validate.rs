@@ -22,6 +22,14 @@ impl Settings {
                 ),
             );
         }
+        if let Some(price) = self.embedding.price_per_million_tokens {
+            if !(price.is_finite() && price >= 0.0) {
+                return refuse(
+                    "embedding.price_per_million_tokens",
+                    format!("{price} is not a price (a number of 0 or more)"),
+                );
+            }
+        }
         if let Some(label) = &self.sources.encoding {
             let encoding = encoding_rs::Encoding::for_label(label.as_bytes());
             if encoding == Some(encoding_rs::REPLACEMENT) {

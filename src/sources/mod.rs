@@ -200,6 +200,15 @@ pub trait Source: Send + Sync {
     fn plan(&self) -> Result<SourcePlan, SourceError>;
     /// Reads one planned file into chunks (blocking).
     fn read(&self, file: &SourceFile, sink: &mut dyn ChunkSink) -> Result<FileReport, SourceError>;
+    /// Whether a planned file changed since its manifest row (blocking): by its size and time
+    /// on disk, else its content hash ([`crate::manifest::judge`]).
+    fn judge(
+        &self,
+        file: &SourceFile,
+        previous: Option<&crate::manifest::FileEntry>,
+    ) -> std::io::Result<crate::manifest::Verdict> {
+        crate::manifest::judge(file, previous)
+    }
 }
 
 /// Builds the source of a persona's kind; a seam, so tests can put sources of their own.

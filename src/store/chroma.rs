@@ -76,6 +76,10 @@ struct Upsert<'a> {
 #[derive(Deserialize)]
 struct GetResult {
     ids: Vec<String>,
+    #[serde(default)]
+    documents: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    metadatas: Option<Vec<Option<Metadata>>>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +306,36 @@ impl VectorStore for ChromaStore {
             )
             .await?;
         Ok(got.ids)
+    }
+
+    async fn records(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let body = json!({
+            "limit": limit, "offset": offset, "include": ["documents", "metadatas"],
+        });
+        let got: GetResult = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "get"),
+                Some(&body),
+            )
+            .await?;
+        let mut documents = got.documents.unwrap_or_default().into_iter();
+        let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
+        Ok(got
+            .ids
+            .into_iter()
+            .map(|id| Record {
+                id,
+                document: documents.next().flatten().unwrap_or_default(),
+                metadata: metadatas.next().flatten().unwrap_or_default(),
+                embedding: Vec::new(),
+            })
+            .collect())
     }
 
     async fn delete(

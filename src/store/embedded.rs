@@ -216,6 +216,39 @@ impl VectorStore for EmbeddedStore {
             .collect()
     }
 
+    async fn records(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let rows = self
+            .db
+            .query_all(Self::stmt(
+                "SELECT id, document, metadata FROM records WHERE collection = ? ORDER BY id \
+                 LIMIT ? OFFSET ?",
+                vec![
+                    collection.name.clone().into(),
+                    (limit as i64).into(),
+                    (offset as i64).into(),
+                ],
+            ))
+            .await
+            .map_err(backend("reading records"))?;
+        rows.iter()
+            .map(|row| {
+                let metadata: String = row.try_get("", "metadata")?;
+                Ok(Record {
+                    id: row.try_get("", "id")?,
+                    document: row.try_get("", "document")?,
+                    metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
+                    embedding: Vec::new(),
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()
+            .map_err(backend("reading records"))
+    }
+
     async fn delete(
         &self,
         collection: &CollectionInfo,

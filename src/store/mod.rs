@@ -121,6 +121,14 @@ pub trait VectorStore: Send + Sync {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// A page of the collection's records, their documents and metadata but not their vectors
+    /// (`embedding` empty), in the order of [`ids`](Self::ids).
+    async fn records(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
     async fn delete(&self, collection: &CollectionInfo, ids: Vec<String>)
         -> Result<(), StoreError>;
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError>;

@@ -34,7 +34,7 @@ use crate::actors::Observe;
 pub use broker::MemoryBroker;
 pub use probe::{probe, ProbeHandle};
 pub use provider::{ScriptedProvider, ScriptedReply};
-pub use source::{StaticSource, StaticSources};
+pub use source::{StaticSource, StaticSources, STATIC_FILE};
 pub use store::{MemoryStore, StoreFault};
 
 /// Stops the clock: from here on, time moves only by [`advance`] or when every task is idle.

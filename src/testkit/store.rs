@@ -168,6 +168,30 @@ impl VectorStore for MemoryStore {
             .collect())
     }
 
+    async fn records(
+        &self,
+        collection: &CollectionInfo,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let inner = self.inner.lock().expect("not poisoned");
+        Ok(inner
+            .collections
+            .get(&collection.name)
+            .map(|(_, stored)| {
+                stored
+                    .values()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|r| Record {
+                        embedding: Vec::new(),
+                        ..r.clone()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn delete(
         &self,
         collection: &CollectionInfo,

@@ -174,6 +174,7 @@ impl<'a> Task<'a> {
             Ok(IngestCall::FullPersona {
                 persona_id,
                 job_ids,
+                ..
             }) => Some((persona_id, job_ids)),
             _ => None,
         }
@@ -269,6 +270,7 @@ impl<'a> Task<'a> {
                 hard: msg.time_limit.map(Duration::from_secs_f64),
             },
             retries: msg.retries,
+            force: self.call.as_ref().is_ok_and(|call| call.force()),
             tell: Arc::new(move |event: TaskEvent| drop(tell.send(event))),
         };
         let run = self.ctx.engine.send(request);

@@ -160,7 +160,8 @@ async fn sigterm_during_work_lets_it_finish_or_requeues_it_and_exits_0() {
     let mut env = slow_embedder_env(&embedder);
     env.extend(vars(&[("ENGINE__WORKER__SHUTDOWN_GRACE", "1")]));
     let daemon = Daemon::start(&world, &names, &redis_url(), &env);
-    let requeued = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    // Forced: nothing changed since the first run, which would leave nothing to embed.
+    let requeued = send_full_persona_forced(&mut con, &names.queue, PERSONA).await;
     under_way(&embedder, 2).await;
     let (code, stderr) = daemon.terminate();
     assert_eq!(code, Some(0), "{stderr}");

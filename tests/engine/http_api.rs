@@ -270,8 +270,9 @@ async fn every_endpoint_against_a_running_daemon() {
         ),
         1.0
     );
-    assert_eq!(value("persona_ingest_vectors_written_total", &[]), 48.0);
-    assert_eq!(value("persona_ingest_chunks_embedded_total", &[]), 48.0);
+    // The second run of the quotes found them unchanged: nothing embedded or written again.
+    assert_eq!(value("persona_ingest_vectors_written_total", &[]), 36.0);
+    assert_eq!(value("persona_ingest_chunks_embedded_total", &[]), 36.0);
     assert_eq!(
         value("persona_ingest_tasks_total", &[("state", "SUCCESS")]),
         2.0

@@ -18,6 +18,7 @@ mod corpus;
 mod dashboard;
 mod delivery;
 mod http_api;
+mod incremental;
 mod many_personas;
 mod migrations;
 #[cfg(feature = "minilm")]

@@ -237,8 +237,9 @@ async fn any_bytes_are_dead_lettered_and_a_killed_worker_holding_them_is_replace
         sent.elapsed()
     );
 
-    // A run under way, and bad bytes in its in-flight list, as if taken just before a crash.
-    let second = send_full_persona(&mut con, &names.queue, PERSONA).await;
+    // A run under way (forced: nothing changed since the first), and bad bytes in its
+    // in-flight list, as if taken just before a crash.
+    let second = crate::worker_kit::send_full_persona_forced(&mut con, &names.queue, PERSONA).await;
     let calls_before = crate::worker_kit::embedding_calls(&embedder).await;
     wait_for(
         "the second run under way",

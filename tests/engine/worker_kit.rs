@@ -242,12 +242,33 @@ pub async fn send_full_persona(
     task_id
 }
 
+/// The same with `force=True`: everything is embedded again, changed or not.
+pub async fn send_full_persona_forced(
+    con: &mut MultiplexedConnection,
+    queue: &str,
+    persona: &str,
+) -> String {
+    let task_id = uuid::Uuid::new_v4().to_string();
+    send_full_persona_with(con, queue, persona, &task_id, true).await;
+    task_id
+}
+
 /// The same, under a task id of the caller's.
 pub async fn send_full_persona_as(
     con: &mut MultiplexedConnection,
     queue: &str,
     persona: &str,
     task_id: &str,
+) {
+    send_full_persona_with(con, queue, persona, task_id, false).await
+}
+
+async fn send_full_persona_with(
+    con: &mut MultiplexedConnection,
+    queue: &str,
+    persona: &str,
+    task_id: &str,
+    force: bool,
 ) {
     let job_ids: Map<String, Value> = persona_ingest::Kind::ALL
         .iter()
@@ -256,6 +277,9 @@ pub async fn send_full_persona_as(
     let mut kwargs = Map::new();
     kwargs.insert("persona_id".into(), persona.into());
     kwargs.insert("job_ids".into(), Value::Object(job_ids));
+    if force {
+        kwargs.insert("force".into(), Value::Bool(true));
+    }
     let raw = persona_ingest::trigger::celery::encode(
         "workers.tasks.ingest_full_persona",
         task_id,

@@ -116,7 +116,7 @@ async fn pruning_removes_what_the_job_did_not_write() {
     let pruned = writer
         .send(PruneCollection {
             collection: spec("p_works"),
-            keep: Arc::new(keep),
+            stale: Stale::NotIn(Arc::new(keep)),
         })
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 //! channel, windows of chunks embedded and written with a bounded number in flight, progress,
 //! stale records removed at the end, and the job's end recorded whatever happens.
 
-use std::ops::ControlFlow;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
-use xxhash_rust::xxh3::xxh3_128;
 
+use super::read::{spawn_reader, Prepared, ReadReport};
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
-use crate::actors::chroma_writer::{CountRecords, PruneCollection, WriteRecords};
+use crate::actors::chroma_writer::{CountRecords, PruneCollection, Stale, WriteRecords};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
-use crate::ids::{record_id, WrittenIds};
-use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
+use crate::ids::WrittenIds;
+use crate::manifest::{FileEntry, KindManifest, ManifestChange};
+use crate::sources::SourceError;
 use crate::store::{Record, StoreError};
 use crate::Kind;
 
@@ -47,6 +48,7 @@ pub(super) async fn execute(
             job_id,
             error: error.clone(),
             vectors_present: None,
+            manifest: Some(forget(&job, Vec::new())),
         };
         let _ = record(&recorder, failed).await;
         return Err(error.into());
@@ -59,6 +61,7 @@ pub(super) async fn execute(
     let counter = peers.counter.clone();
     let collection = job.collection.name.clone();
     let written_by_run = shared.clone();
+    let (persona, kind) = (job.persona.clone(), job.kind);
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()
         .await
@@ -71,6 +74,15 @@ pub(super) async fn execute(
             job_id,
             total_vectors: stats.vectors,
             warning: stats.warning.clone(),
+            counts: stats.counts,
+            manifest: stats
+                .manifest
+                .take()
+                .map(|entries| ManifestChange::Replace {
+                    persona: persona.clone(),
+                    kind,
+                    entries,
+                }),
         },
         Err(error) => {
             // The row says what the store holds after the failure, and the error what this run
@@ -93,6 +105,11 @@ pub(super) async fn execute(
                 job_id,
                 error: error.message.clone(),
                 vectors_present: present,
+                manifest: Some(ManifestChange::Forget {
+                    persona: persona.clone(),
+                    kind,
+                    sources: written_by_run.touched(),
+                }),
             }
         }
     };
@@ -109,12 +126,14 @@ pub(super) async fn execute(
         Ok(()) => outcome,
         Err(e) => {
             let error = format!("job finished but its status could not be recorded: {e}");
+            // What the manifest should say is not known: left unsettled.
             let _ = record(
                 &recorder,
                 StatusUpdate::JobFailed {
                     job_id,
                     error: error.clone(),
                     vectors_present: None,
+                    manifest: None,
                 },
             )
             .await;
@@ -135,6 +154,15 @@ async fn records_present(counter: &Recipient<CountRecords>, collection: &str) ->
     }
 }
 
+/// The manifest change of a job that failed after starting to read `touched`.
+fn forget(job: &IngestJob, touched: Vec<String>) -> ManifestChange {
+    ManifestChange::Forget {
+        persona: job.persona.clone(),
+        kind: job.kind,
+        sources: touched,
+    }
+}
+
 pub(super) async fn record(
     recorder: &Recipient<RecordStatus>,
     update: StatusUpdate,
@@ -146,62 +174,6 @@ pub(super) async fn record(
     }
 }
 
-/// A chunk made into a record (all but its vector), by the reader thread, so that this work
-/// stays off the actor thread.
-struct Prepared {
-    record: Record,
-    source: String,
-    chunk_index: u32,
-    /// How far into the whole plan (in bytes) the reader was when it made it.
-    bytes_done: u64,
-}
-
-/// Passes chunks from the reader thread into the channel; blocks while the channel is full.
-struct ChannelSink {
-    tx: mpsc::Sender<Prepared>,
-    shared: Arc<Shared>,
-    bytes_before: u64,
-    template: RecordTemplate,
-}
-
-impl ChunkSink for ChannelSink {
-    fn accept(&mut self, chunk: Chunk, bytes_done: u64) -> ControlFlow<()> {
-        if self.shared.stopping.load(Ordering::SeqCst) {
-            return ControlFlow::Break(());
-        }
-        self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
-        let prepared = Prepared {
-            source: chunk.source.clone(),
-            chunk_index: chunk.chunk_index,
-            record: self.template.record(chunk),
-            bytes_done: self.bytes_before + bytes_done,
-        };
-        match self.tx.blocking_send(prepared) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        }
-    }
-}
-
-/// Reads every planned file; runs on a blocking thread.
-fn read_all(
-    source: Arc<dyn Source>,
-    plan: SourcePlan,
-    mut sink: ChannelSink,
-) -> Result<Vec<String>, SourceError> {
-    let mut warnings = Vec::new();
-    for file in &plan.files {
-        let chunks_before = sink.shared.chunks_read.load(Ordering::Relaxed);
-        let report = source.read(file, &mut sink)?;
-        warnings.extend(report.warnings);
-        if sink.shared.chunks_read.load(Ordering::Relaxed) == chunks_before {
-            warnings.push(format!("{}: no text to ingest (empty file)", file.rel));
-        }
-        sink.bytes_before += file.bytes;
-    }
-    Ok(warnings)
-}
-
 async fn run(
     job: IngestJob,
     peers: IngestorPeers,
@@ -209,19 +181,11 @@ async fn run(
     shared: Arc<Shared>,
 ) -> Result<JobStats, JobError> {
     let started = Instant::now();
+    let previous = trusted_manifest(&job, &peers).await;
     let total_bytes = job.plan.total_bytes().max(1);
     let capacity = limits.window_chunks * limits.windows_in_flight;
     let (tx, mut rx) = mpsc::channel::<Prepared>(capacity);
-    let sink = ChannelSink {
-        tx,
-        shared: shared.clone(),
-        bytes_before: 0,
-        template: RecordTemplate::of(&job),
-    };
-    let reader = tokio::task::spawn_blocking({
-        let (source, plan) = (job.source.clone(), job.plan.clone());
-        move || read_all(source, plan, sink)
-    });
+    let reader = spawn_reader(&job, previous.clone(), tx, shared.clone());
 
     let windows =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).ready_chunks(limits.window_chunks);
@@ -230,21 +194,16 @@ async fn run(
     let mut written = windows
         .map(|window: Vec<Prepared>| async move {
             let bytes_done = window.last().map_or(0, |p| p.bytes_done);
-            let count = window.len();
-            let ids = write_window(job_ref, peers_ref, window).await?;
-            Ok::<_, JobError>((ids, count, bytes_done))
+            let count = write_window(job_ref, peers_ref, window).await?;
+            Ok::<_, JobError>((count, bytes_done))
         })
         .buffered(limits.windows_in_flight);
 
-    let mut ids = WrittenIds::new(job.kind);
     let mut last_progress = 0u8;
     let mut pipeline_error = None;
     while let Some(result) = written.next().await {
         match result {
-            Ok((window_ids, count, bytes_done)) => {
-                for (source, chunk_index) in &window_ids {
-                    ids.insert(source, *chunk_index);
-                }
+            Ok((count, bytes_done)) => {
                 shared.windows_sent.fetch_add(1, Ordering::Relaxed);
                 shared
                     .chunks_written
@@ -280,8 +239,12 @@ async fn run(
     if let Some(error) = pipeline_error {
         return Err(error);
     }
-    let warnings = match read {
-        Ok(warnings) => warnings,
+    let ReadReport {
+        mut warnings,
+        entries,
+        mut counts,
+    } = match read {
+        Ok(report) => report,
         Err(SourceError::Stopped { rel }) => {
             let reason = shared.stop_reason().unwrap_or_else(|| "stopped".into());
             return Err(format!("{reason} (stopped while reading {rel})").into());
@@ -291,13 +254,16 @@ async fn run(
     if let Some(reason) = shared.stop_reason() {
         return Err(reason.into());
     }
-    ids.seal();
-    let vectors = ids.len() as u64;
+    let vectors = entries.iter().map(|e| e.chunks.len() as u64).sum();
+    let stale = match &previous {
+        Some(previous) => Stale::These(gone(job.kind, previous, &entries)),
+        None => Stale::NotIn(Arc::new(ids_of(job.kind, &entries))),
+    };
     let pruned = peers
         .pruner
         .send(PruneCollection {
             collection: job.collection.clone(),
-            keep: Arc::new(ids),
+            stale,
         })
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
@@ -310,7 +276,8 @@ async fn run(
     if pruned > 0 {
         tracing::info!(job_id = %job.job_id, collection = %job.collection.name, pruned, "removed stale records");
     }
-    let mut warnings = warnings;
+    counts.chunks_embedded = shared.chunks_written.load(Ordering::Relaxed);
+    counts.chunks_deleted = pruned as u64;
     if let Some(skipped) = job.plan.skipped_warning() {
         warnings.insert(0, skipped);
     }
@@ -326,20 +293,87 @@ async fn run(
     }
     Ok(JobStats {
         vectors,
-        chunks: shared.chunks_written.load(Ordering::Relaxed),
+        chunks: counts.chunks_embedded,
         bytes: job.plan.total_bytes(),
         files: job.plan.files.len(),
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
         elapsed: started.elapsed(),
+        counts,
+        manifest: Some(Arc::new(entries)),
     })
 }
 
-/// Embeds one window and writes it; answers the (source, chunk index) of each record written.
+/// The job's manifest, when it can be trusted to say what the store holds: settled (no run
+/// died since it was written) and agreeing with the store's count of the collection. Otherwise
+/// nothing is skipped and stale records are found by listing the collection.
+async fn trusted_manifest(job: &IngestJob, peers: &IngestorPeers) -> Option<Arc<KindManifest>> {
+    let previous = job.previous.clone()?;
+    let held = if previous.settled {
+        records_present(&peers.counter, &job.collection.name).await
+    } else {
+        None
+    };
+    trust(job, previous, held)
+}
+
+/// `previous` if settled and the store holds `held` records, as many as it says; else `None`,
+/// told.
+pub(super) fn trust(
+    job: &IngestJob,
+    previous: Arc<KindManifest>,
+    held: Option<u64>,
+) -> Option<Arc<KindManifest>> {
+    if !previous.settled {
+        tracing::warn!(
+            "the last run of {} {} did not end; every file is read and embedded again",
+            job.persona,
+            job.kind
+        );
+        return None;
+    }
+    let expected = previous.records();
+    if held == Some(expected) {
+        return Some(previous);
+    }
+    tracing::warn!(
+        "{} holds {} records where the manifest says {expected}; every file is read and \
+         embedded again (`persona-ingest audit --repair` mends only what differs)",
+        job.collection.name,
+        held.map_or("an unknown number of".to_owned(), |n| n.to_string()),
+    );
+    None
+}
+
+/// The ids `previous` has and `entries` do not.
+pub(super) fn gone(kind: Kind, previous: &KindManifest, entries: &[FileEntry]) -> Vec<String> {
+    let now: HashSet<String> = entries.iter().flat_map(|e| e.record_ids(kind)).collect();
+    let mut gone: Vec<String> = previous
+        .files
+        .values()
+        .flat_map(|e| e.record_ids(kind))
+        .filter(|id| !now.contains(id))
+        .collect();
+    gone.sort_unstable();
+    gone
+}
+
+fn ids_of(kind: Kind, entries: &[FileEntry]) -> WrittenIds {
+    let mut ids = WrittenIds::new(kind);
+    for entry in entries {
+        for (index, _) in &entry.chunks {
+            ids.insert(&entry.source, *index);
+        }
+    }
+    ids.seal();
+    ids
+}
+
+/// Embeds one window and writes it; answers how many records it wrote.
 async fn write_window(
     job: &IngestJob,
     peers: &IngestorPeers,
     window: Vec<Prepared>,
-) -> Result<Vec<(String, u32)>, JobError> {
+) -> Result<usize, JobError> {
     let texts: Vec<String> = window.iter().map(|p| p.record.document.clone()).collect();
     let vectors = peers
         .embedder
@@ -366,15 +400,15 @@ async fn write_window(
                 retryable: e.is_transient(),
             }
         })?;
-    let mut written = Vec::with_capacity(window.len());
-    let mut records = Vec::with_capacity(window.len());
-    for (prepared, embedding) in window.into_iter().zip(vectors) {
-        written.push((prepared.source, prepared.chunk_index));
-        records.push(Record {
+    let count = window.len();
+    let records: Vec<Record> = window
+        .into_iter()
+        .zip(vectors)
+        .map(|(prepared, embedding)| Record {
             embedding,
             ..prepared.record
-        });
-    }
+        })
+        .collect();
     peers
         .writer
         .send(WriteRecords {
@@ -384,60 +418,12 @@ async fn write_window(
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
         .map_err(|e| store_failed(format!("writing to {}", job.collection.name), e))?;
-    Ok(written)
+    Ok(count)
 }
 
 fn store_failed(what: String, e: StoreError) -> JobError {
     JobError {
         message: format!("{what}: {e}"),
         retryable: e.is_transient(),
-    }
-}
-
-/// What every record of a job carries besides its chunk's own metadata.
-#[derive(Clone)]
-struct RecordTemplate {
-    persona: String,
-    kind: Kind,
-    embedding_model: String,
-}
-
-impl RecordTemplate {
-    fn of(job: &IngestJob) -> Self {
-        Self {
-            persona: job.persona.to_string(),
-            kind: job.kind,
-            embedding_model: job.collection.embedding_model.clone(),
-        }
-    }
-
-    /// The chunk as a record, its vector still to come.
-    fn record(&self, chunk: Chunk) -> Record {
-        let mut metadata = chunk.metadata;
-        let fixed = [
-            ("persona_id", MetaValue::from(self.persona.as_str())),
-            ("kind", MetaValue::from(self.kind.as_str())),
-            ("source", MetaValue::from(chunk.source.as_str())),
-            ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
-            ("char_start", MetaValue::Int(chunk.char_start as i64)),
-            ("char_end", MetaValue::Int(chunk.char_end as i64)),
-            (
-                "content_hash",
-                MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
-            ),
-            (
-                "embedding_model",
-                MetaValue::from(self.embedding_model.as_str()),
-            ),
-        ];
-        for (key, value) in fixed {
-            metadata.insert(key.to_owned(), value);
-        }
-        Record {
-            id: record_id(self.kind, &chunk.source, chunk.chunk_index),
-            document: chunk.text,
-            metadata,
-            embedding: Vec::new(),
-        }
     }
 }

@@ -9,15 +9,15 @@ use crate::embed::EmbedError;
 use crate::store::StoreError;
 use crate::testkit::{self, probe, ProbeHandle, StaticSource};
 
-struct Peers {
-    embedder: ProbeHandle<EmbedTexts>,
-    writer: ProbeHandle<WriteRecords>,
-    pruner: ProbeHandle<PruneCollection>,
-    recorder: ProbeHandle<RecordStatus>,
-    report: ProbeHandle<IngestFinished>,
+pub(super) struct Peers {
+    pub embedder: ProbeHandle<EmbedTexts>,
+    pub writer: ProbeHandle<WriteRecords>,
+    pub pruner: ProbeHandle<PruneCollection>,
+    pub recorder: ProbeHandle<RecordStatus>,
+    pub report: ProbeHandle<IngestFinished>,
 }
 
-fn peers() -> Peers {
+pub(super) fn peers() -> Peers {
     Peers {
         embedder: probe(|m: &EmbedTexts| Ok(m.texts.iter().map(|_| vec![1.0, 0.0]).collect())),
         writer: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
@@ -33,6 +33,16 @@ const LIMITS: IngestorLimits = IngestorLimits {
 };
 
 fn start(source: StaticSource, peers: &Peers) -> Addr<Ingestor> {
+    start_job(source, peers, |job| job, 0)
+}
+
+/// Starts the job `change` makes of the default one, the store holding `held` records.
+pub(super) fn start_job(
+    source: StaticSource,
+    peers: &Peers,
+    change: impl FnOnce(IngestJob) -> IngestJob,
+    held: u64,
+) -> Addr<Ingestor> {
     let job = IngestJob {
         job_id: Uuid::nil(),
         persona: PersonaId::parse("p").unwrap(),
@@ -45,18 +55,23 @@ fn start(source: StaticSource, peers: &Peers) -> Addr<Ingestor> {
         plan: source.plan(),
         source: Arc::new(source),
         restart: false,
+        previous: None,
+        force: false,
+        fingerprint: "f".into(),
+        tokens: Default::default(),
     };
+    let job = change(job);
     let ingestor_peers = IngestorPeers {
         embedder: peers.embedder.recipient(),
         writer: peers.writer.recipient(),
         pruner: peers.pruner.recipient(),
-        counter: probe(|_: &CountRecords| Ok(0)).recipient(),
+        counter: probe(move |_: &CountRecords| Ok(held)).recipient(),
         recorder: peers.recorder.recipient(),
     };
     Ingestor::new(job, ingestor_peers, LIMITS, peers.report.recipient()).start()
 }
 
-fn updates(recorder: &ProbeHandle<RecordStatus>) -> Vec<StatusUpdate> {
+pub(super) fn updates(recorder: &ProbeHandle<RecordStatus>) -> Vec<StatusUpdate> {
     recorder
         .received()
         .into_iter()

@@ -22,6 +22,9 @@ pub struct RunRequest {
     /// that name a task id and were completed under it are not run again (see
     /// [`crate::jobs::begin_run`]).
     pub restart: bool,
+    /// Read and embed every file, changed or not (`--force`, `{"force": true}`, a task's
+    /// `force` keyword); otherwise only what changed since the last run is.
+    pub force: bool,
     /// Overrides of the configured limits (a Celery message's own `timelimit`).
     pub soft_time_limit: Option<Duration>,
     pub time_limit: Option<Duration>,
@@ -110,6 +113,7 @@ impl RunRequest {
                 })
                 .collect(),
             restart: false,
+            force: false,
             soft_time_limit: None,
             time_limit: None,
             watch: JobWatch::default(),

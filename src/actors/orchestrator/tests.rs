@@ -84,6 +84,8 @@ fn start_with_recorder(
         dimension: 2,
         soft_time_limit: Duration::from_secs(6900),
         time_limit: Duration::from_secs(7200),
+        fingerprint: "f".into(),
+        tokens: Default::default(),
     };
     let (reply, outcome) = oneshot::channel();
     let addr = Orchestrator::new(request, deps, reply).start();
@@ -313,6 +315,7 @@ async fn jobs_its_task_completed_before_are_not_run_again_but_counted_and_told()
         Ok(match update {
             StatusUpdate::BeginRun { .. } => Recorded {
                 completed_before: vec![(works, 12)],
+                ..Recorded::default()
             },
             _ => Recorded::default(),
         })

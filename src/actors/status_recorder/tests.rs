@@ -65,6 +65,8 @@ async fn updates_apply_in_the_order_they_arrive() {
             job_id: works.id,
             total_vectors: 7,
             warning: None,
+            counts: JobCounts::default(),
+            manifest: None,
         }),
         RecordStatus(StatusUpdate::FinishRun {
             persona: PersonaId::parse("p").unwrap(),
@@ -134,6 +136,8 @@ async fn statuses_never_move_backwards() {
         job_id: works.id,
         total_vectors: 1,
         warning: None,
+        counts: JobCounts::default(),
+        manifest: None,
     };
     let refused = send(completed.clone()).await.unwrap().unwrap_err();
     assert!(
@@ -155,6 +159,7 @@ async fn statuses_never_move_backwards() {
         job_id: works.id,
         error: "late".into(),
         vectors_present: None,
+        manifest: None,
     };
     assert!(
         send(failed).await.unwrap().is_err(),

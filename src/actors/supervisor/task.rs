@@ -27,6 +27,8 @@ pub struct RunTask {
     pub limits: RunLimits,
     /// Runs of this task before this one (Celery's `retries` header).
     pub retries: u32,
+    /// Read and embed every file, changed or not (the task's `force` keyword).
+    pub force: bool,
     /// Told what happens as it goes, before the task's outcome.
     pub tell: TaskTell,
 }
@@ -113,6 +115,7 @@ impl Handler<RunTask> for Supervisor {
             jobs: task.jobs,
             // At least once: a task delivered again may find its jobs in any state.
             restart: true,
+            force: task.force,
             soft_time_limit: task.limits.soft,
             time_limit: task.limits.hard,
             watch,

@@ -199,6 +199,7 @@ async fn a_run_that_vanishes_is_failed_and_the_supervisor_serves_on() {
         job_id,
         error: error.clone(),
         vectors_present: None,
+        manifest: None,
     }));
     assert!(matches!(
         recorded.last(),

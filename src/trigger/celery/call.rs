@@ -66,17 +66,30 @@ impl TaskNames {
 /// What a message asks the engine to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IngestCall {
-    /// `ingest_full_persona(persona_id, job_ids)`: returns `{"profile": id, "works": id, "quotes": id}`.
+    /// `ingest_full_persona(persona_id, job_ids, force=False)`: returns `{"profile": id,
+    /// "works": id, "quotes": id}`.
     FullPersona {
         persona_id: String,
         job_ids: BTreeMap<Kind, Uuid>,
+        /// Read and embed every file, changed or not.
+        force: bool,
     },
-    /// `ingest_persona_<kind>(persona_id, job_id)`: returns the vector count.
+    /// `ingest_persona_<kind>(persona_id, job_id, force=False)`: returns the vector count.
     OneKind {
         kind: Kind,
         persona_id: String,
         job_id: Uuid,
+        force: bool,
     },
+}
+
+impl IngestCall {
+    /// Whether the call asks for everything to be embedded again (`force=True`).
+    pub fn force(&self) -> bool {
+        match self {
+            Self::FullPersona { force, .. } | Self::OneKind { force, .. } => *force,
+        }
+    }
 }
 
 /// Why a call cannot be made: the exception Celery's worker would store.
@@ -104,25 +117,52 @@ impl CallError {
     }
 }
 
-/// Binds `args` and `kwargs` to `params` as Python binds a call to `name(*params)`.
+/// The parameter every task takes after its required ones: `force=False`.
+const OPTIONAL: [&str; 1] = ["force"];
+
+/// Binds `args` and `kwargs` to `params` and then [`OPTIONAL`] as Python binds a call to
+/// `name(*params, force=False)`; answers the required values and the optional one, if given.
 fn bind<'a>(
     name: &str,
     params: &[&str],
     args: &'a [Value],
     kwargs: &'a Map<String, Value>,
-) -> Result<Vec<&'a Value>, CallError> {
-    if args.len() > params.len() {
+) -> Result<(Vec<&'a Value>, Option<&'a Value>), CallError> {
+    let all: Vec<&str> = params.iter().chain(OPTIONAL.iter()).copied().collect();
+    if args.len() > all.len() {
         return Err(CallError::Type(format!(
-            "{name}() takes {} positional arguments but {} were given",
+            "{name}() takes from {} to {} positional arguments but {} were given",
             params.len(),
+            all.len(),
             args.len()
         )));
     }
-    if let Some(extra) = kwargs.keys().find(|k| !params.contains(&k.as_str())) {
+    if let Some(extra) = kwargs.keys().find(|k| !all.contains(&k.as_str())) {
         return Err(CallError::Type(format!(
             "{name}() got an unexpected keyword argument '{extra}'"
         )));
     }
+    let optional = match (args.get(params.len()), kwargs.get(OPTIONAL[0])) {
+        (Some(_), Some(_)) => {
+            return Err(CallError::Type(format!(
+                "{name}() got multiple values for argument '{}'",
+                OPTIONAL[0]
+            )))
+        }
+        (Some(value), None) | (None, Some(value)) => Some(value),
+        (None, None) => None,
+    };
+    let args = &args[..args.len().min(params.len())];
+    Ok((bind_required(name, params, args, kwargs)?, optional))
+}
+
+/// Binds the required parameters (`args` no more than they are, keywords all known).
+fn bind_required<'a>(
+    name: &str,
+    params: &[&str],
+    args: &'a [Value],
+    kwargs: &'a Map<String, Value>,
+) -> Result<Vec<&'a Value>, CallError> {
     let mut bound = Vec::new();
     let mut missing = Vec::new();
     for (position, param) in params.iter().enumerate() {
@@ -158,6 +198,17 @@ fn string(value: &Value, what: &str) -> Result<String, CallError> {
         .ok_or_else(|| CallError::Value(format!("{what} must be a string, got {value}")))
 }
 
+/// `force`: a boolean (`None` and absent are false).
+fn force_of(value: Option<&Value>) -> Result<bool, CallError> {
+    match value {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(force)) => Ok(*force),
+        Some(other) => Err(CallError::Value(format!(
+            "force must be a boolean, got {other}"
+        ))),
+    }
+}
+
 fn uuid_of(value: &Value, what: &str) -> Result<Uuid, CallError> {
     value
         .as_str()
@@ -169,9 +220,8 @@ fn uuid_of(value: &Value, what: &str) -> Result<Uuid, CallError> {
 pub fn ingest_call(msg: &TaskMessage, names: &TaskNames) -> Result<IngestCall, CallError> {
     let function = msg.task.rsplit('.').next().unwrap_or(&msg.task);
     if msg.task == names.full_persona {
-        let [persona_id, job_ids] =
-            bind(function, &["persona_id", "job_ids"], &msg.args, &msg.kwargs)?[..]
-        else {
+        let (bound, force) = bind(function, &["persona_id", "job_ids"], &msg.args, &msg.kwargs)?;
+        let [persona_id, job_ids] = bound[..] else {
             unreachable!("two parameters bound")
         };
         let persona_id = string(persona_id, "persona_id")?;
@@ -193,18 +243,19 @@ pub fn ingest_call(msg: &TaskMessage, names: &TaskNames) -> Result<IngestCall, C
         return Ok(IngestCall::FullPersona {
             persona_id,
             job_ids,
+            force: force_of(force)?,
         });
     }
     if let Some(kind) = names.one_kind.get(&msg.task) {
-        let [persona_id, job_id] =
-            bind(function, &["persona_id", "job_id"], &msg.args, &msg.kwargs)?[..]
-        else {
+        let (bound, force) = bind(function, &["persona_id", "job_id"], &msg.args, &msg.kwargs)?;
+        let [persona_id, job_id] = bound[..] else {
             unreachable!("two parameters bound")
         };
         return Ok(IngestCall::OneKind {
             kind: *kind,
             persona_id: string(persona_id, "persona_id")?,
             job_id: uuid_of(job_id, "job_id")?,
+            force: force_of(force)?,
         });
     }
     Err(CallError::NotRegistered(msg.task.clone()))

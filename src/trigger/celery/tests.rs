@@ -27,6 +27,7 @@ fn decodes_what_send_task_sends_with_keyword_arguments() {
     let IngestCall::FullPersona {
         persona_id,
         job_ids,
+        force: false,
     } = call
     else {
         panic!("{call:?}")
@@ -53,6 +54,7 @@ fn decodes_positional_arguments_priority_and_time_limits() {
             kind: Kind::Quotes,
             persona_id: "mark-twain".into(),
             job_id: "8b2e4dae-1c2e-4d66-8b68-4a3f9f8cae12".parse().unwrap(),
+            force: false,
         }
     );
 }
@@ -243,6 +245,12 @@ fn calls_that_do_not_bind_are_answered_in_pythons_words() {
         decode(raw.as_bytes()).unwrap()
     };
     let error = |args, kwargs| ingest_call(&message(args, kwargs), &names).unwrap_err();
+    let force = |args, kwargs| ingest_call(&message(args, kwargs), &names).unwrap().force();
+    let ids = json!({ "works": "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01" });
+    assert!(force(json!(["p", ids]), json!({ "force": true })));
+    assert!(force(json!(["p", ids, true]), json!({})));
+    assert!(!force(json!(["p", ids]), json!({ "force": null })));
+    assert!(!force(json!(["p", ids]), json!({})));
     // As the real worker answered it (tests/fixtures/celery/control-replies.json).
     let celery: Value = serde_json::from_str(&fixture("control-replies.json")).unwrap();
     assert_eq!(
@@ -261,10 +269,21 @@ fn calls_that_do_not_bind_are_answered_in_pythons_words() {
         CallError::Type("ingest_full_persona() missing 2 required positional arguments: 'persona_id' and 'job_ids'".into())
     );
     assert_eq!(
-        error(json!(["p", {}, 3]), json!({})),
+        error(json!(["p", {}, true, 3]), json!({})),
         CallError::Type(
-            "ingest_full_persona() takes 2 positional arguments but 3 were given".into()
+            "ingest_full_persona() takes from 2 to 3 positional arguments but 4 were given".into()
         )
+    );
+    assert_eq!(
+        error(json!(["p", {}, true]), json!({ "force": false })),
+        CallError::Type("ingest_full_persona() got multiple values for argument 'force'".into())
+    );
+    assert_eq!(
+        error(
+            json!(["p", { "works": "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01" }]),
+            json!({ "force": "yes" })
+        ),
+        CallError::Value("force must be a boolean, got \"yes\"".into())
     );
     assert_eq!(
         error(json!(["p"]), json!({ "persona_id": "p", "job_ids": {} })),
@@ -275,9 +294,9 @@ fn calls_that_do_not_bind_are_answered_in_pythons_words() {
     assert_eq!(
         error(
             json!([]),
-            json!({ "persona_id": "p", "job_ids": {}, "force": true })
+            json!({ "persona_id": "p", "job_ids": {}, "forced": true })
         ),
-        CallError::Type("ingest_full_persona() got an unexpected keyword argument 'force'".into())
+        CallError::Type("ingest_full_persona() got an unexpected keyword argument 'forced'".into())
     );
     assert_eq!(
         error(json!(["p", { "works": 7 }]), json!({})),
@@ -316,6 +335,7 @@ fn protocol_1_messages_are_read() {
             kind: Kind::Works,
             persona_id: "mark-twain".into(),
             job_id: "7a1f3c9e-0b1d-4c55-9a57-3f2f8e7b9d01".parse().unwrap(),
+            force: false,
         }
     );
     // Its retry goes out as protocol 2, as Celery's does.

@@ -23,6 +23,7 @@ pub(super) fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<
         IngestCall::FullPersona {
             persona_id,
             job_ids,
+            ..
         } => (
             persona_id,
             job_ids
@@ -38,6 +39,7 @@ pub(super) fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<
             kind,
             persona_id,
             job_id,
+            ..
         } => (
             persona_id,
             vec![JobRef {

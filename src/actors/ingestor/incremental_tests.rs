@@ -1,0 +1,177 @@
+//! The Ingestor against a manifest: what it skips, embeds and deletes, and when it trusts the
+//! manifest at all. Probes as in `tests`; the "previous" manifest is what a first job left.
+
+use super::tests::{peers, start_job, updates, Peers};
+use super::*;
+use crate::actors::chroma_writer::Stale;
+use crate::testkit::{StaticSource, STATIC_FILE};
+
+/// Runs a job over `chunks` chunks with no manifest; answers the manifest it leaves.
+async fn first_run(chunks: usize) -> KindManifest {
+    let peers = peers();
+    start_job(
+        StaticSource::new(Kind::Works, chunks, 100),
+        &peers,
+        |job| job,
+        0,
+    );
+    peers.report.expect_message().await.result.unwrap();
+    let Some(StatusUpdate::JobCompleted {
+        manifest: Some(ManifestChange::Replace { entries, .. }),
+        ..
+    }) = updates(&peers.recorder).pop()
+    else {
+        panic!("the job's end replaces its manifest")
+    };
+    KindManifest {
+        files: entries
+            .iter()
+            .map(|e| (e.source.clone(), e.clone()))
+            .collect(),
+        settled: true,
+    }
+}
+
+/// Runs `chunks` chunks against `previous`, the store holding `held` records.
+async fn again(chunks: usize, previous: KindManifest, held: u64, force: bool) -> (Peers, JobStats) {
+    let peers = peers();
+    start_job(
+        StaticSource::new(Kind::Works, chunks, 100),
+        &peers,
+        |job| IngestJob {
+            previous: Some(Arc::new(previous)),
+            force,
+            ..job
+        },
+        held,
+    );
+    let stats = peers.report.expect_message().await.result.unwrap();
+    (peers, stats)
+}
+
+fn embedded(peers: &Peers) -> usize {
+    peers
+        .embedder
+        .received()
+        .iter()
+        .map(|m| m.texts.len())
+        .sum()
+}
+
+fn deleted(peers: &Peers) -> Stale {
+    let prunes = peers.pruner.received();
+    assert_eq!(prunes.len(), 1, "stale records looked for once");
+    prunes[0].stale.clone()
+}
+
+#[actix::test]
+async fn an_unchanged_file_is_neither_read_nor_embedded_nor_written() {
+    let previous = first_run(50).await;
+    let (peers, stats) = again(50, previous, 50, false).await;
+    assert_eq!((embedded(&peers), peers.writer.count()), (0, 0));
+    assert_eq!(
+        (
+            stats.vectors,
+            stats.counts.files_skipped,
+            stats.counts.files_read
+        ),
+        (50, 1, 0)
+    );
+    assert_eq!(stats.counts.chunks_unchanged, 50);
+    assert!(matches!(deleted(&peers), Stale::These(ids) if ids.is_empty()));
+}
+
+#[actix::test]
+async fn a_file_grown_by_two_chunks_embeds_those_two() {
+    let previous = first_run(50).await;
+    let (peers, stats) = again(52, previous, 50, false).await;
+    assert_eq!(embedded(&peers), 2);
+    assert_eq!(
+        (
+            stats.counts.files_read,
+            stats.counts.chunks_embedded,
+            stats.counts.chunks_unchanged
+        ),
+        (1, 2, 50)
+    );
+    assert_eq!(stats.vectors, 52);
+    assert!(stats.counts.tokens_embedded > 0);
+}
+
+#[actix::test]
+async fn a_file_shrunk_deletes_exactly_the_chunks_that_are_gone() {
+    let previous = first_run(50).await;
+    let (peers, stats) = again(45, previous, 50, false).await;
+    assert_eq!(embedded(&peers), 0);
+    let Stale::These(ids) = deleted(&peers) else {
+        panic!("deleted by id")
+    };
+    let mut expected: Vec<String> = (45..50)
+        .map(|i| crate::ids::record_id(Kind::Works, STATIC_FILE, i))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(stats.counts.chunks_deleted, 0, "the pruner probe answers 0");
+}
+
+#[actix::test]
+async fn a_store_that_holds_another_count_than_the_manifest_gets_everything_again() {
+    let previous = first_run(50).await;
+    let (peers, stats) = again(50, previous, 49, false).await;
+    assert_eq!(embedded(&peers), 50);
+    assert_eq!(stats.counts.chunks_unchanged, 0);
+    assert!(
+        matches!(deleted(&peers), Stale::NotIn(keep) if keep.len() == 50),
+        "stale records found by listing"
+    );
+}
+
+#[actix::test]
+async fn after_a_run_that_did_not_end_nothing_is_skipped() {
+    let previous = KindManifest {
+        settled: false,
+        ..first_run(50).await
+    };
+    let (peers, _) = again(50, previous, 50, false).await;
+    assert_eq!(embedded(&peers), 50);
+    assert!(matches!(deleted(&peers), Stale::NotIn(_)));
+}
+
+#[actix::test]
+async fn other_settings_make_every_chunk_again_and_force_too() {
+    let mut previous = first_run(50).await;
+    for entry in previous.files.values_mut() {
+        entry.fingerprint = "other settings".into();
+    }
+    let (peers, _) = again(50, previous, 50, false).await;
+    assert_eq!(embedded(&peers), 50);
+
+    let previous = first_run(50).await;
+    let (peers, stats) = again(48, previous, 50, true).await;
+    assert_eq!(embedded(&peers), 48, "forced");
+    assert_eq!(stats.counts.files_skipped, 0);
+    assert!(
+        matches!(deleted(&peers), Stale::These(ids) if ids.len() == 2),
+        "deletions still by the manifest"
+    );
+}
+
+#[actix::test]
+async fn a_failed_job_forgets_the_files_it_started_reading() {
+    let peers = peers();
+    start_job(
+        StaticSource::new(Kind::Works, 50, 100).failing_after(20),
+        &peers,
+        |job| job,
+        0,
+    );
+    peers.report.expect_message().await.result.unwrap_err();
+    let Some(StatusUpdate::JobFailed {
+        manifest: Some(ManifestChange::Forget { sources, .. }),
+        ..
+    }) = updates(&peers.recorder).pop()
+    else {
+        panic!("a failed job's end forgets what it touched")
+    };
+    assert_eq!(sources, [STATIC_FILE]);
+}

@@ -1,0 +1,239 @@
+//! The reading half of a job, on a blocking thread: each planned file judged against the
+//! manifest (skipped when unchanged), the others read and chunked, each chunk made into a record
+//! and sent into the bounded channel unless the manifest says the store holds it as it is. What
+//! it read becomes the kind's new manifest rows.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::{IngestJob, Shared};
+use crate::ids::record_id;
+use crate::manifest::{self, FileEntry, JobCounts, KindManifest, Verdict};
+use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
+use crate::store::Record;
+use crate::tokens::TokenCounter;
+use crate::Kind;
+
+/// A chunk made into a record (all but its vector), by the reader thread, so that this work
+/// stays off the actor thread.
+pub(super) struct Prepared {
+    pub record: Record,
+    pub source: String,
+    pub chunk_index: u32,
+    /// How far into the whole plan (in bytes) the reader was when it made it.
+    pub bytes_done: u64,
+}
+
+/// What reading found: the kind's files as they now are, and what it took.
+pub(super) struct ReadReport {
+    pub warnings: Vec<String>,
+    pub entries: Vec<FileEntry>,
+    /// Files read and skipped, chunks unchanged, tokens of the chunks sent.
+    pub counts: JobCounts,
+}
+
+/// Passes chunks from the reader thread into the channel; blocks while the channel is full.
+struct ChannelSink {
+    pub tx: mpsc::Sender<Prepared>,
+    pub shared: Arc<Shared>,
+    pub template: RecordTemplate,
+    pub tokens: TokenCounter,
+    bytes_before: u64,
+    /// The row of the file being read, when its chunks may be left as they are.
+    previous: Option<FileEntry>,
+    /// The file's chunks so far: (chunk index, record hash).
+    chunks: Vec<(u32, u64)>,
+    counts: JobCounts,
+}
+
+impl ChannelSink {
+    fn new(
+        tx: mpsc::Sender<Prepared>,
+        shared: Arc<Shared>,
+        template: RecordTemplate,
+        tokens: TokenCounter,
+    ) -> Self {
+        Self {
+            tx,
+            shared,
+            template,
+            tokens,
+            bytes_before: 0,
+            previous: None,
+            chunks: Vec::new(),
+            counts: JobCounts::default(),
+        }
+    }
+}
+
+impl ChunkSink for ChannelSink {
+    fn accept(&mut self, chunk: Chunk, bytes_done: u64) -> ControlFlow<()> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
+        self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
+        let source = chunk.source.clone();
+        let chunk_index = chunk.chunk_index;
+        let record = self.template.record(chunk);
+        let hash = manifest::hash_of(&record);
+        self.chunks.push((chunk_index, hash));
+        let previous = self
+            .previous
+            .as_ref()
+            .and_then(|p| p.chunk_hash(chunk_index));
+        if previous == Some(hash) {
+            self.counts.chunks_unchanged += 1;
+            return ControlFlow::Continue(());
+        }
+        self.counts.tokens_embedded += self.tokens.count(&record.document) as u64;
+        let prepared = Prepared {
+            source,
+            chunk_index,
+            record,
+            bytes_done: self.bytes_before + bytes_done,
+        };
+        match self.tx.blocking_send(prepared) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// Starts reading `job`'s files on a blocking thread into `tx`, judged against `previous` (the
+/// manifest to trust, if any) unless the job is forced: a forced job reads everything, and the
+/// manifest only says what to delete.
+pub(super) fn spawn_reader(
+    job: &IngestJob,
+    previous: Option<Arc<KindManifest>>,
+    tx: mpsc::Sender<Prepared>,
+    shared: Arc<Shared>,
+) -> tokio::task::JoinHandle<Result<ReadReport, SourceError>> {
+    let sink = ChannelSink::new(tx, shared, RecordTemplate::of(job), job.tokens.clone());
+    let (source, plan) = (job.source.clone(), job.plan.clone());
+    let skip_from = previous.filter(|_| !job.force);
+    let fingerprint = job.fingerprint.clone();
+    tokio::task::spawn_blocking(move || read_all(source, plan, skip_from, fingerprint, sink))
+}
+
+/// Reads every planned file that changed since `previous` (every file, without it); runs on a
+/// blocking thread. The files it starts reading are noted in `shared.touched` first: their
+/// records may be written, whatever happens next.
+fn read_all(
+    source: Arc<dyn Source>,
+    plan: SourcePlan,
+    previous: Option<Arc<KindManifest>>,
+    fingerprint: Arc<str>,
+    mut sink: ChannelSink,
+) -> Result<ReadReport, SourceError> {
+    let mut warnings = Vec::new();
+    let mut entries = Vec::with_capacity(plan.files.len());
+    for file in &plan.files {
+        let row = previous
+            .as_ref()
+            .and_then(|m| m.files.get(&file.rel))
+            .filter(|row| *row.fingerprint == *fingerprint);
+        let io = |source| SourceError::Io {
+            rel: file.rel.clone(),
+            source,
+        };
+        match source.judge(file, row).map_err(io)? {
+            Verdict::Unchanged(entry) => {
+                sink.counts.files_skipped += 1;
+                sink.counts.chunks_unchanged += entry.chunks.len() as u64;
+                if entry.chunks.is_empty() {
+                    warnings.push(format!("{}: no text to ingest (empty file)", file.rel));
+                }
+                entries.push(entry);
+            }
+            Verdict::Changed {
+                content_hash,
+                modified_ns,
+                recorded_ns,
+            } => {
+                sink.shared
+                    .touched
+                    .lock()
+                    .expect("not poisoned")
+                    .push(file.rel.clone());
+                sink.previous = row.cloned();
+                let chunks_before = sink.shared.chunks_read.load(Ordering::Relaxed);
+                let report = source.read(file, &mut sink)?;
+                warnings.extend(report.warnings);
+                if sink.shared.chunks_read.load(Ordering::Relaxed) == chunks_before {
+                    warnings.push(format!("{}: no text to ingest (empty file)", file.rel));
+                }
+                let mut chunks = std::mem::take(&mut sink.chunks);
+                chunks.sort_unstable();
+                chunks.dedup_by_key(|(index, _)| *index);
+                sink.counts.files_read += 1;
+                entries.push(FileEntry {
+                    source: file.rel.clone(),
+                    bytes: file.bytes,
+                    modified_ns,
+                    content_hash,
+                    chunks,
+                    fingerprint: fingerprint.to_string(),
+                    recorded_ns,
+                });
+            }
+        }
+        sink.bytes_before += file.bytes;
+    }
+    Ok(ReadReport {
+        warnings,
+        entries,
+        counts: sink.counts,
+    })
+}
+
+/// What every record of a job carries besides its chunk's own metadata.
+#[derive(Clone)]
+struct RecordTemplate {
+    persona: String,
+    kind: Kind,
+    embedding_model: String,
+}
+
+impl RecordTemplate {
+    fn of(job: &IngestJob) -> Self {
+        Self {
+            persona: job.persona.to_string(),
+            kind: job.kind,
+            embedding_model: job.collection.embedding_model.clone(),
+        }
+    }
+
+    /// The chunk as a record, its vector still to come.
+    fn record(&self, chunk: Chunk) -> Record {
+        let mut metadata = chunk.metadata;
+        let fixed = [
+            ("persona_id", MetaValue::from(self.persona.as_str())),
+            ("kind", MetaValue::from(self.kind.as_str())),
+            ("source", MetaValue::from(chunk.source.as_str())),
+            ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
+            ("char_start", MetaValue::Int(chunk.char_start as i64)),
+            ("char_end", MetaValue::Int(chunk.char_end as i64)),
+            (
+                "content_hash",
+                MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
+            ),
+            (
+                "embedding_model",
+                MetaValue::from(self.embedding_model.as_str()),
+            ),
+        ];
+        for (key, value) in fixed {
+            metadata.insert(key.to_owned(), value);
+        }
+        Record {
+            id: record_id(self.kind, &chunk.source, chunk.chunk_index),
+            document: chunk.text,
+            metadata,
+            embedding: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The manifest's rows in the database, read at a run's start and written at its jobs' ends
+//! (by the StatusRecorder, in the transaction of the job's own transition).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use entities::manifest_entry::{self, Column};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
+use serde::Serialize;
+
+use super::{FileEntry, KindManifest};
+use crate::{Kind, PersonaId};
+
+/// Rows a statement inserts at most: 11 values each, well within SQLite's 32,766 parameters.
+const ROWS_PER_INSERT: usize = 500;
+
+/// The manifest of each of `kinds` of `persona` (a kind with no rows is absent). A row that
+/// cannot be read (its chunk list mangled by hand) is left out, so its file is read again.
+pub async fn load<C: ConnectionTrait>(
+    db: &C,
+    persona: &PersonaId,
+    kinds: &[Kind],
+) -> Result<BTreeMap<Kind, KindManifest>, DbErr> {
+    let rows = manifest_entry::Entity::find()
+        .filter(Column::PersonaId.eq(persona.as_str()))
+        .filter(Column::Kind.is_in(kinds.iter().copied()))
+        .all(db)
+        .await?;
+    let mut manifests: BTreeMap<Kind, KindManifest> = BTreeMap::new();
+    for row in rows {
+        let manifest = manifests.entry(row.kind).or_insert_with(|| KindManifest {
+            settled: true,
+            ..KindManifest::default()
+        });
+        manifest.settled &= row.settled;
+        match entry_of(&row) {
+            Some(entry) => {
+                manifest.files.insert(entry.source.clone(), entry);
+            }
+            None => {
+                tracing::warn!(source = %row.source, "manifest row unreadable; the file is read again");
+                manifest.settled = false;
+            }
+        }
+    }
+    Ok(manifests)
+}
+
+fn entry_of(row: &manifest_entry::Model) -> Option<FileEntry> {
+    let listed: Vec<(u32, String)> = serde_json::from_str(&row.chunks).ok()?;
+    let mut chunks = Vec::with_capacity(listed.len());
+    for (index, hash) in listed {
+        chunks.push((index, u64::from_str_radix(&hash, 16).ok()?));
+    }
+    chunks.sort_unstable();
+    Some(FileEntry {
+        source: row.source.clone(),
+        bytes: u64::try_from(row.bytes).ok()?,
+        modified_ns: row.modified_ns,
+        content_hash: row.content_hash.clone(),
+        chunks,
+        fingerprint: row.fingerprint.clone(),
+        recorded_ns: row.recorded_at.timestamp_nanos_opt().unwrap_or(0),
+    })
+}
+
+/// Marks the rows of `kinds` unsettled: a run of them starts.
+pub async fn unsettle<C: ConnectionTrait>(
+    db: &C,
+    persona: &PersonaId,
+    kinds: &[Kind],
+) -> Result<(), DbErr> {
+    manifest_entry::Entity::update_many()
+        .col_expr(Column::Settled, Expr::value(false))
+        .filter(Column::PersonaId.eq(persona.as_str()))
+        .filter(Column::Kind.is_in(kinds.iter().copied()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the rows of `persona`'s `kind` with `entries`, settled: its job completed.
+pub async fn replace<C: ConnectionTrait>(
+    db: &C,
+    persona: &PersonaId,
+    kind: Kind,
+    entries: &[FileEntry],
+) -> Result<(), DbErr> {
+    manifest_entry::Entity::delete_many()
+        .filter(Column::PersonaId.eq(persona.as_str()))
+        .filter(Column::Kind.eq(kind))
+        .exec(db)
+        .await?;
+    for batch in entries.chunks(ROWS_PER_INSERT) {
+        let rows = batch.iter().map(|entry| manifest_entry::ActiveModel {
+            persona_id: Set(persona.to_string()),
+            kind: Set(kind),
+            source: Set(entry.source.clone()),
+            bytes: Set(i64::try_from(entry.bytes).unwrap_or(i64::MAX)),
+            modified_ns: Set(entry.modified_ns),
+            content_hash: Set(entry.content_hash.clone()),
+            chunk_count: Set(i32::try_from(entry.chunks.len()).unwrap_or(i32::MAX)),
+            chunks: Set(chunks_json(&entry.chunks)),
+            fingerprint: Set(entry.fingerprint.clone()),
+            settled: Set(true),
+            recorded_at: Set(DateTime::<Utc>::from_timestamp_nanos(entry.recorded_ns)),
+        });
+        manifest_entry::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Forgets the rows of `sources` (a failed job may have written some of their records) and
+/// settles the others of `persona`'s `kind`: the job ended.
+pub async fn forget<C: ConnectionTrait>(
+    db: &C,
+    persona: &PersonaId,
+    kind: Kind,
+    sources: &[String],
+) -> Result<(), DbErr> {
+    for batch in sources.chunks(ROWS_PER_INSERT) {
+        manifest_entry::Entity::delete_many()
+            .filter(Column::PersonaId.eq(persona.as_str()))
+            .filter(Column::Kind.eq(kind))
+            .filter(Column::Source.is_in(batch.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
+    manifest_entry::Entity::update_many()
+        .col_expr(Column::Settled, Expr::value(true))
+        .filter(Column::PersonaId.eq(persona.as_str()))
+        .filter(Column::Kind.eq(kind))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// `[[index, "hash"], ...]`: the hash as hex, as JSON numbers lose 64-bit integers. Written
+/// straight into one string: a file of 30,000 chunks makes one of 800 kB, and no more.
+fn chunks_json(chunks: &[(u32, u64)]) -> String {
+    use std::fmt::Write;
+    let mut json = String::with_capacity(2 + chunks.len() * 30);
+    json.push('[');
+    for (at, (index, hash)) in chunks.iter().enumerate() {
+        let comma = if at == 0 { "" } else { "," };
+        write!(json, "{comma}[{index},\"{hash:016x}\"]").expect("writing to a string");
+    }
+    json.push(']');
+    json
+}
+
+/// How a job's end changes the manifest, applied with the job's own transition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum ManifestChange {
+    /// The job completed: these are its kind's files now.
+    Replace {
+        persona: PersonaId,
+        kind: Kind,
+        entries: Arc<Vec<FileEntry>>,
+    },
+    /// The job failed: these files' records may have been written, the rest are as described.
+    Forget {
+        persona: PersonaId,
+        kind: Kind,
+        sources: Vec<String>,
+    },
+}
+
+impl ManifestChange {
+    pub async fn apply<C: ConnectionTrait>(&self, db: &C) -> Result<(), DbErr> {
+        match self {
+            Self::Replace {
+                persona,
+                kind,
+                entries,
+            } => replace(db, persona, *kind, entries).await,
+            Self::Forget {
+                persona,
+                kind,
+                sources,
+            } => forget(db, persona, *kind, sources).await,
+        }
+    }
+}

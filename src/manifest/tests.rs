@@ -1,0 +1,212 @@
+//! The manifest alone: judging files on disk, hashing records, and its rows in SQLite.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::config::DatabaseSettings;
+use crate::sources::{MetaValue, Metadata, SourceFile};
+use crate::PersonaId;
+
+fn file_at(dir: &std::path::Path, name: &str, text: &str) -> SourceFile {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    SourceFile {
+        rel: format!("data/p/works/{name}"),
+        bytes: text.len() as u64,
+        path,
+    }
+}
+
+/// Sets the file's modification time `ago` before now.
+fn age(file: &SourceFile, ago: Duration) {
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&file.path)
+        .unwrap();
+    f.set_modified(SystemTime::now() - ago).unwrap();
+}
+
+/// A row for `file` as a run that judged it `judged_ago` and made `chunks` would write it.
+fn row_of(file: &SourceFile, judged_ago: Duration, chunks: Vec<(u32, u64)>) -> FileEntry {
+    let Verdict::Changed {
+        content_hash,
+        modified_ns,
+        ..
+    } = judge(file, None).unwrap()
+    else {
+        panic!("no row: changed")
+    };
+    FileEntry {
+        source: file.rel.clone(),
+        bytes: file.bytes,
+        modified_ns,
+        content_hash,
+        chunks,
+        fingerprint: "f".into(),
+        recorded_ns: now_ns() - judged_ago.as_nanos() as i64,
+    }
+}
+
+#[test]
+fn a_file_is_judged_by_size_and_time_then_by_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_at(dir.path(), "a.txt", "one two three");
+    age(&file, Duration::from_secs(60));
+    let row = row_of(&file, Duration::from_secs(30), vec![(0, 7)]);
+    assert_eq!(
+        judge(&file, Some(&row)).unwrap(),
+        Verdict::Unchanged(row.clone())
+    );
+
+    // Touched, same bytes: unchanged, its new time kept.
+    age(&file, Duration::from_secs(10));
+    let Verdict::Unchanged(touched) = judge(&file, Some(&row)).unwrap() else {
+        panic!("same bytes")
+    };
+    assert_ne!(touched.modified_ns, row.modified_ns);
+    assert_eq!(touched.chunks, row.chunks);
+
+    // Same size, other bytes, and a time that says nothing new: the hash tells.
+    let same_size = file_at(dir.path(), "a.txt", "one two threE");
+    age(&same_size, Duration::from_secs(60));
+    let racy = FileEntry {
+        recorded_ns: row.modified_ns + 1_000_000_000,
+        modified_ns: modified_ns(&same_size.path).unwrap(),
+        ..row.clone()
+    };
+    assert!(matches!(
+        judge(&same_size, Some(&racy)).unwrap(),
+        Verdict::Changed { .. }
+    ));
+    // No row: changed.
+    assert!(matches!(
+        judge(&file, None).unwrap(),
+        Verdict::Changed { .. }
+    ));
+}
+
+#[test]
+fn a_change_in_the_clock_tick_of_the_last_read_is_not_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_at(dir.path(), "a.txt", "first version");
+    // Judged the moment it was written (a coarse clock gives both the same time), then
+    // rewritten within that tick with as many bytes: only its hash can tell.
+    let row = row_of(&file, Duration::ZERO, vec![(0, 1)]);
+    let stamp = std::fs::metadata(&file.path).unwrap().modified().unwrap();
+    let rewritten = file_at(dir.path(), "a.txt", "other version");
+    std::fs::File::options()
+        .write(true)
+        .open(&rewritten.path)
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
+    assert!(matches!(
+        judge(&rewritten, Some(&row)).unwrap(),
+        Verdict::Changed { .. }
+    ));
+}
+
+#[test]
+fn a_record_hashes_alike_whenever_its_id_document_and_metadata_are_alike() {
+    let mut metadata = Metadata::new();
+    metadata.insert("b".into(), MetaValue::Int(2));
+    metadata.insert("a".into(), MetaValue::Str("x".into()));
+    let h = record_hash("works:s:0", "text", &metadata);
+    let mut reordered = Metadata::new();
+    reordered.insert("a".into(), MetaValue::Str("x".into()));
+    reordered.insert("b".into(), MetaValue::Int(2));
+    assert_eq!(record_hash("works:s:0", "text", &reordered), h);
+    assert_ne!(record_hash("works:s:1", "text", &metadata), h);
+    assert_ne!(record_hash("works:s:0", "text.", &metadata), h);
+    reordered.insert("b".into(), MetaValue::Int(3));
+    assert_ne!(record_hash("works:s:0", "text", &reordered), h);
+}
+
+#[test]
+fn the_fingerprint_changes_with_what_makes_records() {
+    let settings = crate::config::Settings::load(&Default::default()).unwrap();
+    let base = fingerprint(&settings, "m", 384);
+    assert_eq!(fingerprint(&settings, "m", 384), base);
+    assert_ne!(fingerprint(&settings, "m2", 384), base);
+    assert_ne!(fingerprint(&settings, "m", 256), base);
+    let mut chunking = settings.clone();
+    chunking.chunking.target_tokens += 1;
+    assert_ne!(fingerprint(&chunking, "m", 384), base);
+    let mut moved = settings.clone();
+    moved.embedding.base_url = "http://elsewhere:8000/v1".into();
+    assert_eq!(
+        fingerprint(&moved, "m", 384),
+        base,
+        "the same model elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn rows_are_replaced_unsettled_and_forgotten() {
+    let db = crate::db::connect(&DatabaseSettings {
+        url: "sqlite::memory:".into(),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let persona = PersonaId::parse("p").unwrap();
+    let entry = |source: &str, chunks: Vec<(u32, u64)>| FileEntry {
+        source: source.into(),
+        bytes: 10,
+        modified_ns: 5,
+        content_hash: "0".repeat(32),
+        chunks,
+        fingerprint: "f".into(),
+        recorded_ns: 1_000_000_000,
+    };
+    let a = entry("data/p/works/a.txt", vec![(0, u64::MAX), (1, 1)]);
+    let b = entry("data/p/works/b.txt", vec![(0, 2)]);
+    let quotes = entry("data/p/quotes/all_quotes.jsonl", vec![(3, 3), (9, 4)]);
+    replace(&db, &persona, Kind::Works, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    replace(&db, &persona, Kind::Quotes, std::slice::from_ref(&quotes))
+        .await
+        .unwrap();
+    let loaded = load(&db, &persona, &[Kind::Works, Kind::Quotes])
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded[&Kind::Works].files[&a.source],
+        a,
+        "hashes survive as hex"
+    );
+    assert_eq!(loaded[&Kind::Works].records(), 3);
+    assert!(loaded[&Kind::Works].settled);
+    assert_eq!(
+        loaded[&Kind::Quotes].files[&quotes.source].chunk_hash(9),
+        Some(4)
+    );
+
+    unsettle(&db, &persona, &[Kind::Works]).await.unwrap();
+    let loaded = load(&db, &persona, &[Kind::Works, Kind::Quotes])
+        .await
+        .unwrap();
+    assert!(!loaded[&Kind::Works].settled);
+    assert!(loaded[&Kind::Quotes].settled, "another kind is left alone");
+
+    let change = ManifestChange::Forget {
+        persona: persona.clone(),
+        kind: Kind::Works,
+        sources: vec![a.source.clone()],
+    };
+    change.apply(&db).await.unwrap();
+    let works = load(&db, &persona, &[Kind::Works]).await.unwrap()[&Kind::Works].clone();
+    assert!(works.settled);
+    assert_eq!(works.files.keys().collect::<Vec<_>>(), [&b.source]);
+
+    let replaced = ManifestChange::Replace {
+        persona: persona.clone(),
+        kind: Kind::Works,
+        entries: Arc::new(vec![a.clone()]),
+    };
+    replaced.apply(&db).await.unwrap();
+    let works = load(&db, &persona, &[Kind::Works]).await.unwrap()[&Kind::Works].clone();
+    assert_eq!(works.files.keys().collect::<Vec<_>>(), [&a.source]);
+}

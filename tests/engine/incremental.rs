@@ -1,0 +1,171 @@
+//! Incremental re-ingestion end to end: two of Mark Twain's books through an OpenAI-compatible
+//! stand-in into the embedded store; re-run unchanged, with a paragraph appended, with a book
+//! deleted, and with other chunking settings. Calls are counted at the stand-in, writes at the
+//! writer, and every row is checked against the store.
+
+use persona_ingest::actors::chroma_writer::WriterCounters;
+use persona_ingest::pipeline::Engine;
+use persona_ingest::{testkit, Kind};
+
+use crate::common::*;
+use crate::servers::{Profile, StandIn};
+
+const TOM: &str = "data/mark-twain/works/the-adventures-of-tom-sawyer_pg74.txt";
+const PRINCE: &str = "data/mark-twain/works/the-prince-and-the-pauper_pg1837.txt";
+
+async fn engine_on(world: &World, stand_in: &StandIn, extra: &[(&str, &str)]) -> Engine {
+    let mut settings: Vec<(&str, String)> = stand_in.settings();
+    settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    world.engine(&pairs).await
+}
+
+/// Ingests the works; answers their job row, the embedding calls and the upserts it took.
+async fn run(engine: &Engine, stand_in: &StandIn) -> (entities::ingestion_job::Model, usize, u64) {
+    let calls = stand_in.embedding_requests().await.len();
+    let upserts = testkit::observe::<_, WriterCounters>(&engine.writer)
+        .await
+        .upserts;
+    let outcome = engine
+        .ingest(persona("mark-twain"), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    assert_store_matches_rows(engine, "mark-twain").await;
+    let row = job_of(&latest_jobs(&engine.db, "mark-twain").await, Kind::Works).clone();
+    let after: WriterCounters = testkit::observe(&engine.writer).await;
+    (
+        row,
+        stand_in.embedding_requests().await.len() - calls,
+        after.upserts - upserts,
+    )
+}
+
+#[actix::test]
+async fn only_what_changed_is_embedded_and_written_again() {
+    let world = World::new();
+    world.copy_from_corpus(TOM, TOM);
+    world.copy_from_corpus(PRINCE, PRINCE);
+    let stand_in = Profile::OpenAi.start().await;
+    let engine = engine_on(&world, &stand_in, &[]).await;
+
+    let (first, calls, _) = run(&engine, &stand_in).await;
+    assert!(calls > 0);
+    assert_eq!((first.files_read, first.files_skipped), (2, 0));
+    assert_eq!(first.chunks_embedded, first.total_vectors);
+    assert!(first.total_vectors > 300, "{}", first.total_vectors);
+    assert!(first.tokens_embedded > 200_000, "{}", first.tokens_embedded);
+
+    // Nothing changed: nothing embedded, nothing written.
+    let (same, calls, upserts) = run(&engine, &stand_in).await;
+    assert_eq!((calls, upserts), (0, 0));
+    assert_eq!((same.files_read, same.files_skipped), (0, 2));
+    assert_eq!(
+        (
+            same.chunks_embedded,
+            same.chunks_unchanged,
+            same.chunks_deleted
+        ),
+        (0, first.total_vectors, 0)
+    );
+    assert_eq!(same.total_vectors, first.total_vectors);
+
+    // A paragraph appended to one book (at the end of its text, before Project Gutenberg's
+    // closing matter, which is not ingested): its last chunks only.
+    let added = "A raft drifted past the lamps of the ferry landing while the watchman slept.";
+    let tom = world.data_root.join(TOM);
+    let text = std::fs::read_to_string(&tom).unwrap();
+    let end = text
+        .find("End of the Project Gutenberg")
+        .expect("a Gutenberg text");
+    let text = format!("{}{added}\r\n\r\n{}", &text[..end], &text[end..]);
+    std::fs::write(&tom, text).unwrap();
+    let (appended, calls, _) = run(&engine, &stand_in).await;
+    assert_eq!((appended.files_read, appended.files_skipped), (1, 1));
+    assert!(
+        (1..=3).contains(&appended.chunks_embedded),
+        "{} chunks embedded for one paragraph",
+        appended.chunks_embedded
+    );
+    assert!((1..=3).contains(&calls), "{calls} calls");
+    let holding = records_of(&engine)
+        .await
+        .into_iter()
+        .filter(|r| r.document.contains(added))
+        .count();
+    assert!(holding >= 1, "the paragraph is stored");
+
+    // A book deleted: exactly its records gone, no call.
+    let prince_records = store_records_of(&engine, PRINCE).await;
+    assert!(prince_records > 100);
+    std::fs::remove_file(world.data_root.join(PRINCE)).unwrap();
+    let (deleted, calls, _) = run(&engine, &stand_in).await;
+    assert_eq!(calls, 0);
+    assert_eq!(deleted.chunks_deleted, prince_records);
+    assert_eq!(
+        deleted.total_vectors,
+        appended.total_vectors - prince_records
+    );
+    assert_eq!(store_records_of(&engine, PRINCE).await, 0);
+    drop(engine);
+
+    // Other chunking settings: every chunk made and embedded again.
+    let engine = engine_on(&world, &stand_in, &[("chunking.target_tokens", "300")]).await;
+    let (rechunked, calls, _) = run(&engine, &stand_in).await;
+    assert!(calls > 0);
+    assert_eq!((rechunked.files_read, rechunked.files_skipped), (1, 0));
+    assert_eq!(rechunked.chunks_embedded, rechunked.total_vectors);
+    assert_eq!(rechunked.chunks_unchanged, 0);
+}
+
+#[actix::test]
+async fn force_embeds_everything_again() {
+    let world = World::new();
+    world.copy_from_corpus(TOM, TOM);
+    let stand_in = Profile::OpenAi.start().await;
+    let engine = engine_on(&world, &stand_in, &[]).await;
+    let (first, _, _) = run(&engine, &stand_in).await;
+    let calls = stand_in.embedding_requests().await.len();
+    let mut forced = persona_ingest::actors::orchestrator::RunRequest::new(
+        persona("mark-twain"),
+        &[Kind::Works],
+    );
+    forced.force = true;
+    assert!(engine.run(forced).await.unwrap().succeeded());
+    let row = job_of(&latest_jobs(&engine.db, "mark-twain").await, Kind::Works).clone();
+    assert_eq!(row.chunks_embedded, first.total_vectors);
+    assert!(stand_in.embedding_requests().await.len() > calls);
+}
+
+/// How many records of the works collection came from `source`.
+async fn store_records_of(engine: &Engine, source: &str) -> i64 {
+    let prefix = format!("works:{source}:");
+    records_of(engine)
+        .await
+        .iter()
+        .filter(|r| r.id.starts_with(&prefix))
+        .count() as i64
+}
+
+/// Every record of the works collection.
+async fn records_of(engine: &Engine) -> Vec<persona_ingest::store::Record> {
+    let info = engine
+        .store
+        .collection("mark-twain_works")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut records = Vec::new();
+    loop {
+        let page = engine
+            .store
+            .records(&info, records.len(), 1000)
+            .await
+            .unwrap();
+        let last = page.len() < 1000;
+        records.extend(page);
+        if last {
+            return records;
+        }
+    }
+}

@@ -28,6 +28,14 @@ pub struct Metrics {
     pub dead_letters: IntCounter,
     /// Task messages answered, by final state (`SUCCESS`, `FAILURE`).
     pub tasks: IntCounterVec,
+    /// Source files of completed jobs, by what was done (`read`, `skipped` as unchanged).
+    pub files: IntCounterVec,
+    /// Chunks of completed jobs left as they were (`unchanged`) or whose records were
+    /// `deleted`; the embedded ones are `chunks_embedded`.
+    pub chunks: IntCounterVec,
+    /// Tokens of the chunks embedded by completed jobs, as the model's tokenizer counts them
+    /// where it is known, else as estimated.
+    pub tokens_embedded: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -91,8 +99,22 @@ impl Metrics {
                 "Task messages answered, by final state.",
                 "state",
             ),
+            files: counter_vec(
+                "persona_ingest_files_total",
+                "Source files of completed jobs, read or skipped as unchanged.",
+                "outcome",
+            ),
+            chunks: counter_vec(
+                "persona_ingest_chunks_total",
+                "Chunks of completed jobs left unchanged, or whose records were deleted.",
+                "outcome",
+            ),
+            tokens_embedded: counter(
+                "persona_ingest_tokens_embedded_total",
+                "Tokens of the chunks embedded by completed jobs.",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(metrics.vectors_written.clone()),
             Box::new(metrics.chunks_embedded.clone()),
             Box::new(metrics.embedding_calls.clone()),
@@ -102,6 +124,9 @@ impl Metrics {
             Box::new(metrics.retries.clone()),
             Box::new(metrics.dead_letters.clone()),
             Box::new(metrics.tasks.clone()),
+            Box::new(metrics.files.clone()),
+            Box::new(metrics.chunks.clone()),
+            Box::new(metrics.tokens_embedded.clone()),
         ];
         for collector in collectors {
             metrics
@@ -114,3 +139,22 @@ impl Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    /// Counts what a completed job did.
+    pub fn job_completed(&self, counts: &crate::manifest::JobCounts) {
+        self.files
+            .with_label_values(&["read"])
+            .inc_by(counts.files_read);
+        self.files
+            .with_label_values(&["skipped"])
+            .inc_by(counts.files_skipped);
+        self.chunks
+            .with_label_values(&["unchanged"])
+            .inc_by(counts.chunks_unchanged);
+        self.chunks
+            .with_label_values(&["deleted"])
+            .inc_by(counts.chunks_deleted);
+        self.tokens_embedded.inc_by(counts.tokens_embedded);
+    }
+}

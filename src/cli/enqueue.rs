@@ -15,6 +15,9 @@ pub struct EnqueueArgs {
     /// One kind only (its own task); every kind by default (`ingest_full_persona`).
     #[arg(long, value_parser = super::parse_kind)]
     pub kind: Option<Kind>,
+    /// Embed every file again, changed or not (the task's `force=True`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub async fn run(args: &EnqueueArgs, settings: Settings) -> anyhow::Result<i32> {
@@ -32,7 +35,7 @@ pub async fn run(args: &EnqueueArgs, settings: Settings) -> anyhow::Result<i32> 
         .get_multiplexed_async_connection()
         .await
         .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
-    let sent = enqueue_ingestion(&db, &mut redis, &settings, &persona, &kinds).await?;
+    let sent = enqueue_ingestion(&db, &mut redis, &settings, &persona, &kinds, args.force).await?;
     println!("{}", sent.task_id);
     for job in &sent.jobs {
         eprintln!("  {} job {}", job.kind, job.id);

@@ -111,6 +111,9 @@ async fn persona(
 struct IngestBody {
     /// Every kind when left out.
     kinds: Option<Vec<Kind>>,
+    /// Embed every file again, changed or not; only what changed when left out.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn ingest(
@@ -133,7 +136,9 @@ async fn ingest(
         IngestBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("body: {e} (expected {{\"kinds\": [...]}})"))
+            ApiError::bad_request(format!(
+                "body: {e} (expected {{\"kinds\": [...], \"force\": false}})"
+            ))
         })?
     };
     let mut kinds = body.kinds.unwrap_or_else(|| Kind::ALL.to_vec());
@@ -143,9 +148,16 @@ async fn ingest(
         return Err(ApiError::bad_request("kinds must name at least one kind"));
     }
     let mut redis = state.broker.connection();
-    let sent = enqueue_ingestion(&state.db, &mut redis, &state.settings, &id, &kinds)
-        .await
-        .map_err(|e| ApiError::unavailable("enqueueing", e))?;
+    let sent = enqueue_ingestion(
+        &state.db,
+        &mut redis,
+        &state.settings,
+        &id,
+        &kinds,
+        body.force,
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("enqueueing", e))?;
     Ok(HttpResponse::Accepted().json(sent))
 }
 

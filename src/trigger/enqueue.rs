@@ -23,14 +23,16 @@ pub struct Enqueued {
     pub jobs: Vec<JobRef>,
 }
 
-/// Creates the job rows of `kinds` and sends the task. The rows come first: a worker that takes
-/// the message at once finds them.
+/// Creates the job rows of `kinds` and sends the task (with `force=True` when `force`: every
+/// file embedded again). The rows come first: a worker that takes the message at once finds
+/// them.
 pub async fn enqueue_ingestion<C: ConnectionLike>(
     db: &DatabaseConnection,
     redis: &mut C,
     settings: &Settings,
     persona: &PersonaId,
     kinds: &[Kind],
+    force: bool,
 ) -> anyhow::Result<Enqueued> {
     let task_id = Uuid::new_v4().to_string();
     let names = TaskNames::from_settings(&settings.tasks);
@@ -65,9 +67,12 @@ pub async fn enqueue_ingestion<C: ConnectionLike>(
         .first()
         .cloned()
         .unwrap_or_else(|| "celery".into());
-    let Value::Object(kwargs) = kwargs else {
+    let Value::Object(mut kwargs) = kwargs else {
         unreachable!("built as an object")
     };
+    if force {
+        kwargs.insert("force".into(), Value::Bool(true));
+    }
     let origin = format!("{}@{}", std::process::id(), hostname());
     let message = encode(&task, &task_id, &[], &kwargs, &queue, &origin);
     redis::cmd("LPUSH")

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use crate::common::*;
 
 /// The binary in `dir`, with an environment of nothing but PATH and HOME.
-fn persona_ingest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn persona_ingest(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
     command.current_dir(dir).args(args).env_clear();
     for var in ["PATH", "HOME"] {

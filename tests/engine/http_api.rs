@@ -136,6 +136,41 @@ async fn every_endpoint_against_a_running_daemon() {
     assert_eq!(one["jobs"][0]["kind"], "quotes");
     let one_task = one["task_id"].as_str().unwrap().to_owned();
     final_result(&redis_url(), &one_task, Duration::from_secs(60)).await;
+    let (_, job) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            one["jobs"][0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (
+            &job["chunks_embedded"],
+            &job["chunks_unchanged"],
+            &job["files_skipped"]
+        ),
+        (&json!(0), &json!(12), &json!(1)),
+        "nothing changed since the first run: {job}"
+    );
+    let (status, forced) = api
+        .post(
+            "/api/personas/twain-sampler/ingest",
+            Some(r#"{"kinds": ["quotes"], "force": true}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{forced}");
+    final_result(
+        &redis_url(),
+        forced["task_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, job) = api
+        .get(&format!(
+            "/api/jobs/{}",
+            forced["jobs"][0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(job["chunks_embedded"], json!(12), "forced: {job}");
 
     // Listings and the persona.
     let (status, listed) = api
@@ -144,11 +179,11 @@ async fn every_endpoint_against_a_running_daemon() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 2);
     let (_, all) = api.get("/api/jobs?persona=twain-sampler").await;
-    assert_eq!(all["jobs"].as_array().unwrap().len(), 4);
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 5);
     let (status, persona) = api.get("/api/personas/twain-sampler").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(persona["persona"]["status"], "active");
-    assert_eq!(persona["jobs"].as_array().unwrap().len(), 4);
+    assert_eq!(persona["jobs"].as_array().unwrap().len(), 5);
 
     // Errors: JSON with a status code and a message.
     let missing = uuid::Uuid::new_v4();
@@ -216,7 +251,7 @@ async fn every_endpoint_against_a_running_daemon() {
     let (status, board) = api.get("/api/dashboard").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(board["personas"][0]["id"], "twain-sampler");
-    assert_eq!(board["completed"].as_array().unwrap().len(), 4);
+    assert_eq!(board["completed"].as_array().unwrap().len(), 5);
     assert_eq!(board["broker"]["workers"].as_array().unwrap().len(), 1);
 
     // Dead letters, with their reasons.
@@ -261,7 +296,7 @@ async fn every_endpoint_against_a_running_daemon() {
             "persona_ingest_jobs",
             &[("kind", "quotes"), ("status", "completed")]
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         value(
@@ -270,12 +305,22 @@ async fn every_endpoint_against_a_running_daemon() {
         ),
         1.0
     );
-    // The second run of the quotes found them unchanged: nothing embedded or written again.
-    assert_eq!(value("persona_ingest_vectors_written_total", &[]), 36.0);
-    assert_eq!(value("persona_ingest_chunks_embedded_total", &[]), 36.0);
+    // The second run of the quotes found them unchanged (nothing embedded or written again),
+    // the third was forced.
+    assert_eq!(value("persona_ingest_vectors_written_total", &[]), 48.0);
+    assert_eq!(value("persona_ingest_chunks_embedded_total", &[]), 48.0);
+    assert_eq!(
+        value("persona_ingest_chunks_total", &[("outcome", "unchanged")]),
+        12.0
+    );
+    assert_eq!(
+        value("persona_ingest_files_total", &[("outcome", "skipped")]),
+        1.0
+    );
+    assert!(value("persona_ingest_tokens_embedded_total", &[]) > 1000.0);
     assert_eq!(
         value("persona_ingest_tasks_total", &[("state", "SUCCESS")]),
-        2.0
+        3.0
     );
     assert_eq!(value("persona_ingest_dead_letters_total", &[]), 1.0);
     assert_eq!(value("persona_ingest_dead_letter_messages", &[]), 1.0);

@@ -169,3 +169,88 @@ async fn records_of(engine: &Engine) -> Vec<persona_ingest::store::Record> {
         }
     }
 }
+
+/// `ingest --dry-run` through the command line: the plan of a first run, priced, with no call
+/// and no job row; the run itself does what the plan said; then the plan of an unchanged re-run.
+#[actix::test]
+async fn a_dry_run_plans_what_the_run_then_does_without_calling_or_writing() {
+    let world = World::new();
+    world.copy_from_corpus(TOM, TOM);
+    let stand_in = Profile::OpenAi.start().await;
+    let db = world.db_url();
+    let store = world.store_path().display().to_string();
+    let env: Vec<(String, String)> = vec![
+        ("ENGINE__EMBEDDING__PROVIDER".into(), "openai".into()),
+        (
+            "ENGINE__EMBEDDING__BASE_URL".into(),
+            stand_in.base_url.clone(),
+        ),
+        (
+            "ENGINE__EMBEDDING__MODEL".into(),
+            Profile::OpenAi.model().into(),
+        ),
+        (
+            "ENGINE__EMBEDDING__PRICE_PER_MILLION_TOKENS".into(),
+            "0.02".into(),
+        ),
+        ("DATABASE_URL".into(), db),
+        ("ENGINE__STORE__PATH".into(), store),
+    ];
+    let root = world.data_root.display().to_string();
+    let cli = |extra: &'static [&'static str]| {
+        let (dir, env, root) = (world.dir.path().to_owned(), env.clone(), root.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut args = vec!["ingest", "mark-twain", "--only", "works", "--json"];
+                args.extend(["--data-root", &root]);
+                args.extend(extra);
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let out = crate::cli::persona_ingest(&dir, &args, &env);
+                assert!(out.status.success(), "{}", crate::cli::text(&out.stderr));
+                serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    let plan = cli(&["--dry-run"]).await;
+    let planned = &plan["jobs"][0];
+    assert_eq!(
+        (&planned["files_read"], &planned["files_skipped"]),
+        (&1.into(), &0.into())
+    );
+    let chunks = planned["chunks_embedded"].as_u64().unwrap();
+    let tokens = planned["tokens_embedded"].as_u64().unwrap();
+    assert!(chunks > 100 && tokens > 100_000, "{plan}");
+    let cost = plan["cost"].as_f64().unwrap();
+    assert!((cost - tokens as f64 * 0.02 / 1e6).abs() < 1e-9, "{plan}");
+    assert_eq!(
+        stand_in.embedding_requests().await.len(),
+        0,
+        "no provider call"
+    );
+    let engine = world.engine(&[]).await;
+    assert!(
+        latest_jobs(&engine.db, "mark-twain").await.is_empty(),
+        "no job row"
+    );
+
+    let ran = cli(&[]).await;
+    let job = &ran["personas"][0]["jobs"][0];
+    assert_eq!(job["chunks_embedded"].as_u64(), Some(chunks), "as planned");
+    assert_eq!(job["tokens_embedded"].as_u64(), Some(tokens), "as planned");
+
+    let plan = cli(&["--dry-run"]).await;
+    let planned = &plan["jobs"][0];
+    assert_eq!(
+        (
+            &planned["files_skipped"],
+            &planned["chunks_embedded"],
+            &planned["chunks_unchanged"]
+        ),
+        (&1.into(), &0.into(), &chunks.into())
+    );
+    assert_eq!(plan["cost"].as_f64(), Some(0.0));
+}

@@ -113,10 +113,17 @@ pub(super) async fn execute(
             }
         }
     };
+    if let Ok(stats) = &outcome {
+        crate::metrics::METRICS.job_completed(&stats.counts);
+    }
     match &outcome {
         Ok(stats) => tracing::info!(
             vectors = stats.vectors,
-            chunks = stats.chunks,
+            embedded = stats.counts.chunks_embedded,
+            unchanged = stats.counts.chunks_unchanged,
+            deleted = stats.counts.chunks_deleted,
+            files_skipped = stats.counts.files_skipped,
+            tokens = stats.counts.tokens_embedded,
             elapsed_ms = stats.elapsed.as_millis() as u64,
             "job completed"
         ),

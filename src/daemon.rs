@@ -171,6 +171,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
                 settings: engine.settings.clone(),
                 db: engine.db.clone(),
                 store: engine.store.clone(),
+                model: engine.provider.model().to_owned(),
+                dimension: engine.provider.dimension(),
                 sources: Arc::new(
                     FileSources::new(engine.settings.clone())
                         .with_token_counter(engine.provider.token_counter()),

@@ -2,6 +2,7 @@
 //! writes it into one vector collection per persona and kind, and tracks every job in SQL.
 
 pub mod actors;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod daemon;

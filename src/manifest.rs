@@ -29,7 +29,7 @@ use crate::store::Record;
 use crate::Kind;
 
 pub use judge::{hash_file, judge, modified_ns, now_ns, Verdict};
-pub use rows::{forget, load, replace, unsettle, ManifestChange};
+pub use rows::{drop_records, forget, load, replace, unsettle, ManifestChange};
 
 /// Bumped whenever the chunker or the record layout changes what records a file makes: every
 /// manifest row then differs in its fingerprint and everything is made again.

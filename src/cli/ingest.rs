@@ -158,7 +158,7 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
 
 /// Runs `request` holding its persona's run lock (waiting for another process's run of it to
 /// end, then taking it), renewed while the run lives and freed at its end.
-async fn locked_run(
+pub(super) async fn locked_run(
     engine: &Engine,
     request: RunRequest,
     holder: &str,

@@ -1,5 +1,6 @@
 //! The command line: flags, the settings they override, and one module per command.
 
+mod audit;
 mod enqueue;
 mod ingest;
 mod interrupt;
@@ -64,6 +65,9 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Show personas and their jobs: all, one persona's, or one job.
     Status(status::StatusArgs),
+    /// Compare the database (job rows, the manifest) with the vector store, record by record;
+    /// with --repair, mend what differs. Exit 0 when they agree, 1 when they do not.
+    Audit(audit::AuditArgs),
     /// Find the records nearest to a text in a persona's collection.
     Query(query::QueryArgs),
     /// Apply pending database migrations (the other commands also do, at start).
@@ -107,6 +111,7 @@ pub async fn run(cli: Cli, settings: Settings) -> i32 {
     let result = match &cli.command {
         Command::Ingest(args) => ingest::run(args, settings).await,
         Command::Status(args) => status::run(args, settings).await,
+        Command::Audit(args) => audit::run(args, settings).await,
         Command::Query(args) => query::run(args, settings).await,
         Command::Migrate => migrate(settings).await,
         Command::Run => run::run(settings).await,

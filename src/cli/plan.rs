@@ -121,7 +121,7 @@ pub async fn run(
 
 /// The model, vector size (when the settings say it) and token counter, without calling the
 /// provider: an OpenAI-compatible server is not asked.
-async fn offline_provider(
+pub(super) async fn offline_provider(
     settings: &Settings,
 ) -> anyhow::Result<(String, Option<usize>, TokenCounter)> {
     let e = &settings.embedding;

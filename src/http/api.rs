@@ -21,6 +21,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/api/jobs/{id}", web::get().to(job))
         .route("/api/personas/{id}", web::get().to(persona))
         .route("/api/personas/{id}/ingest", web::post().to(ingest))
+        .route("/api/personas/{id}/audit", web::get().to(audit))
         .route("/api/dead-letters", web::get().to(dead_letters))
         .route("/api/tasks/{id}/revoke", web::post().to(revoke));
 }
@@ -104,6 +105,43 @@ async fn persona(
         .await
         .map_err(database)?;
     Ok(HttpResponse::Ok().json(json!({ "persona": persona, "jobs": jobs })))
+}
+
+/// The persona's job rows and manifest against the vector store (see `audit`): 200 with the
+/// report whether or not it is clean (`clean` says which), 404 for a persona the database
+/// does not know.
+async fn audit(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = persona_id(&id)?;
+    if jobs::persona(&state.db, id.as_str())
+        .await
+        .map_err(database)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "no persona {id} in the database"
+        )));
+    }
+    let expected = crate::audit::Expected {
+        name_template: &state.settings.collections.name_template,
+        model: &state.model,
+        dimension: state.dimension,
+    };
+    let report = crate::audit::audit(
+        &state.db,
+        state.store.as_ref(),
+        &expected,
+        std::slice::from_ref(&id),
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("auditing", e))?;
+    let persona = report.personas.into_iter().next();
+    let clean = persona
+        .as_ref()
+        .is_none_or(|p| p.kinds.iter().all(|k| k.findings.is_empty()));
+    Ok(HttpResponse::Ok().json(json!({ "persona": persona, "clean": clean })))
 }
 
 #[derive(Deserialize, Default)]

@@ -35,6 +35,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub db: DatabaseConnection,
     pub store: Arc<dyn VectorStore>,
+    /// The model and vector size the engine writes (what an audit expects of a collection).
+    pub model: String,
+    pub dimension: usize,
     pub sources: Arc<dyn SourceFactory>,
     pub broker: Arc<Broker>,
     pub supervisor: actix::Addr<Supervisor>,

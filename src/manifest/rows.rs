@@ -186,3 +186,54 @@ impl ManifestChange {
         }
     }
 }
+
+/// Takes the records `ids` (of `persona`'s `kind`) out of their files' rows and marks those
+/// files to be read again: the next run finds the files changed, compares their chunks with
+/// what the rows still list, and embeds exactly the chunks taken out. What `audit --repair`
+/// does with records missing or altered in the store.
+pub async fn drop_records<C: ConnectionTrait>(
+    db: &C,
+    persona: &PersonaId,
+    kind: Kind,
+    ids: &[String],
+) -> Result<(), DbErr> {
+    let prefix = format!("{kind}:");
+    let mut by_source: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for id in ids {
+        let parsed = id
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.rsplit_once(':'))
+            .and_then(|(source, index)| Some((source, index.parse::<u32>().ok()?)));
+        if let Some((source, index)) = parsed {
+            by_source.entry(source).or_default().push(index);
+        }
+    }
+    for (source, indexes) in by_source {
+        let Some(row) =
+            manifest_entry::Entity::find_by_id((persona.to_string(), kind, source.to_owned()))
+                .one(db)
+                .await?
+        else {
+            continue;
+        };
+        let Some(mut entry) = entry_of(&row) else {
+            continue;
+        };
+        entry.chunks.retain(|(index, _)| !indexes.contains(index));
+        manifest_entry::Entity::update_many()
+            .col_expr(Column::Chunks, Expr::value(chunks_json(&entry.chunks)))
+            .col_expr(
+                Column::ChunkCount,
+                Expr::value(i32::try_from(entry.chunks.len()).unwrap_or(i32::MAX)),
+            )
+            // No file has this time and hash: it is judged changed and read again.
+            .col_expr(Column::ModifiedNs, Expr::value(0i64))
+            .col_expr(Column::ContentHash, Expr::value(String::new()))
+            .filter(Column::PersonaId.eq(persona.as_str()))
+            .filter(Column::Kind.eq(kind))
+            .filter(Column::Source.eq(source))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}

@@ -253,6 +253,14 @@ impl VectorStore for ChromaStore {
         }
     }
 
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
+        self.list().await
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
+        self.drop_collection(name).await
+    }
+
     async fn upsert(
         &self,
         collection: &CollectionInfo,

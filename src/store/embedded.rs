@@ -145,6 +145,46 @@ impl VectorStore for EmbeddedStore {
         }))
     }
 
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
+        let rows = self
+            .db
+            .query_all(Self::stmt(
+                "SELECT name, embedding_model, dimension FROM collections ORDER BY name",
+                vec![],
+            ))
+            .await
+            .map_err(backend("listing collections"))?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get("", "name")?;
+                Ok(CollectionInfo {
+                    id: name.clone(),
+                    name,
+                    embedding_model: row.try_get("", "embedding_model")?,
+                    dimension: row.try_get::<i64>("", "dimension")? as usize,
+                })
+            })
+            .collect::<Result<_, sea_orm::DbErr>>()
+            .map_err(backend("listing collections"))
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(backend("delete collection"))?;
+        for sql in [
+            "DELETE FROM records WHERE collection = ?",
+            "DELETE FROM collections WHERE name = ?",
+        ] {
+            txn.execute(Self::stmt(sql, vec![name.into()]))
+                .await
+                .map_err(backend("delete collection"))?;
+        }
+        txn.commit().await.map_err(backend("delete collection"))
+    }
+
     async fn upsert(
         &self,
         collection: &CollectionInfo,

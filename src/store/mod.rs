@@ -108,6 +108,10 @@ pub trait VectorStore: Send + Sync {
     /// Gets or creates the collection; refuses one that holds another model or dimension.
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError>;
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError>;
+    /// Every collection of the store (of Chroma's tenant and database), by name.
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError>;
+    /// Deletes a collection with its records; nothing when there is none.
+    async fn delete_collection(&self, name: &str) -> Result<(), StoreError>;
     /// Inserts or replaces records by id.
     async fn upsert(
         &self,

@@ -147,6 +147,13 @@ pub async fn vector_store(name: &str, store: &dyn VectorStore, prefix: &str) {
         );
     }
     assert_eq!(read.len(), 5, "{name}: pages of records cover every record");
+    let listed = store.collections().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.name == info.name && c.dimension == dimension),
+        "{name}: the collection is listed, got {listed:?}"
+    );
 
     store
         .delete(&info, vec![records[0].id.clone(), records[1].id.clone()])
@@ -158,6 +165,13 @@ pub async fn vector_store(name: &str, store: &dyn VectorStore, prefix: &str) {
         hits.iter().all(|h| h.id != records[0].id),
         "{name}: a deleted record is not found"
     );
+
+    store.delete_collection(&info.name).await.unwrap();
+    assert!(
+        store.collection(&info.name).await.unwrap().is_none(),
+        "{name}: a deleted collection is gone"
+    );
+    store.delete_collection(&info.name).await.unwrap();
 }
 
 /// What every [`EmbeddingProvider`] must do: one vector a text, of its dimension, finite, in

@@ -112,6 +112,26 @@ impl VectorStore for MemoryStore {
         Ok(inner.collections.get(name).map(|(info, _)| info.clone()))
     }
 
+    async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
+        let inner = self.inner.lock().expect("not poisoned");
+        let mut all: Vec<CollectionInfo> = inner
+            .collections
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .collections
+            .remove(name);
+        Ok(())
+    }
+
     async fn upsert(
         &self,
         collection: &CollectionInfo,

@@ -183,6 +183,18 @@ async fn every_endpoint_against_a_running_daemon() {
     let (status, persona) = api.get("/api/personas/twain-sampler").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(persona["persona"]["status"], "active");
+    let (status, audit) = api.get("/api/personas/twain-sampler/audit").await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    assert_eq!(audit["clean"], json!(true), "{audit}");
+    assert_eq!(
+        audit["persona"]["kinds"].as_array().unwrap().len(),
+        3,
+        "{audit}"
+    );
+    assert_eq!(
+        api.get("/api/personas/nobody-here/audit").await.0,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(persona["jobs"].as_array().unwrap().len(), 5);
 
     // Errors: JSON with a status code and a message.

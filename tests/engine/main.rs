@@ -1,6 +1,7 @@
 //! End-to-end tests of the engine against real SQLite, PostgreSQL and files: one test binary,
 //! one module per concern.
 
+mod audit;
 mod auth_proxy;
 mod bad_input;
 mod broker;

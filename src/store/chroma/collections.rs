@@ -7,7 +7,35 @@ use serde_json::{json, Value};
 use super::{ChromaStore, Collection, DIMENSION_KEY, MODEL_KEY};
 use crate::store::{CollectionInfo, CollectionSpec, StoreError};
 
+/// Collections a listing page holds.
+const PAGE: usize = 100;
+
 impl ChromaStore {
+    /// Every collection of the tenant and database, a page at a time.
+    pub(super) async fn list(&self) -> Result<Vec<CollectionInfo>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let url = format!("{}?limit={PAGE}&offset={}", self.collections, all.len());
+            let page: Vec<Collection> = self.call(Method::GET, &url, None::<&()>).await?;
+            let last = page.len() < PAGE;
+            all.extend(page.into_iter().map(|c| self.info(c)));
+            if last {
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Deletes the collection named `name`, if there is one.
+    pub(super) async fn drop_collection(&self, name: &str) -> Result<(), StoreError> {
+        let url = format!("{}/{name}", self.collections);
+        match self.call::<Value>(Method::DELETE, &url, None::<&()>).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Backend { message, .. }) if message.contains("404 Not Found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The collection as the engine sees it; its distance space remembered for queries.
     pub(super) fn info(&self, collection: Collection) -> CollectionInfo {
         let metadata = collection.metadata.clone().unwrap_or_default();

@@ -274,7 +274,7 @@ impl Handler<AbortIngest> for Ingestor {
             error: reason.clone(),
             vectors_present: None,
             // Windows in flight may still land, but only of files the reader had started.
-            manifest: Some(ManifestChange::Forget {
+            manifest: self.job.previous.is_some().then(|| ManifestChange::Forget {
                 persona: self.job.persona.clone(),
                 kind: self.job.kind,
                 sources: self.shared.touched(),

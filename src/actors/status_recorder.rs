@@ -325,12 +325,19 @@ async fn apply(
                 counts,
                 manifest,
             } => {
-                let txn = db.begin().await?;
-                jobs::job_completed(&txn, job_id, total_vectors, warning.clone(), counts).await?;
-                if let Some(change) = manifest {
-                    change.apply(&txn).await?;
+                match manifest {
+                    Some(change) => {
+                        let txn = db.begin().await?;
+                        jobs::job_completed(&txn, job_id, total_vectors, warning.clone(), counts)
+                            .await?;
+                        change.apply(&txn).await?;
+                        txn.commit().await?;
+                    }
+                    None => {
+                        jobs::job_completed(db, job_id, total_vectors, warning.clone(), counts)
+                            .await?
+                    }
                 }
-                txn.commit().await?;
                 event(job_id, JobStatus::Completed, 100, total_vectors, warning)
             }
             StatusUpdate::JobFailed {
@@ -339,12 +346,15 @@ async fn apply(
                 vectors_present,
                 manifest,
             } => {
-                let txn = db.begin().await?;
-                jobs::job_failed(&txn, job_id, &error, vectors_present).await?;
-                if let Some(change) = manifest {
-                    change.apply(&txn).await?;
+                match manifest {
+                    Some(change) => {
+                        let txn = db.begin().await?;
+                        jobs::job_failed(&txn, job_id, &error, vectors_present).await?;
+                        change.apply(&txn).await?;
+                        txn.commit().await?;
+                    }
+                    None => jobs::job_failed(db, job_id, &error, vectors_present).await?,
                 }
-                txn.commit().await?;
                 event(job_id, JobStatus::Failed, 0, 0, Some(error))
             }
             StatusUpdate::FinishRun { persona, error } => {

@@ -158,12 +158,16 @@ async fn other_settings_make_every_chunk_again_and_force_too() {
 
 #[actix::test]
 async fn a_failed_job_forgets_the_files_it_started_reading() {
+    let previous = first_run(50).await;
     let peers = peers();
     start_job(
-        StaticSource::new(Kind::Works, 50, 100).failing_after(20),
+        StaticSource::new(Kind::Works, 60, 100).failing_after(55),
         &peers,
-        |job| job,
-        0,
+        |job| IngestJob {
+            previous: Some(Arc::new(previous)),
+            ..job
+        },
+        50,
     );
     peers.report.expect_message().await.result.unwrap_err();
     let Some(StatusUpdate::JobFailed {

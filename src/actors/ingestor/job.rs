@@ -62,6 +62,8 @@ pub(super) async fn execute(
     let collection = job.collection.name.clone();
     let written_by_run = shared.clone();
     let (persona, kind) = (job.persona.clone(), job.kind);
+    // Without rows when the run began there is nothing to forget or settle.
+    let had_manifest = job.previous.is_some();
     let outcome = std::panic::AssertUnwindSafe(run(job, peers, limits, shared))
         .catch_unwind()
         .await
@@ -105,7 +107,7 @@ pub(super) async fn execute(
                 job_id,
                 error: error.message.clone(),
                 vectors_present: present,
-                manifest: Some(ManifestChange::Forget {
+                manifest: had_manifest.then(|| ManifestChange::Forget {
                     persona: persona.clone(),
                     kind,
                     sources: written_by_run.touched(),
@@ -306,7 +308,8 @@ async fn run(
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
         elapsed: started.elapsed(),
         counts,
-        manifest: Some(Arc::new(entries)),
+        // Nothing to describe and nothing described before: no row to write.
+        manifest: (!entries.is_empty() || job.previous.is_some()).then(|| Arc::new(entries)),
     })
 }
 

@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Tokens of the chunks embedded by completed jobs, as the model's tokenizer counts them
     /// where it is known, else as estimated.
     pub tokens_embedded: IntCounter,
+    /// Input tokens the provider says it billed (an answer's `usage.prompt_tokens`), where it
+    /// says.
+    pub provider_tokens: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -113,8 +116,12 @@ impl Metrics {
                 "persona_ingest_tokens_embedded_total",
                 "Tokens of the chunks embedded by completed jobs.",
             ),
+            provider_tokens: counter(
+                "persona_ingest_provider_tokens_total",
+                "Input tokens the embedding provider says it billed (its usage.prompt_tokens).",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(metrics.vectors_written.clone()),
             Box::new(metrics.chunks_embedded.clone()),
             Box::new(metrics.embedding_calls.clone()),
@@ -127,6 +134,7 @@ impl Metrics {
             Box::new(metrics.files.clone()),
             Box::new(metrics.chunks.clone()),
             Box::new(metrics.tokens_embedded.clone()),
+            Box::new(metrics.provider_tokens.clone()),
         ];
         for collector in collectors {
             metrics

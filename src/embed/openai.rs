@@ -55,6 +55,15 @@ struct Request<'a> {
 #[derive(Deserialize)]
 struct Response {
     data: Vec<Embedding>,
+    /// What the server billed, where it says (OpenAI, vLLM, Ollama do; TEI does not).
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +270,9 @@ impl OpenAiProvider {
                 ),
             )
         })?;
+        if let Some(tokens) = parsed.usage.as_ref().and_then(|u| u.prompt_tokens) {
+            crate::metrics::METRICS.provider_tokens.inc_by(tokens);
+        }
         if parsed.data.len() != expected {
             return Err(EmbedError::permanent(format!(
                 "POST {}: {} embeddings for {expected} inputs",

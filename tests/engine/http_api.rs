@@ -264,6 +264,13 @@ async fn every_endpoint_against_a_running_daemon() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(board["personas"][0]["id"], "twain-sampler");
     assert_eq!(board["completed"].as_array().unwrap().len(), 5);
+    let counted = board["completed"].as_array().unwrap();
+    assert!(
+        counted
+            .iter()
+            .any(|j| j["unchanged"] == json!(12) && j["embedded"] == json!(0)),
+        "what each run did: {board}"
+    );
     assert_eq!(board["broker"]["workers"].as_array().unwrap().len(), 1);
 
     // Dead letters, with their reasons.

@@ -55,6 +55,13 @@ async fn only_what_changed_is_embedded_and_written_again() {
     assert_eq!(first.chunks_embedded, first.total_vectors);
     assert!(first.total_vectors > 300, "{}", first.total_vectors);
     assert!(first.tokens_embedded > 200_000, "{}", first.tokens_embedded);
+    // As the provider bills them (its `usage`), but for the start-up probe's few.
+    let billed = persona_ingest::metrics::METRICS.provider_tokens.get();
+    let counted = first.tokens_embedded as u64;
+    assert!(
+        billed >= counted && billed - counted < 10,
+        "billed {billed}, counted {counted}"
+    );
 
     // Nothing changed: nothing embedded, nothing written.
     let (same, calls, upserts) = run(&engine, &stand_in).await;

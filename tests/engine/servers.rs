@@ -166,9 +166,17 @@ impl Profile {
                 }
             })
             .collect();
+        // OpenAI bills as its tokenizer counts; the others as their models do.
+        let billed: usize = match self {
+            Self::OpenAi => {
+                let bpe = persona_ingest::tokens::TokenCounter::for_model(self.model());
+                inputs.iter().map(|i| bpe.count(i)).sum()
+            }
+            _ => inputs.iter().map(|i| model_tokens(i)).sum(),
+        };
         ResponseTemplate::new(200).set_body_json(json!({
             "object": "list", "data": data, "model": self.model(),
-            "usage": { "prompt_tokens": 0, "total_tokens": 0 }
+            "usage": { "prompt_tokens": billed, "total_tokens": billed }
         }))
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use persona_ingest::actors::chroma_writer::WriterCounters;
+use persona_ingest::actors::store_writer::WriterCounters;
 use persona_ingest::config::{ConfigInputs, Settings};
 use persona_ingest::pipeline::Engine;
 use persona_ingest::{testkit, Kind, PersonaId};

@@ -1,68 +1,19 @@
-//! Persona and job rows: the lifecycle transitions (applied only by the StatusRecorder) and
-//! the read queries that `status` shows. A transition that would move a status backwards is
-//! refused, except a job start marked as an explicit restart.
+//! Persona and job rows: the lifecycle transitions, applied only by the StatusRecorder (the read
+//! queries are in `queries`). A transition that would move a status backwards is refused, except
+//! a job start marked as an explicit restart.
 
 use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+    TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::manifest::JobCounts;
 use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TransitionError {
-    #[error("database: {0}")]
-    Db(String),
-    /// The database could not be reached (down, restarting, failing over): worth trying again.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("job {0} does not exist")]
-    NoJob(Uuid),
-    #[error("persona {0} does not exist")]
-    NoPersona(String),
-    #[error("refused: {0}")]
-    Refused(String),
-}
-
-impl From<DbErr> for TransitionError {
-    fn from(e: DbErr) -> Self {
-        if is_unavailable(&e) {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Db(e.to_string())
-        }
-    }
-}
-
-/// Whether an error says the database was out of reach rather than that the statement failed:
-/// no connection, a broken one, PostgreSQL shutting down or starting (SQLSTATE classes 08
-/// and 57P), or an SQLite file another process is writing (SQLITE_BUSY and SQLITE_LOCKED with
-/// their extended codes, such as 517, BUSY_SNAPSHOT: a read transaction that wants to write
-/// after another process wrote, which no busy timeout waits out; only trying the whole
-/// statement again does).
-fn is_unavailable(e: &DbErr) -> bool {
-    use sea_orm::sqlx;
-    use sea_orm::RuntimeErr;
-    let sqlx_error = match e {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        _ => return false,
-    };
-    match sqlx_error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(_) if crate::db::is_sqlite_busy(e) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
-    }
-}
 
 /// A job a run is to carry out: its id may come from the caller (the web app made the row).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -405,104 +356,8 @@ pub async fn finish_run<C: ConnectionTrait>(
     Ok(status)
 }
 
-pub async fn personas<C: ConnectionTrait>(db: &C) -> Result<Vec<persona::Model>, DbErr> {
-    persona::Entity::find()
-        .order_by_asc(persona::Column::Id)
-        .all(db)
-        .await
-}
+mod error;
+mod queries;
 
-pub async fn persona<C: ConnectionTrait>(
-    db: &C,
-    id: &str,
-) -> Result<Option<persona::Model>, DbErr> {
-    persona::Entity::find_by_id(id).one(db).await
-}
-
-/// A persona's jobs, newest first.
-pub async fn jobs_of<C: ConnectionTrait>(
-    db: &C,
-    persona_id: &str,
-) -> Result<Vec<ingestion_job::Model>, DbErr> {
-    find_jobs(db, None, Some(persona_id), None).await
-}
-
-pub async fn job_by_id<C: ConnectionTrait>(
-    db: &C,
-    id: Uuid,
-) -> Result<Option<ingestion_job::Model>, DbErr> {
-    ingestion_job::Entity::find_by_id(id).one(db).await
-}
-
-/// The rows of these jobs, those that exist.
-pub async fn jobs_by_ids<C: ConnectionTrait>(
-    db: &C,
-    ids: &[Uuid],
-) -> Result<Vec<ingestion_job::Model>, DbErr> {
-    ingestion_job::Entity::find()
-        .filter(ingestion_job::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await
-}
-
-/// The latest job of each kind of every persona, for the overview.
-pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job::Model>, DbErr> {
-    let all = ingestion_job::Entity::find()
-        .order_by_asc(ingestion_job::Column::PersonaId)
-        .order_by_desc(ingestion_job::Column::CreatedAt)
-        .all(db)
-        .await?;
-    let mut seen = std::collections::HashSet::new();
-    Ok(all
-        .into_iter()
-        .filter(|j| seen.insert((j.persona_id.clone(), j.kind)))
-        .collect())
-}
-
-/// Jobs, newest first, of one status and/or one persona, at most `limit` when given.
-pub async fn find_jobs<C: ConnectionTrait>(
-    db: &C,
-    status: Option<JobStatus>,
-    persona_id: Option<&str>,
-    limit: Option<u64>,
-) -> Result<Vec<ingestion_job::Model>, DbErr> {
-    let mut query = ingestion_job::Entity::find();
-    if let Some(status) = status {
-        query = query.filter(ingestion_job::Column::Status.eq(status));
-    }
-    if let Some(persona_id) = persona_id {
-        query = query.filter(ingestion_job::Column::PersonaId.eq(persona_id));
-    }
-    query
-        .order_by_desc(ingestion_job::Column::CreatedAt)
-        .order_by_asc(ingestion_job::Column::Kind)
-        .limit(limit)
-        .all(db)
-        .await
-}
-
-/// How many jobs there are of each kind and status.
-pub async fn job_counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(Kind, JobStatus, i64)>, DbErr> {
-    ingestion_job::Entity::find()
-        .select_only()
-        .column(ingestion_job::Column::Kind)
-        .column(ingestion_job::Column::Status)
-        .column_as(ingestion_job::Column::Id.count(), "jobs")
-        .group_by(ingestion_job::Column::Kind)
-        .group_by(ingestion_job::Column::Status)
-        .into_tuple()
-        .all(db)
-        .await
-}
-
-/// The personas updated last, newest first.
-pub async fn recent_personas<C: ConnectionTrait>(
-    db: &C,
-    limit: u64,
-) -> Result<Vec<persona::Model>, DbErr> {
-    persona::Entity::find()
-        .order_by_desc(persona::Column::UpdatedAt)
-        .limit(limit)
-        .all(db)
-        .await
-}
+pub use error::TransitionError;
+pub use queries::*;

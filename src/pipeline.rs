@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 
-use crate::actors::chroma_writer::{ChromaWriter, WriterLimits};
+use crate::actors::store_writer::{StoreWriter, WriterLimits};
 use crate::actors::embedding_batcher::{BatchLimits, EmbeddingBatcher};
 use crate::actors::ingestor::{IngestFinished, IngestJob, Ingestor, IngestorLimits, IngestorPeers};
 use crate::actors::orchestrator::{
@@ -61,7 +61,7 @@ pub struct Engine {
     pub supervisor: Addr<Supervisor>,
     pub recorder: Addr<StatusRecorder>,
     pub batcher: Addr<EmbeddingBatcher>,
-    pub writer: Addr<ChromaWriter>,
+    pub writer: Addr<StoreWriter>,
     writer_thread: Arbiter,
     events: broadcast::Sender<JobEvent>,
 }
@@ -131,8 +131,8 @@ impl Engine {
             ..WriterLimits::default()
         };
         let writer_store = store.clone();
-        let writer = ChromaWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
-            ChromaWriter::new(writer_store, writer_limits)
+        let writer = StoreWriter::start_in_arbiter(&writer_thread.handle(), move |_| {
+            StoreWriter::new(writer_store, writer_limits)
         });
         let spawner = ActorIngestorSpawner {
             peers: IngestorPeers {

@@ -2,7 +2,7 @@
 //! [`Source`]). A blocking thread reads and chunks the files that changed since the last run
 //! (see `manifest`) into a bounded channel, leaving out the chunks the store holds as they are;
 //! the actor takes windows of chunks from it, has the EmbeddingBatcher embed them and the
-//! ChromaWriter store them, with at most `windows_in_flight` windows between reading and
+//! StoreWriter store them, with at most `windows_in_flight` windows between reading and
 //! writing, so memory stays bounded whatever the corpus. Progress goes to the StatusRecorder as
 //! it advances; at the end, the records of files and chunks that are gone are deleted.
 //!
@@ -20,7 +20,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::job::{execute, record};
-use super::chroma_writer::{CountRecords, PruneCollection, WriteRecords};
+use super::store_writer::{CountRecords, PruneCollection, WriteRecords};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::Observe;
@@ -309,6 +309,7 @@ impl Handler<Observe<IngestorCounters>> for Ingestor {
 mod job;
 mod plan;
 mod read;
+mod trust;
 
 pub use plan::{dry_run, JobPlan};
 

@@ -2,14 +2,14 @@
 //!
 //! ```text
 //! Supervisor ─► Orchestrator(persona) ─► Ingestor(job) ─┬─► EmbeddingBatcher ─► provider
-//!                                                       └─► ChromaWriter ─► vector store
+//!                                                       └─► StoreWriter ─► vector store
 //! every actor ─► StatusRecorder ─► database
 //! ```
 //!
 //! Actors know their peers as `Recipient<M>` (or small handle types), never as another
 //! actor's `Addr`, so each one can be started alone against probes in tests.
 
-pub mod chroma_writer;
+pub mod store_writer;
 pub mod embedding_batcher;
 pub mod ingestor;
 pub mod orchestrator;

@@ -5,6 +5,7 @@ mod enqueue;
 mod ingest;
 mod interrupt;
 mod plan;
+mod progress;
 mod query;
 mod revoke;
 mod run;

@@ -8,12 +8,13 @@
 //! Queries turn its distance into cosine similarity whatever its space (Chroma's default is l2).
 //! Upserts are split to fit the server's request-size limit (see `batches`).
 //!
-//! Errors: connection failures, timeouts, 429 and 5xx are transient (the ChromaWriter retries
+//! Errors: connection failures, timeouts, 429 and 5xx are transient (the StoreWriter retries
 //! them); 413 is [`StoreError::TooLarge`]; other statuses carry Chroma's own `{"error",
 //! "message"}`.
 
 mod batches;
 mod collections;
+mod read;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -322,28 +323,7 @@ impl VectorStore for ChromaStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let body = json!({
-            "limit": limit, "offset": offset, "include": ["documents", "metadatas"],
-        });
-        let got: GetResult = self
-            .call(
-                Method::POST,
-                &self.record_url(collection, "get"),
-                Some(&body),
-            )
-            .await?;
-        let mut documents = got.documents.unwrap_or_default().into_iter();
-        let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
-        Ok(got
-            .ids
-            .into_iter()
-            .map(|id| Record {
-                id,
-                document: documents.next().flatten().unwrap_or_default(),
-                metadata: metadatas.next().flatten().unwrap_or_default(),
-                embedding: Vec::new(),
-            })
-            .collect())
+        self.read_records(collection, offset, limit).await
     }
 
     async fn delete(
@@ -380,49 +360,6 @@ impl VectorStore for ChromaStore {
         embedding: &[f32],
         k: usize,
     ) -> Result<Vec<QueryHit>, StoreError> {
-        let body = json!({
-            "query_embeddings": [embedding],
-            "n_results": k,
-            "include": ["documents", "metadatas", "distances"],
-        });
-        let result: QueryResult = self
-            .call(
-                Method::POST,
-                &self.record_url(collection, "query"),
-                Some(&body),
-            )
-            .await?;
-        let ids = result.ids.into_iter().next().unwrap_or_default();
-        let mut documents = result
-            .documents
-            .and_then(|d| d.into_iter().next())
-            .unwrap_or_default()
-            .into_iter();
-        let mut metadatas = result
-            .metadatas
-            .and_then(|m| m.into_iter().next())
-            .unwrap_or_default()
-            .into_iter();
-        let mut distances = result
-            .distances
-            .and_then(|d| d.into_iter().next())
-            .unwrap_or_default()
-            .into_iter();
-        let space = self
-            .spaces
-            .lock()
-            .expect("not poisoned")
-            .get(&collection.id)
-            .cloned()
-            .unwrap_or_else(|| "cosine".into());
-        Ok(ids
-            .into_iter()
-            .map(|id| QueryHit {
-                id,
-                document: documents.next().flatten().unwrap_or_default(),
-                metadata: metadatas.next().flatten().unwrap_or_default(),
-                score: collections::similarity(&space, distances.next().flatten()),
-            })
-            .collect())
+        self.nearest(collection, embedding, k).await
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use persona_ingest::actors::chroma_writer::{ChromaWriter, WriteRecords, WriterLimits};
+use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
 use persona_ingest::config::{ConfigInputs, Settings};
 use persona_ingest::sources::Metadata;
 use persona_ingest::store::{ChromaStore, CollectionSpec, Record, VectorStore};
@@ -86,7 +86,7 @@ async fn a_batch_over_the_servers_max_batch_size_is_split() {
         max, 5461,
         "the default server's limit, as the server reports it"
     );
-    let writer = ChromaWriter::new(store.clone(), WriterLimits::default()).start();
+    let writer = StoreWriter::new(store.clone(), WriterLimits::default()).start();
     let spec = CollectionSpec {
         name: "big_works".into(),
         embedding_model: "m".into(),

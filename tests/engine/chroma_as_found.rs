@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use persona_ingest::actors::chroma_writer::{ChromaWriter, WriteRecords, WriterLimits};
+use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
 use persona_ingest::sources::Metadata;
 use persona_ingest::store::{CollectionSpec, Record, VectorStore};
 use persona_ingest::{JobStatus, Kind};
@@ -136,7 +136,7 @@ async fn a_collection_made_by_other_code_is_adopted_unless_its_vectors_differ() 
 async fn upserts_over_the_servers_request_limit_are_sent_smaller() {
     let server = ChromaServer::start_with(Some(1_000_000)).await;
     let store: Arc<dyn VectorStore> = Arc::new(store(&server.url()));
-    let writer = ChromaWriter::new(store.clone(), WriterLimits::default()).start();
+    let writer = StoreWriter::new(store.clone(), WriterLimits::default()).start();
     let spec = CollectionSpec {
         name: "large_works".into(),
         embedding_model: "text-embedding-3-large".into(),

@@ -3,7 +3,7 @@
 //! deleted, and with other chunking settings. Calls are counted at the stand-in, writes at the
 //! writer, and every row is checked against the store.
 
-use persona_ingest::actors::chroma_writer::WriterCounters;
+use persona_ingest::actors::store_writer::WriterCounters;
 use persona_ingest::pipeline::Engine;
 use persona_ingest::{testkit, Kind};
 

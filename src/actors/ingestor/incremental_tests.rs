@@ -3,7 +3,7 @@
 
 use super::tests::{peers, start_job, updates, Peers};
 use super::*;
-use crate::actors::chroma_writer::Stale;
+use crate::actors::store_writer::Stale;
 use crate::testkit::{StaticSource, STATIC_FILE};
 
 /// Runs a job over `chunks` chunks with no manifest; answers the manifest it leaves.

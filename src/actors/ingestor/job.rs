@@ -2,7 +2,6 @@
 //! channel, windows of chunks embedded and written with a bounded number in flight, progress,
 //! stale records removed at the end, and the job's end recorded whatever happens.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,13 +11,13 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::read::{spawn_reader, Prepared, ReadReport};
+use super::trust::{gone, ids_of, trusted_manifest};
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
-use crate::actors::chroma_writer::{CountRecords, PruneCollection, Stale, WriteRecords};
+use crate::actors::store_writer::{CountRecords, PruneCollection, Stale, WriteRecords};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
-use crate::ids::WrittenIds;
-use crate::manifest::{FileEntry, KindManifest, ManifestChange};
+use crate::manifest::ManifestChange;
 use crate::sources::SourceError;
 use crate::store::{Record, StoreError};
 use crate::Kind;
@@ -153,7 +152,10 @@ pub(super) async fn execute(
 
 /// What the store holds of `collection` (within a few seconds; `None` when it cannot say, as
 /// when the store is what failed).
-async fn records_present(counter: &Recipient<CountRecords>, collection: &str) -> Option<u64> {
+pub(super) async fn records_present(
+    counter: &Recipient<CountRecords>,
+    collection: &str,
+) -> Option<u64> {
     let asked = counter.send(CountRecords {
         collection: collection.to_owned(),
     });
@@ -311,71 +313,6 @@ async fn run(
         // Nothing to describe and nothing described before: no row to write.
         manifest: (!entries.is_empty() || job.previous.is_some()).then(|| Arc::new(entries)),
     })
-}
-
-/// The job's manifest, when it can be trusted to say what the store holds: settled (no run
-/// died since it was written) and agreeing with the store's count of the collection. Otherwise
-/// nothing is skipped and stale records are found by listing the collection.
-async fn trusted_manifest(job: &IngestJob, peers: &IngestorPeers) -> Option<Arc<KindManifest>> {
-    let previous = job.previous.clone()?;
-    let held = if previous.settled {
-        records_present(&peers.counter, &job.collection.name).await
-    } else {
-        None
-    };
-    trust(job, previous, held)
-}
-
-/// `previous` if settled and the store holds `held` records, as many as it says; else `None`,
-/// told.
-pub(super) fn trust(
-    job: &IngestJob,
-    previous: Arc<KindManifest>,
-    held: Option<u64>,
-) -> Option<Arc<KindManifest>> {
-    if !previous.settled {
-        tracing::warn!(
-            "the last run of {} {} did not end; every file is read and embedded again",
-            job.persona,
-            job.kind
-        );
-        return None;
-    }
-    let expected = previous.records();
-    if held == Some(expected) {
-        return Some(previous);
-    }
-    tracing::warn!(
-        "{} holds {} records where the manifest says {expected}; every file is read and \
-         embedded again (`persona-ingest audit --repair` mends only what differs)",
-        job.collection.name,
-        held.map_or("an unknown number of".to_owned(), |n| n.to_string()),
-    );
-    None
-}
-
-/// The ids `previous` has and `entries` do not.
-pub(super) fn gone(kind: Kind, previous: &KindManifest, entries: &[FileEntry]) -> Vec<String> {
-    let now: HashSet<String> = entries.iter().flat_map(|e| e.record_ids(kind)).collect();
-    let mut gone: Vec<String> = previous
-        .files
-        .values()
-        .flat_map(|e| e.record_ids(kind))
-        .filter(|id| !now.contains(id))
-        .collect();
-    gone.sort_unstable();
-    gone
-}
-
-fn ids_of(kind: Kind, entries: &[FileEntry]) -> WrittenIds {
-    let mut ids = WrittenIds::new(kind);
-    for entry in entries {
-        for (index, _) in &entry.chunks {
-            ids.insert(&entry.source, *index);
-        }
-    }
-    ids.seal();
-    ids
 }
 
 /// Embeds one window and writes it; answers how many records it wrote.

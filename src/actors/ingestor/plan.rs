@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::job::{gone, trust};
 use super::read::{spawn_reader, ReadReport};
+use super::trust::{gone, trust};
 use super::{IngestJob, Shared};
 use crate::manifest::JobCounts;
 

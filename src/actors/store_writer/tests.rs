@@ -1,4 +1,4 @@
-//! The ChromaWriter alone, against an in-memory store with scripted faults, in virtual time.
+//! The StoreWriter alone, against an in-memory store with scripted faults, in virtual time.
 
 use std::sync::Arc;
 
@@ -27,17 +27,17 @@ fn records(n: usize) -> Vec<Record> {
         .collect()
 }
 
-fn start(store: &Arc<MemoryStore>) -> Addr<ChromaWriter> {
+fn start(store: &Arc<MemoryStore>) -> Addr<StoreWriter> {
     let limits = WriterLimits {
         max_in_flight: 2,
         max_retries: 2,
         backoff_base: Duration::from_millis(100),
     };
-    ChromaWriter::new(store.clone(), limits).start()
+    StoreWriter::new(store.clone(), limits).start()
 }
 
 async fn write(
-    writer: &Addr<ChromaWriter>,
+    writer: &Addr<StoreWriter>,
     collection: &str,
     n: usize,
 ) -> Result<usize, StoreError> {

@@ -1,7 +1,9 @@
-//! ChromaWriter: one for the whole engine, the only writer to the vector store (Chroma in
-//! production, the embedded store by default). It gets or creates collections once per
-//! process (cached), gathers the writes that wait for a free call into one upsert, splits upserts into batches no larger than the store's own limit, keeps
-//! at most `max_in_flight` store calls running, and retries transient store errors.
+//! StoreWriter: one for the whole engine, the only writer to the vector store (Chroma in
+//! production, the embedded store by default; it was named ChromaWriter when Chroma was the only
+//! store). It gets or creates collections once per process (cached), gathers the writes that
+//! wait for a free call into one upsert, splits upserts into batches no larger than the store's
+//! own limit, keeps at most `max_in_flight` store calls running, and retries transient store
+//! errors.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -94,7 +96,7 @@ struct CollectionQueue {
     running: usize,
 }
 
-pub struct ChromaWriter {
+pub struct StoreWriter {
     store: Arc<dyn VectorStore>,
     limits: WriterLimits,
     collections: HashMap<CollectionSpec, CollectionInfo>,
@@ -104,7 +106,7 @@ pub struct ChromaWriter {
     counters: WriterCounters,
 }
 
-impl ChromaWriter {
+impl StoreWriter {
     pub fn new(store: Arc<dyn VectorStore>, limits: WriterLimits) -> Self {
         Self {
             store,
@@ -155,11 +157,11 @@ where
     }
 }
 
-impl Actor for ChromaWriter {
+impl Actor for StoreWriter {
     type Context = Context<Self>;
 }
 
-impl Handler<WriteRecords> for ChromaWriter {
+impl Handler<WriteRecords> for StoreWriter {
     type Result = ResponseFuture<Result<usize, StoreError>>;
 
     fn handle(&mut self, msg: WriteRecords, ctx: &mut Context<Self>) -> Self::Result {
@@ -184,7 +186,7 @@ impl Handler<WriteRecords> for ChromaWriter {
     }
 }
 
-impl ChromaWriter {
+impl StoreWriter {
     /// Starts an upsert for every collection with writes waiting, while the in-flight bound
     /// allows; the writes that waited for a collection go together, up to the store's batch
     /// limit.
@@ -298,7 +300,7 @@ impl ChromaWriter {
     }
 }
 
-impl Handler<CountRecords> for ChromaWriter {
+impl Handler<CountRecords> for StoreWriter {
     type Result = ResponseFuture<Result<u64, StoreError>>;
 
     fn handle(&mut self, msg: CountRecords, _: &mut Context<Self>) -> Self::Result {
@@ -312,7 +314,7 @@ impl Handler<CountRecords> for ChromaWriter {
     }
 }
 
-impl Handler<PruneCollection> for ChromaWriter {
+impl Handler<PruneCollection> for StoreWriter {
     type Result = ResponseActFuture<Self, Result<usize, StoreError>>;
 
     fn handle(&mut self, msg: PruneCollection, _: &mut Context<Self>) -> Self::Result {
@@ -370,7 +372,7 @@ impl Handler<PruneCollection> for ChromaWriter {
     }
 }
 
-impl Handler<Observe<WriterCounters>> for ChromaWriter {
+impl Handler<Observe<WriterCounters>> for StoreWriter {
     type Result = MessageResult<Observe<WriterCounters>>;
 
     fn handle(&mut self, _: Observe<WriterCounters>, _: &mut Context<Self>) -> Self::Result {

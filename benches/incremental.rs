@@ -4,7 +4,9 @@
 //! `index()` with its SQL record manager doing the same on the same corpus, server and stand-in
 //! (`benches/python/langchain_index.py`, in a virtualenv of its own made here when missing:
 //! `.cache/langchain-venv`). Prints all four runs side by side; the target is a re-run under a
-//! tenth of the first run's time, with no call and no upsert.
+//! tenth of the first run's time, with no call and no upsert. It also prints the first run beside
+//! its floor (`benches/python/chroma_floor.py`: the same records written again by Chroma's own
+//! Python client in batches of the server's `max_batch_size`; the target is 1.05x).
 //!
 //!     cargo bench --bench incremental [-- PERSONA]   (default mark-twain)
 //!
@@ -101,6 +103,33 @@ async fn run(persona: PersonaId) {
         });
     }
 
+    // The floor: the records of the first run written again by Chroma's own client.
+    let collections: Vec<String> = Kind::ALL
+        .iter()
+        .map(|k| engine.collection_name(&persona, *k))
+        .collect();
+    let floor = tokio::task::spawn_blocking({
+        let python = root.join(".venv/bin/python");
+        let script = root.join("benches/python/chroma_floor.py");
+        move || {
+            Command::new(python)
+                .arg(script)
+                .args(["127.0.0.1", &port.to_string()])
+                .args(&collections)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        floor.status.success(),
+        "{}",
+        String::from_utf8_lossy(&floor.stderr)
+    );
+    let floor: serde_json::Value = serde_json::from_slice(&floor.stdout).unwrap();
+    let floor_seconds = floor["seconds"].as_f64().unwrap();
+
     let python = langchain_venv(&root);
     let script = root.join("benches/python/langchain_index.py");
     let args = serde_json::json!({
@@ -139,6 +168,13 @@ async fn run(persona: PersonaId) {
             cell(&theirs[2 + at])
         );
     }
+    println!(
+        "first run against the floor (the same {} records written by Chroma's Python client in batches of {}): {:.2} s / {floor_seconds:.2} s = {:.3}x (target 1.05x)",
+        floor["records"],
+        floor["batch"],
+        ours[0].seconds,
+        ours[0].seconds / floor_seconds
+    );
     println!(
         "re-run / first run: persona-ingest {:.3} (target under 0.1); LangChain {:.3} (scoped_full), {:.3} (incremental)",
         ours[1].seconds / ours[0].seconds,

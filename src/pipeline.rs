@@ -10,13 +10,13 @@ use anyhow::Context as _;
 use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 
-use crate::actors::store_writer::{StoreWriter, WriterLimits};
 use crate::actors::embedding_batcher::{BatchLimits, EmbeddingBatcher};
 use crate::actors::ingestor::{IngestFinished, IngestJob, Ingestor, IngestorLimits, IngestorPeers};
 use crate::actors::orchestrator::{
     IngestorHandle, IngestorSpawner, RunDeps, RunEvent, RunOutcome, RunRequest,
 };
 use crate::actors::status_recorder::{FlushProgress, JobEvent, StatusRecorder};
+use crate::actors::store_writer::{StoreWriter, WriterLimits};
 use crate::actors::supervisor::{
     IngestPersona, OrchestratorStarter, RunLimits, RunTask, Supervisor, TaskEvent, TaskOutcome,
 };

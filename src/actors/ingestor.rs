@@ -20,9 +20,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::job::{execute, record};
-use super::store_writer::{CountRecords, PruneCollection, WriteRecords};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
+use super::store_writer::{CountRecords, PruneCollection, WriteRecords};
 use super::Observe;
 use crate::manifest::{FileEntry, JobCounts, KindManifest, ManifestChange};
 use crate::sources::{Source, SourcePlan};

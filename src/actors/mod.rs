@@ -9,11 +9,11 @@
 //! Actors know their peers as `Recipient<M>` (or small handle types), never as another
 //! actor's `Addr`, so each one can be started alone against probes in tests.
 
-pub mod store_writer;
 pub mod embedding_batcher;
 pub mod ingestor;
 pub mod orchestrator;
 pub mod status_recorder;
+pub mod store_writer;
 pub mod supervisor;
 
 use std::marker::PhantomData;

@@ -294,4 +294,6 @@ mod task;
 pub use task::{JobEnded, RunLimits, RunTask, TaskEvent, TaskOutcome, TaskTell};
 
 #[cfg(test)]
+mod panic_tests;
+#[cfg(test)]
 mod tests;

@@ -151,7 +151,12 @@ async fn ingest_works_until_records_arrive(
     let run = actix::spawn(async move { sent.await.unwrap() });
     let watcher = store(&server.url());
     let collection = format!("{persona_id}_works");
+    let started = std::time::Instant::now();
     loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no record reached {collection} within a minute"
+        );
         if let Ok(Some(info)) = watcher.collection(&collection).await {
             if watcher.count(&info).await.unwrap_or(0) > 0 {
                 return run;

@@ -52,6 +52,8 @@ async fn a_partial_batch_waits_for_the_linger_time_then_goes() {
     testkit::pause();
     let (batcher, provider) = start(limits());
     let answer = embed(&batcher, texts("a", 3)).await;
+    // The texts have been handled, and whatever they started has had its turn.
+    let _: BatcherCounters = testkit::observe(&batcher).await;
     testkit::settle().await;
     assert!(provider.calls().is_empty(), "still lingering");
     testkit::advance(Duration::from_millis(11)).await;
@@ -139,6 +141,8 @@ async fn transient_failures_are_retried_after_the_providers_retry_after() {
     testkit::settle().await;
     assert_eq!(provider.calls().len(), 1);
     testkit::advance(Duration::from_millis(1_900)).await;
+    let _: BatcherCounters = testkit::observe(&batcher).await;
+    testkit::settle().await;
     assert_eq!(provider.calls().len(), 1, "Retry-After is honoured");
     testkit::advance(Duration::from_millis(200)).await;
     assert_eq!(answer.await.unwrap().unwrap().len(), 2);

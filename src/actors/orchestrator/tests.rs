@@ -153,6 +153,9 @@ async fn each_job_is_told_to_the_watcher_as_it_ends_before_the_run_is_over() {
         (profile.kind, profile.result.unwrap().vectors),
         (Kind::Profile, 4)
     );
+    // Every message sent to the Orchestrator so far has been handled: had it ended the run,
+    // the outcome would be there.
+    let _: OrchestratorCounters = testkit::observe(&harness.addr).await;
     testkit::settle().await;
     assert!(
         harness.outcome.try_recv().is_err(),

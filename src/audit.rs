@@ -84,7 +84,7 @@ async fn audit_persona(
     let mut kinds = Vec::new();
     for kind in Kind::ALL {
         let collection =
-            crate::config::collection_name(expected.name_template, persona.as_str(), kind.as_str());
+            crate::naming::collection_name(expected.name_template, persona.as_str(), kind.as_str());
         // The newest row of the kind (rows come newest first).
         let row = rows.iter().find(|r| r.kind == kind);
         let audit = audit_kind(

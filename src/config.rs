@@ -158,7 +158,7 @@ impl EmbeddingSettings {
             ProviderKind::OpenAi => self
                 .dimensions
                 .or(self.dimension)
-                .or_else(|| crate::embed::OpenAiProvider::known_dimension(&self.model)),
+                .or_else(|| crate::naming::known_dimension(&self.model)),
         }
     }
 }
@@ -465,37 +465,10 @@ impl Settings {
     }
 }
 
-/// A collection name from a template holding `{persona}` and `{kind}`.
-pub fn collection_name(template: &str, persona: &str, kind: &str) -> String {
-    template
-        .replace("{persona}", persona)
-        .replace("{kind}", kind)
-}
+pub use crate::naming::{check_collection_name, collection_name};
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Chroma's rule for collection names, so the embedded store accepts exactly what Chroma does:
-/// 3 to 512 characters of `[a-zA-Z0-9._-]`, starting and ending with a letter or digit.
-pub fn check_collection_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    let alnum_ends = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !(3..=512).contains(&name.len())
-        || !name.chars().all(ok_char)
-        || !alnum_ends
-        || name.contains("..")
-    {
-        return Err("a collection name is 3 to 512 characters of a-z, A-Z, 0-9, '.', '_' and '-', starting and ending with a letter or digit".into());
-    }
-    Ok(())
 }
 
 mod validate;

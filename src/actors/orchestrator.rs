@@ -137,7 +137,7 @@ impl Orchestrator {
 
     fn collection(&self, kind: Kind) -> CollectionSpec {
         CollectionSpec {
-            name: crate::config::collection_name(
+            name: crate::naming::collection_name(
                 &self.deps.collection_template,
                 self.request.persona.as_str(),
                 kind.as_str(),

@@ -98,11 +98,7 @@ async fn repair(personas: &[PersonaId], settings: Settings) -> anyhow::Result<Ou
     };
     let before = audit::audit(&engine.db, engine.store.as_ref(), &expected, personas).await?;
     let repaired = audit::repair(&engine.db, engine.store.as_ref(), &before).await?;
-    let holder = format!(
-        "audit:{}:{}",
-        crate::trigger::redis_trigger::hostname(),
-        std::process::id()
-    );
+    let holder = format!("audit:{}:{}", crate::naming::hostname(), std::process::id());
     for (persona, kinds) in &repaired.ingest {
         let persona = PersonaId::parse(persona).expect("an audited persona has a valid id");
         let outcome =

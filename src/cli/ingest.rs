@@ -108,7 +108,7 @@ pub async fn run(args: &IngestArgs, mut settings: Settings) -> anyhow::Result<i3
     let started = std::time::Instant::now();
     let holder = format!(
         "ingest:{}:{}:{}",
-        crate::trigger::redis_trigger::hostname(),
+        crate::naming::hostname(),
         std::process::id(),
         &Uuid::new_v4().simple().to_string()[..8]
     );

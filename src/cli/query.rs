@@ -42,9 +42,13 @@ pub async fn run(args: &QueryArgs, settings: Settings) -> anyhow::Result<i32> {
         );
         return Ok(1);
     };
-    if collection.embedding_model != provider.model()
-        || collection.dimension != provider.dimension()
-    {
+    let wanted = crate::store::CollectionSpec {
+        name: name.clone(),
+        embedding_model: provider.model().to_owned(),
+        dimension: provider.dimension(),
+    };
+    // The store's own rule for what a collection accepts, read as what it can answer.
+    if wanted.accepts(collection.clone()).is_err() {
         eprintln!(
             "error: collection {name} holds {} vectors of dimension {}, but the configured embedder is {} of dimension {}",
             collection.embedding_model,

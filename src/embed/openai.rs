@@ -107,7 +107,7 @@ impl OpenAiProvider {
             base_url,
             model: model.to_owned(),
             dimensions: None,
-            dimension: Self::known_dimension(model).unwrap_or(0),
+            dimension: crate::naming::known_dimension(model).unwrap_or(0),
             encoding_format: None,
             truncate: false,
             api_key,
@@ -156,15 +156,6 @@ impl OpenAiProvider {
         self
     }
 
-    /// The vector size of OpenAI's own models.
-    pub fn known_dimension(model: &str) -> Option<usize> {
-        match model {
-            "text-embedding-3-small" | "text-embedding-ada-002" => Some(1536),
-            "text-embedding-3-large" => Some(3072),
-            _ => None,
-        }
-    }
-
     /// Checks the configuration at start with one probe call (address, key, model, and the
     /// parameters sent: vLLM refuses `dimensions` for most models), tried up to `attempts` times
     /// while the server is unavailable, within `limiter`'s rate; learns the vectors' size from it when no setting stated
@@ -210,7 +201,7 @@ impl OpenAiProvider {
         } else if size != self.dimension {
             let stated = if self.dimensions.is_some() {
                 "asked for (embedding.dimensions)"
-            } else if Self::known_dimension(&self.model) == Some(self.dimension) {
+            } else if crate::naming::known_dimension(&self.model) == Some(self.dimension) {
                 "OpenAI's model of that name has (set embedding.dimension to the server's)"
             } else {
                 "stated (embedding.dimension)"

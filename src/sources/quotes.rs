@@ -20,20 +20,6 @@ use crate::config::{OnBadRecord, QuotesSettings};
 use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
-/// Metadata keys the engine sets on every record; a quote's own field of that name is renamed.
-pub const RESERVED_KEYS: [&str; 10] = [
-    "persona_id",
-    "kind",
-    "source",
-    "chunk_index",
-    "char_start",
-    "char_end",
-    "content_hash",
-    "embedding_model",
-    "title",
-    "section",
-];
-
 /// How many skipped lines a warning lists by number.
 const LISTED_SKIPS: usize = 20;
 
@@ -333,7 +319,7 @@ fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
         let base = format!("quote_{key}");
         let mut name = base.clone();
         let mut n = 1;
-        while metadata.contains_key(&name) || RESERVED_KEYS.contains(&name.as_str()) {
+        while metadata.contains_key(&name) || crate::record_keys::is_reserved(&name) {
             n += 1;
             name = format!("{base}_{n}");
         }
@@ -343,7 +329,7 @@ fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
 }
 
 pub(super) fn needs_renaming(key: &str) -> bool {
-    RESERVED_KEYS.contains(&key) || key.is_empty() || key.starts_with(['$', '#'])
+    crate::record_keys::is_reserved(key) || key.is_empty() || key.starts_with(['$', '#'])
 }
 
 /// A JSON object's fields in order, a key given twice refused (JSON parsers keep either one).

@@ -107,7 +107,7 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
-        crate::config::check_collection_name(&spec.name).map_err(|why| StoreError::Backend {
+        crate::naming::check_collection_name(&spec.name).map_err(|why| StoreError::Backend {
             transient: false,
             message: format!("collection name {:?}: {why}", spec.name),
         })?;

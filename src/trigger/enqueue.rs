@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::celery::{encode, TaskNames};
-use super::redis_trigger::hostname;
 use crate::config::Settings;
 use crate::jobs::{self, JobRef};
+use crate::naming::hostname;
 use crate::{Kind, PersonaId};
 
 /// What was sent: the Celery task id, and the job rows it will run.

@@ -210,22 +210,24 @@ impl RecordTemplate {
     /// The chunk as a record, its vector still to come.
     fn record(&self, chunk: Chunk) -> Record {
         let mut metadata = chunk.metadata;
+        use crate::record_keys as key;
         let fixed = [
-            ("persona_id", MetaValue::from(self.persona.as_str())),
-            ("kind", MetaValue::from(self.kind.as_str())),
-            ("source", MetaValue::from(chunk.source.as_str())),
-            ("chunk_index", MetaValue::Int(chunk.chunk_index.into())),
-            ("char_start", MetaValue::Int(chunk.char_start as i64)),
-            ("char_end", MetaValue::Int(chunk.char_end as i64)),
+            (key::PERSONA_ID, MetaValue::from(self.persona.as_str())),
+            (key::KIND, MetaValue::from(self.kind.as_str())),
+            (key::SOURCE, MetaValue::from(chunk.source.as_str())),
+            (key::CHUNK_INDEX, MetaValue::Int(chunk.chunk_index.into())),
+            (key::CHAR_START, MetaValue::Int(chunk.char_start as i64)),
+            (key::CHAR_END, MetaValue::Int(chunk.char_end as i64)),
             (
-                "content_hash",
+                key::CONTENT_HASH,
                 MetaValue::Str(format!("{:032x}", xxh3_128(chunk.text.as_bytes()))),
             ),
             (
-                "embedding_model",
+                key::EMBEDDING_MODEL,
                 MetaValue::from(self.embedding_model.as_str()),
             ),
         ];
+        debug_assert_eq!(fixed.each_ref().map(|(k, _)| *k), key::ENGINE_KEYS);
         for (key, value) in fixed {
             metadata.insert(key.to_owned(), value);
         }

@@ -43,14 +43,7 @@ impl TriggerConfig {
     }
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
+pub use crate::naming::hostname;
 
 /// The trigger's Redis side (stand-ins in tests).
 #[derive(Clone)]

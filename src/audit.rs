@@ -42,9 +42,9 @@ pub enum AuditError {
     Store(#[from] StoreError),
 }
 
-/// Audits `personas` (every persona the database, the manifest or the store knows, when
-/// empty), each of their kinds, and lists the collections named as the engine names them for a
-/// persona the database does not know.
+/// Audits `personas` (every persona the database knows, when empty), each of their kinds; when
+/// auditing every persona, also lists the collections the engine made (stamped with a model)
+/// and named for a persona the database does not know.
 pub async fn audit(
     db: &DatabaseConnection,
     store: &dyn VectorStore,
@@ -57,7 +57,11 @@ pub async fn audit(
         .into_iter()
         .filter_map(|p| PersonaId::parse(&p.id).ok())
         .collect();
-    let orphans = orphans_of(store, expected, &collections, &known).await?;
+    let orphans = if personas.is_empty() {
+        orphans_of(store, expected, &collections, &known).await?
+    } else {
+        Vec::new()
+    };
     let personas = if personas.is_empty() {
         known
     } else {
@@ -215,6 +219,10 @@ async fn orphans_of(
 ) -> Result<Vec<Orphan>, AuditError> {
     let mut orphans = Vec::new();
     for info in collections {
+        // A collection without the engine's stamp is other code's, whatever its name.
+        if info.embedding_model == "unknown" {
+            continue;
+        }
         let Some((persona, kind)) = owner_of(expected.name_template, &info.name) else {
             continue;
         };

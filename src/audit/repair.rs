@@ -1,7 +1,7 @@
 //! `audit --repair`, its store and manifest side: records the manifest does not list, or that
 //! were altered, deleted from the store; records missing or altered taken out of the manifest,
 //! so that the next run of their kind embeds exactly those; collections of unknown personas
-//! deleted. The caller then runs the kinds named in [`Repaired::ingest`] (an ordinary,
+//! deleted only when asked (another database sharing the store may own them). The caller then runs the kinds named in [`Repaired::ingest`] (an ordinary,
 //! incremental run), after which a second audit is clean.
 
 use std::collections::BTreeMap;
@@ -27,11 +27,13 @@ pub struct Repaired {
     pub left: Vec<String>,
 }
 
-/// Mends what `report` found in the store and the manifest (see the module's comment).
+/// Mends what `report` found in the store and the manifest (see the module's comment); the
+/// collections of personas the database does not know are deleted only with `delete_orphans`.
 pub async fn repair(
     db: &DatabaseConnection,
     store: &dyn VectorStore,
     report: &AuditReport,
+    delete_orphans: bool,
 ) -> Result<Repaired, AuditError> {
     let mut repaired = Repaired::default();
     for persona_audit in &report.personas {
@@ -85,8 +87,16 @@ pub async fn repair(
         }
     }
     for orphan in &report.orphans {
-        store.delete_collection(&orphan.collection).await?;
-        repaired.deleted_collections.push(orphan.collection.clone());
+        if delete_orphans {
+            store.delete_collection(&orphan.collection).await?;
+            repaired.deleted_collections.push(orphan.collection.clone());
+        } else {
+            repaired.left.push(format!(
+                "{}: not deleted: a collection of persona {}, whom this database does not know \
+                 (another database sharing the store may); --delete-orphans deletes it",
+                orphan.collection, orphan.persona
+            ));
+        }
     }
     Ok(repaired)
 }

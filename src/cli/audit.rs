@@ -19,10 +19,13 @@ pub struct AuditArgs {
     #[arg(value_name = "PERSONA")]
     pub personas: Vec<String>,
     /// Mend what differs: delete records the manifest does not list, embed again those missing
-    /// or altered, ingest kinds whose rows the store contradicts, delete collections of unknown
-    /// personas; then audit again.
+    /// or altered, ingest kinds whose rows the store contradicts; then audit again.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair, also delete the collections the engine made for personas this database
+    /// does not know (left alone otherwise: another database sharing the store may own them).
+    #[arg(long, requires = "repair")]
+    pub delete_orphans: bool,
     /// Print JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -50,7 +53,7 @@ pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
         }
     }
     let output = if args.repair {
-        repair(&personas, settings).await?
+        repair(&personas, args.delete_orphans, settings).await?
     } else {
         let database = db::connect(&settings.database).await?;
         let store = store::from_settings(&settings.store).await?;
@@ -88,7 +91,11 @@ pub async fn run(args: &AuditArgs, settings: Settings) -> anyhow::Result<i32> {
     Ok(if last.is_clean() { 0 } else { 1 })
 }
 
-async fn repair(personas: &[PersonaId], settings: Settings) -> anyhow::Result<Output> {
+async fn repair(
+    personas: &[PersonaId],
+    delete_orphans: bool,
+    settings: Settings,
+) -> anyhow::Result<Output> {
     let engine = Engine::start(settings).await?;
     let template = engine.settings.collections.name_template.clone();
     let expected = Expected {
@@ -97,7 +104,8 @@ async fn repair(personas: &[PersonaId], settings: Settings) -> anyhow::Result<Ou
         dimension: engine.provider.dimension(),
     };
     let before = audit::audit(&engine.db, engine.store.as_ref(), &expected, personas).await?;
-    let repaired = audit::repair(&engine.db, engine.store.as_ref(), &before).await?;
+    let repaired =
+        audit::repair(&engine.db, engine.store.as_ref(), &before, delete_orphans).await?;
     let holder = format!("audit:{}:{}", crate::naming::hostname(), std::process::id());
     for (persona, kinds) in &repaired.ingest {
         let persona = PersonaId::parse(persona).expect("an audited persona has a valid id");

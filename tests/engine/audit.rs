@@ -204,7 +204,29 @@ async fn the_embedded_store_tampered_with_is_audited_and_repaired_from_the_comma
         found["audit"]["orphans"][0]["collection"],
         json!("ghost_works")
     );
-    let repaired = cli(&["--repair"]);
+    // Without --delete-orphans, the ghost's collection is left, and said.
+    let kept = cli(&["--repair"]);
+    assert_eq!(
+        kept.status.code(),
+        Some(1),
+        "{}",
+        crate::cli::text(&kept.stderr)
+    );
+    let kept: serde_json::Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(kept["repaired"]["deleted_collections"], json!([]));
+    assert_eq!(
+        kept["repaired"]["deleted_records"],
+        json!(2),
+        "the intruder and the altered quote"
+    );
+    assert_eq!(kept["repaired"]["to_embed_again"], json!(3));
+    assert!(engine
+        .store
+        .collection("ghost_works")
+        .await
+        .unwrap()
+        .is_some());
+    let repaired = cli(&["--repair", "--delete-orphans"]);
     assert_eq!(
         repaired.status.code(),
         Some(0),
@@ -212,12 +234,6 @@ async fn the_embedded_store_tampered_with_is_audited_and_repaired_from_the_comma
         crate::cli::text(&repaired.stderr)
     );
     let repaired: serde_json::Value = serde_json::from_slice(&repaired.stdout).unwrap();
-    assert_eq!(
-        repaired["repaired"]["deleted_records"],
-        json!(2),
-        "the intruder and the altered quote"
-    );
-    assert_eq!(repaired["repaired"]["to_embed_again"], json!(3));
     assert_eq!(
         repaired["repaired"]["deleted_collections"],
         json!(["ghost_works"])
@@ -272,7 +288,7 @@ quotes.update(ids=[args["altered"]], documents=[quote["documents"][0] + " (edite
     let report = audit_of(&engine).await;
     assert_reported(&report, &t);
 
-    let repaired = audit::repair(&engine.db, engine.store.as_ref(), &report)
+    let repaired = audit::repair(&engine.db, engine.store.as_ref(), &report, false)
         .await
         .unwrap();
     assert_eq!((repaired.deleted_records, repaired.to_embed_again), (2, 3));

@@ -140,6 +140,7 @@ impl Engine {
                 writer: writer.clone().recipient(),
                 pruner: writer.clone().recipient(),
                 counter: writer.clone().recipient(),
+                hashes: writer.clone().recipient(),
                 recorder: recorder.clone().recipient(),
             },
             limits: IngestorLimits {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use self::job::{execute, record};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
-use super::store_writer::{CountRecords, PruneCollection, WriteRecords};
+use super::store_writer::{CountRecords, PruneCollection, ReadHashes, WriteRecords};
 use super::Observe;
 use crate::manifest::{FileEntry, JobCounts, KindManifest, ManifestChange};
 use crate::sources::{Source, SourcePlan};
@@ -58,6 +58,8 @@ pub struct IngestorPeers {
     pub pruner: Recipient<PruneCollection>,
     /// Asked what the store holds of the job's kind after a failure.
     pub counter: Recipient<CountRecords>,
+    /// Asked for the hashes of what the store holds when the manifest cannot be trusted.
+    pub hashes: Recipient<ReadHashes>,
     pub recorder: Recipient<RecordStatus>,
 }
 

@@ -73,6 +73,15 @@ pub struct CountRecords {
     pub collection: String,
 }
 
+/// The hash of every record a collection holds, by id ([`crate::manifest::hash_of`]; empty
+/// when there is no collection): what a job whose manifest cannot be trusted compares its chunks
+/// with, so that it embeds only what the store does not already hold as it would write it.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<HashMap<String, u64>, StoreError>")]
+pub struct ReadHashes {
+    pub collection: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WriterCounters {
     pub upserts: u64,
@@ -297,6 +306,31 @@ impl StoreWriter {
                     act.pump(ctx);
                 }),
         );
+    }
+}
+
+impl Handler<ReadHashes> for StoreWriter {
+    type Result = ResponseFuture<Result<HashMap<String, u64>, StoreError>>;
+
+    fn handle(&mut self, msg: ReadHashes, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let mut hashes = HashMap::new();
+            let Some(info) = store.collection(&msg.collection).await? else {
+                return Ok(hashes);
+            };
+            loop {
+                let page = store.records(&info, hashes.len(), ID_PAGE).await?;
+                let last = page.len() < ID_PAGE;
+                hashes.extend(
+                    page.iter()
+                        .map(|r| (r.id.clone(), crate::manifest::hash_of(r))),
+                );
+                if last {
+                    return Ok(hashes);
+                }
+            }
+        })
     }
 }
 

@@ -53,10 +53,19 @@ pub async fn run(
         for &kind in kinds {
             let collection = settings.collection_name(persona.as_str(), kind.as_str());
             let found = store.collection(&collection).await?;
-            let held = match &found {
-                Some(info) => Some(store.count(info).await?),
-                None => Some(0),
-            };
+            // What the store holds, record by record, as a run compares it when its manifest
+            // cannot be trusted.
+            let mut held = std::collections::HashMap::new();
+            if let Some(info) = &found {
+                loop {
+                    let page = store.records(info, held.len(), 1000).await?;
+                    let last = page.len() < 1000;
+                    held.extend(page.iter().map(|r| (r.id.clone(), manifest::hash_of(r))));
+                    if last {
+                        break;
+                    }
+                }
+            }
             // A vector size the settings leave to the server is the collection's.
             let dimension = dimension.or(found.map(|info| info.dimension)).unwrap_or(0);
             let planned = match sources.source(persona, kind) {
@@ -79,7 +88,7 @@ pub async fn run(
                             fingerprint: manifest::fingerprint(&settings, &model, dimension).into(),
                             tokens: tokens.clone(),
                         };
-                        dry_run(job, held).await
+                        dry_run(job, Some(held)).await
                     }
                     Err(e) => Err(e.to_string()),
                 },

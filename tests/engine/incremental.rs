@@ -261,3 +261,43 @@ async fn a_dry_run_plans_what_the_run_then_does_without_calling_or_writing() {
     );
     assert_eq!(plan["cost"].as_f64(), Some(0.0));
 }
+
+/// A run that fails (here refused by the collection, for another vector size) after it started
+/// reading: its files' rows are forgotten, and the next good run compares them with what the
+/// store holds instead of embedding them again.
+#[actix::test]
+async fn after_a_failed_run_only_what_the_store_lacks_is_embedded() {
+    let world = World::new();
+    world.copy_from_corpus(TOM, TOM);
+    world.copy_from_corpus(PRINCE, PRINCE);
+    let engine = world.engine(&[]).await;
+    let first = engine
+        .ingest(persona("mark-twain"), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(first.succeeded());
+    let total = job_of(&latest_jobs(&engine.db, "mark-twain").await, Kind::Works).total_vectors;
+    drop(engine);
+
+    let refused = world.engine(&[("embedding.dimension", "64")]).await;
+    let failed = refused
+        .ingest(persona("mark-twain"), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(!failed.succeeded());
+    drop(refused);
+
+    let engine = world.engine(&[]).await;
+    let again = engine
+        .ingest(persona("mark-twain"), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(again.succeeded(), "{:?}", again.error);
+    let row = job_of(&latest_jobs(&engine.db, "mark-twain").await, Kind::Works).clone();
+    assert_eq!(
+        (row.chunks_embedded, row.chunks_unchanged, row.total_vectors),
+        (0, total, total),
+        "{row:?}"
+    );
+    assert_store_matches_rows(&engine, "mark-twain").await;
+}

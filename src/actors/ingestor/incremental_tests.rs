@@ -1,19 +1,21 @@
 //! The Ingestor against a manifest: what it skips, embeds and deletes, and when it trusts the
 //! manifest at all. Probes as in `tests`; the "previous" manifest is what a first job left.
 
+use std::collections::HashMap;
+
 use super::tests::{peers, start_job, updates, Peers};
 use super::*;
 use crate::actors::store_writer::Stale;
 use crate::testkit::{StaticSource, STATIC_FILE};
 
-/// Runs a job over `chunks` chunks with no manifest; answers the manifest it leaves.
-async fn first_run(chunks: usize) -> KindManifest {
+/// What a first job over `chunks` chunks leaves: its manifest, and the store's record hashes.
+async fn first_run(chunks: usize) -> (KindManifest, HashMap<String, u64>) {
     let peers = peers();
     start_job(
         StaticSource::new(Kind::Works, chunks, 100),
         &peers,
         |job| job,
-        0,
+        HashMap::new(),
     );
     peers.report.expect_message().await.result.unwrap();
     let Some(StatusUpdate::JobCompleted {
@@ -23,17 +25,33 @@ async fn first_run(chunks: usize) -> KindManifest {
     else {
         panic!("the job's end replaces its manifest")
     };
-    KindManifest {
+    let stored = peers
+        .writer
+        .received()
+        .iter()
+        .flat_map(|w| {
+            w.records
+                .iter()
+                .map(|r| (r.id.clone(), crate::manifest::hash_of(r)))
+        })
+        .collect();
+    let manifest = KindManifest {
         files: entries
             .iter()
             .map(|e| (e.source.clone(), e.clone()))
             .collect(),
         settled: true,
-    }
+    };
+    (manifest, stored)
 }
 
-/// Runs `chunks` chunks against `previous`, the store holding `held` records.
-async fn again(chunks: usize, previous: KindManifest, held: u64, force: bool) -> (Peers, JobStats) {
+/// Runs `chunks` chunks against `previous`, the store holding `stored`.
+async fn again(
+    chunks: usize,
+    previous: KindManifest,
+    stored: HashMap<String, u64>,
+    force: bool,
+) -> (Peers, JobStats) {
     let peers = peers();
     start_job(
         StaticSource::new(Kind::Works, chunks, 100),
@@ -43,7 +61,7 @@ async fn again(chunks: usize, previous: KindManifest, held: u64, force: bool) ->
             force,
             ..job
         },
-        held,
+        stored,
     );
     let stats = peers.report.expect_message().await.result.unwrap();
     (peers, stats)
@@ -66,8 +84,8 @@ fn deleted(peers: &Peers) -> Stale {
 
 #[actix::test]
 async fn an_unchanged_file_is_neither_read_nor_embedded_nor_written() {
-    let previous = first_run(50).await;
-    let (peers, stats) = again(50, previous, 50, false).await;
+    let (previous, stored) = first_run(50).await;
+    let (peers, stats) = again(50, previous, stored, false).await;
     assert_eq!((embedded(&peers), peers.writer.count()), (0, 0));
     assert_eq!(
         (
@@ -83,8 +101,8 @@ async fn an_unchanged_file_is_neither_read_nor_embedded_nor_written() {
 
 #[actix::test]
 async fn a_file_grown_by_two_chunks_embeds_those_two() {
-    let previous = first_run(50).await;
-    let (peers, stats) = again(52, previous, 50, false).await;
+    let (previous, stored) = first_run(50).await;
+    let (peers, stats) = again(52, previous, stored, false).await;
     assert_eq!(embedded(&peers), 2);
     assert_eq!(
         (
@@ -100,8 +118,8 @@ async fn a_file_grown_by_two_chunks_embeds_those_two() {
 
 #[actix::test]
 async fn a_file_shrunk_deletes_exactly_the_chunks_that_are_gone() {
-    let previous = first_run(50).await;
-    let (peers, stats) = again(45, previous, 50, false).await;
+    let (previous, stored) = first_run(50).await;
+    let (peers, stats) = again(45, previous, stored, false).await;
     assert_eq!(embedded(&peers), 0);
     let Stale::These(ids) = deleted(&peers) else {
         panic!("deleted by id")
@@ -115,39 +133,65 @@ async fn a_file_shrunk_deletes_exactly_the_chunks_that_are_gone() {
 }
 
 #[actix::test]
-async fn a_store_that_holds_another_count_than_the_manifest_gets_everything_again() {
-    let previous = first_run(50).await;
-    let (peers, stats) = again(50, previous, 49, false).await;
-    assert_eq!(embedded(&peers), 50);
-    assert_eq!(stats.counts.chunks_unchanged, 0);
+async fn a_store_that_lost_a_record_gets_that_record_again() {
+    let (previous, mut stored) = first_run(50).await;
+    stored.remove(&crate::ids::record_id(Kind::Works, STATIC_FILE, 7));
+    let (peers, stats) = again(50, previous, stored, false).await;
+    assert_eq!(embedded(&peers), 1, "only the record the store lost");
+    assert_eq!(stats.counts.chunks_unchanged, 49);
+    assert!(matches!(deleted(&peers), Stale::These(ids) if ids.is_empty()));
+}
+
+#[actix::test]
+async fn a_record_added_behind_the_engines_back_is_deleted_and_nothing_embedded() {
+    let (previous, mut stored) = first_run(50).await;
+    stored.insert("works:intruder.txt:0".into(), 1);
+    let (peers, _) = again(50, previous, stored, false).await;
+    assert_eq!(embedded(&peers), 0);
     assert!(
-        matches!(deleted(&peers), Stale::NotIn(keep) if keep.len() == 50),
-        "stale records found by listing"
+        matches!(deleted(&peers), Stale::These(ids) if ids == ["works:intruder.txt:0"]),
+        "what the store holds and the job did not make"
     );
 }
 
 #[actix::test]
-async fn after_a_run_that_did_not_end_nothing_is_skipped() {
+async fn after_a_run_that_did_not_end_the_store_is_compared_record_by_record() {
+    let (previous, stored) = first_run(50).await;
     let previous = KindManifest {
         settled: false,
-        ..first_run(50).await
+        ..previous
     };
-    let (peers, _) = again(50, previous, 50, false).await;
+    // The dead run had rewritten chunk 3 with other text.
+    let mut stored = stored;
+    stored.insert(crate::ids::record_id(Kind::Works, STATIC_FILE, 3), 42);
+    let (peers, stats) = again(50, previous, stored, false).await;
+    assert_eq!(
+        embedded(&peers),
+        1,
+        "only the chunk the store holds otherwise"
+    );
+    assert_eq!(stats.counts.files_read, 1, "the file is read, not skipped");
+}
+
+#[actix::test]
+async fn with_nothing_stored_everything_is_embedded() {
+    let (previous, _) = first_run(50).await;
+    let (peers, _) = again(50, previous, HashMap::new(), false).await;
     assert_eq!(embedded(&peers), 50);
-    assert!(matches!(deleted(&peers), Stale::NotIn(_)));
 }
 
 #[actix::test]
 async fn other_settings_make_every_chunk_again_and_force_too() {
-    let mut previous = first_run(50).await;
+    let (mut previous, stored) = first_run(50).await;
     for entry in previous.files.values_mut() {
         entry.fingerprint = "other settings".into();
     }
-    let (peers, _) = again(50, previous, 50, false).await;
-    assert_eq!(embedded(&peers), 50);
+    let (peers, stats) = again(50, previous, stored, false).await;
+    assert_eq!(stats.counts.files_read, 1);
+    assert_eq!(embedded(&peers), 50, "rows of other settings are set aside");
 
-    let previous = first_run(50).await;
-    let (peers, stats) = again(48, previous, 50, true).await;
+    let (previous, stored) = first_run(50).await;
+    let (peers, stats) = again(48, previous, stored, true).await;
     assert_eq!(embedded(&peers), 48, "forced");
     assert_eq!(stats.counts.files_skipped, 0);
     assert!(
@@ -158,7 +202,7 @@ async fn other_settings_make_every_chunk_again_and_force_too() {
 
 #[actix::test]
 async fn a_failed_job_forgets_the_files_it_started_reading() {
-    let previous = first_run(50).await;
+    let (previous, stored) = first_run(50).await;
     let peers = peers();
     start_job(
         StaticSource::new(Kind::Works, 60, 100).failing_after(55),
@@ -167,7 +211,7 @@ async fn a_failed_job_forgets_the_files_it_started_reading() {
             previous: Some(Arc::new(previous)),
             ..job
         },
-        50,
+        stored,
     );
     peers.report.expect_message().await.result.unwrap_err();
     let Some(StatusUpdate::JobFailed {

@@ -11,7 +11,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::read::{spawn_reader, Prepared, ReadReport};
-use super::trust::{gone, ids_of, trusted_manifest};
+use super::trust::{basis, gone, gone_from_store, ids_of, Basis};
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
@@ -192,11 +192,11 @@ async fn run(
     shared: Arc<Shared>,
 ) -> Result<JobStats, JobError> {
     let started = Instant::now();
-    let previous = trusted_manifest(&job, &peers).await;
+    let basis = basis(&job, &peers).await;
     let total_bytes = job.plan.total_bytes().max(1);
     let capacity = limits.window_chunks * limits.windows_in_flight;
     let (tx, mut rx) = mpsc::channel::<Prepared>(capacity);
-    let reader = spawn_reader(&job, previous.clone(), tx, shared.clone());
+    let reader = spawn_reader(&job, &basis, tx, shared.clone());
 
     let windows =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).ready_chunks(limits.window_chunks);
@@ -266,9 +266,10 @@ async fn run(
         return Err(reason.into());
     }
     let vectors = entries.iter().map(|e| e.chunks.len() as u64).sum();
-    let stale = match &previous {
-        Some(previous) => Stale::These(gone(job.kind, previous, &entries)),
-        None => Stale::NotIn(Arc::new(ids_of(job.kind, &entries))),
+    let stale = match &basis {
+        Basis::Manifest(previous) => Stale::These(gone(job.kind, previous, &entries)),
+        Basis::Store(held) => Stale::These(gone_from_store(job.kind, held, &entries)),
+        Basis::Nothing => Stale::NotIn(Arc::new(ids_of(job.kind, &entries))),
     };
     let pruned = peers
         .pruner

@@ -2,14 +2,14 @@
 //! reading as a run, through the same code, with the chunks to embed counted and dropped
 //! instead of embedded, and nothing written.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::read::{spawn_reader, ReadReport};
-use super::trust::{gone, trust};
+use super::trust::{gone, gone_from_store, trust, Basis};
 use super::{IngestJob, Shared};
 use crate::manifest::JobCounts;
 
@@ -25,13 +25,21 @@ pub struct JobPlan {
     pub deletions_exact: bool,
 }
 
-/// Plans `job` against a store holding `held` records of its collection (`None`: unknown).
+/// Plans `job` against a store holding `stored` of its collection (record hashes by id, as
+/// [`crate::manifest::hash_of`] makes them; `None`: the store could not say).
 ///
 /// Errors: a file that cannot be read, as the job would fail on it.
-pub async fn dry_run(job: IngestJob, held: Option<u64>) -> Result<JobPlan, String> {
-    let previous = job.previous.clone().and_then(|p| trust(&job, p, held));
+pub async fn dry_run(
+    job: IngestJob,
+    stored: Option<HashMap<String, u64>>,
+) -> Result<JobPlan, String> {
+    let held = stored.as_ref().map(|s| s.len() as u64);
+    let basis = match job.previous.clone().and_then(|p| trust(&job, p, held)) {
+        Some(previous) => Basis::Manifest(previous),
+        None => stored.map_or(Basis::Nothing, |s| Basis::Store(Arc::new(s))),
+    };
     let (tx, mut rx) = mpsc::channel(256);
-    let reader = spawn_reader(&job, previous.clone(), tx, Arc::new(Shared::default()));
+    let reader = spawn_reader(&job, &basis, tx, Arc::new(Shared::default()));
     let mut to_embed = 0;
     while rx.recv().await.is_some() {
         to_embed += 1;
@@ -46,16 +54,10 @@ pub async fn dry_run(job: IngestJob, held: Option<u64>) -> Result<JobPlan, Strin
         .map_err(|e| e.to_string())?;
     let vectors: u64 = entries.iter().map(|e| e.chunks.len() as u64).sum();
     counts.chunks_embedded = to_embed;
-    let (deleted, deletions_exact) = match &previous {
-        Some(previous) => (gone(job.kind, previous, &entries).len() as u64, true),
-        None => {
-            // Records of this run's ids are replaced; any beyond them are stale.
-            let ids: HashSet<String> = entries
-                .iter()
-                .flat_map(|e| e.record_ids(job.kind))
-                .collect();
-            (held.unwrap_or(0).saturating_sub(ids.len() as u64), false)
-        }
+    let (deleted, deletions_exact) = match &basis {
+        Basis::Manifest(previous) => (gone(job.kind, previous, &entries).len() as u64, true),
+        Basis::Store(held) => (gone_from_store(job.kind, held, &entries).len() as u64, true),
+        Basis::Nothing => (0, false),
     };
     counts.chunks_deleted = deleted;
     Ok(JobPlan {

@@ -3,6 +3,7 @@
 //! and sent into the bounded channel unless the manifest says the store holds it as it is. What
 //! it read becomes the kind's new manifest rows.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::trust::Basis;
 use super::{IngestJob, Shared};
 use crate::ids::record_id;
 use crate::manifest::{self, FileEntry, JobCounts, KindManifest, Verdict};
@@ -45,6 +47,8 @@ struct ChannelSink {
     bytes_before: u64,
     /// The row of the file being read, when its chunks may be left as they are.
     previous: Option<FileEntry>,
+    /// The store's record hashes by id, when the manifest could not be trusted.
+    held: Option<Arc<HashMap<String, u64>>>,
     /// The file's chunks so far: (chunk index, record hash).
     chunks: Vec<(u32, u64)>,
     counts: JobCounts,
@@ -64,6 +68,7 @@ impl ChannelSink {
             tokens,
             bytes_before: 0,
             previous: None,
+            held: None,
             chunks: Vec::new(),
             counts: JobCounts::default(),
         }
@@ -85,7 +90,8 @@ impl ChunkSink for ChannelSink {
             .previous
             .as_ref()
             .and_then(|p| p.chunk_hash(chunk_index));
-        if previous == Some(hash) {
+        let stored = self.held.as_ref().and_then(|h| h.get(&record.id)).copied();
+        if previous == Some(hash) || stored == Some(hash) {
             self.counts.chunks_unchanged += 1;
             return ControlFlow::Continue(());
         }
@@ -103,18 +109,24 @@ impl ChunkSink for ChannelSink {
     }
 }
 
-/// Starts reading `job`'s files on a blocking thread into `tx`, judged against `previous` (the
-/// manifest to trust, if any) unless the job is forced: a forced job reads everything, and the
-/// manifest only says what to delete.
+/// Starts reading `job`'s files on a blocking thread into `tx`, compared with its `basis` unless
+/// the job is forced: a forced job reads and embeds everything, and the basis only says what to
+/// delete.
 pub(super) fn spawn_reader(
     job: &IngestJob,
-    previous: Option<Arc<KindManifest>>,
+    basis: &Basis,
     tx: mpsc::Sender<Prepared>,
     shared: Arc<Shared>,
 ) -> tokio::task::JoinHandle<Result<ReadReport, SourceError>> {
-    let sink = ChannelSink::new(tx, shared, RecordTemplate::of(job), job.tokens.clone());
+    let mut sink = ChannelSink::new(tx, shared, RecordTemplate::of(job), job.tokens.clone());
     let (source, plan) = (job.source.clone(), job.plan.clone());
-    let skip_from = previous.filter(|_| !job.force);
+    let (skip_from, held) = match basis {
+        _ if job.force => (None, None),
+        Basis::Manifest(previous) => (Some(previous.clone()), None),
+        Basis::Store(held) => (None, Some(held.clone())),
+        Basis::Nothing => (None, None),
+    };
+    sink.held = held;
     let fingerprint = job.fingerprint.clone();
     tokio::task::spawn_blocking(move || read_all(source, plan, skip_from, fingerprint, sink))
 }

@@ -33,16 +33,18 @@ const LIMITS: IngestorLimits = IngestorLimits {
 };
 
 fn start(source: StaticSource, peers: &Peers) -> Addr<Ingestor> {
-    start_job(source, peers, |job| job, 0)
+    start_job(source, peers, |job| job, std::collections::HashMap::new())
 }
 
-/// Starts the job `change` makes of the default one, the store holding `held` records.
+/// Starts the job `change` makes of the default one, the store holding `stored` (record hashes
+/// by id).
 pub(super) fn start_job(
     source: StaticSource,
     peers: &Peers,
     change: impl FnOnce(IngestJob) -> IngestJob,
-    held: u64,
+    stored: std::collections::HashMap<String, u64>,
 ) -> Addr<Ingestor> {
+    let held = stored.len() as u64;
     let job = IngestJob {
         job_id: Uuid::nil(),
         persona: PersonaId::parse("p").unwrap(),
@@ -66,6 +68,7 @@ pub(super) fn start_job(
         writer: peers.writer.recipient(),
         pruner: peers.pruner.recipient(),
         counter: probe(move |_: &CountRecords| Ok(held)).recipient(),
+        hashes: probe(move |_: &ReadHashes| Ok(stored.clone())).recipient(),
         recorder: peers.recorder.recipient(),
     };
     Ingestor::new(job, ingestor_peers, LIMITS, peers.report.recipient()).start()

@@ -1,29 +1,57 @@
-//! What a job may take from its kind's manifest: whether to trust it at all (settled, and
-//! agreeing with the store's count), and the records that are gone since it was written.
+//! What a job compares its chunks with: its kind's manifest when it can be trusted (settled, and
+//! agreeing with the store's count), else the store's own record hashes; and the records that
+//! are gone since.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::job::records_present;
-use super::{IngestJob, IngestorPeers};
+use super::{IngestJob, IngestorPeers, ReadHashes};
 use crate::ids::WrittenIds;
 use crate::manifest::{FileEntry, KindManifest};
 use crate::Kind;
 
-/// The job's manifest, when it can be trusted to say what the store holds: settled (no run
-/// died since it was written) and agreeing with the store's count of the collection. Otherwise
-/// nothing is skipped and stale records are found by listing the collection.
-pub(super) async fn trusted_manifest(
-    job: &IngestJob,
-    peers: &IngestorPeers,
-) -> Option<Arc<KindManifest>> {
-    let previous = job.previous.clone()?;
-    let held = if previous.settled {
-        records_present(&peers.counter, &job.collection.name).await
-    } else {
-        None
-    };
-    trust(job, previous, held)
+/// What a job compares its chunks with, and how it finds the records that are gone.
+#[derive(Clone, Debug)]
+pub(super) enum Basis {
+    /// The manifest, trusted: unchanged files are not read; what is gone is what it lists and
+    /// the job did not find again.
+    Manifest(Arc<KindManifest>),
+    /// What the store holds, record by record (no manifest, or one not to be trusted): every
+    /// file is read, a chunk the store already holds as the job would write it is not embedded
+    /// again, and what is gone is what the store holds and the job did not make.
+    Store(Arc<HashMap<String, u64>>),
+    /// The store could not say: everything is embedded, stale records found by listing.
+    Nothing,
+}
+
+/// The job's basis: its manifest when it can be trusted to say what the store holds (settled,
+/// no run died since it was written, and agreeing with the store's count of the collection);
+/// else the store's own record hashes.
+pub(super) async fn basis(job: &IngestJob, peers: &IngestorPeers) -> Basis {
+    let held = records_present(&peers.counter, &job.collection.name).await;
+    if let Some(previous) = job.previous.clone() {
+        if let Some(trusted) = trust(job, previous, held) {
+            return Basis::Manifest(trusted);
+        }
+    }
+    match held {
+        Some(0) => Basis::Store(Arc::default()),
+        Some(_) => {
+            let asked = peers.hashes.send(ReadHashes {
+                collection: job.collection.name.clone(),
+            });
+            match asked.await {
+                Ok(Ok(hashes)) => Basis::Store(Arc::new(hashes)),
+                Ok(Err(e)) => {
+                    tracing::warn!("reading {}'s records failed: {e}", job.collection.name);
+                    Basis::Nothing
+                }
+                Err(_) => Basis::Nothing,
+            }
+        }
+        None => Basis::Nothing,
+    }
 }
 
 /// `previous` if settled and the store holds `held` records, as many as it says; else `None`,
@@ -35,7 +63,7 @@ pub(super) fn trust(
 ) -> Option<Arc<KindManifest>> {
     if !previous.settled {
         tracing::warn!(
-            "the last run of {} {} did not end; every file is read and embedded again",
+            "the last run of {} {} did not end; every file is read and compared with the store",
             job.persona,
             job.kind
         );
@@ -47,11 +75,27 @@ pub(super) fn trust(
     }
     tracing::warn!(
         "{} holds {} records where the manifest says {expected}; every file is read and \
-         embedded again (`persona-ingest audit --repair` mends only what differs)",
+         compared with the store",
         job.collection.name,
         held.map_or("an unknown number of".to_owned(), |n| n.to_string()),
     );
     None
+}
+
+/// The ids the store holds (`held`) and `entries` do not.
+pub(super) fn gone_from_store(
+    kind: Kind,
+    held: &HashMap<String, u64>,
+    entries: &[FileEntry],
+) -> Vec<String> {
+    let now: HashSet<String> = entries.iter().flat_map(|e| e.record_ids(kind)).collect();
+    let mut gone: Vec<String> = held
+        .keys()
+        .filter(|id| !now.contains(*id))
+        .cloned()
+        .collect();
+    gone.sort_unstable();
+    gone
 }
 
 /// The ids `previous` has and `entries` do not.

@@ -28,7 +28,7 @@ use crate::ids::record_id;
 use crate::store::Record;
 use crate::Kind;
 
-pub use judge::{hash_file, judge, modified_ns, now_ns, Verdict};
+pub use judge::{hash_file, judge, now_ns, stamp, Stamp, Verdict};
 pub use rows::{drop_records, forget, load, replace, unsettle, ManifestChange};
 
 /// Bumped whenever the chunker or the record layout changes what records a file makes: every
@@ -43,6 +43,10 @@ pub struct FileEntry {
     pub bytes: u64,
     /// Nanoseconds since the Unix epoch.
     pub modified_ns: i64,
+    /// Its change time (ctime) and inode when last read: a file replaced by one of the same size
+    /// and modification time differs in these (0: unknown, as for rows of before).
+    pub changed_ns: i64,
+    pub inode: i64,
     /// xxh3-128 of the file's bytes, 32 hex digits.
     pub content_hash: String,
     /// (chunk index, record hash), by chunk index.

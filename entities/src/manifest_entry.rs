@@ -30,6 +30,10 @@ pub struct Model {
     /// False from a run's start to its job's end.
     pub settled: bool,
     pub recorded_at: DateTimeUtc,
+    /// Its change time (ctime) when last read, in nanoseconds since the Unix epoch (0: unknown).
+    pub changed_ns: i64,
+    /// Its inode when last read (0: unknown).
+    pub inode: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

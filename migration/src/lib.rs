@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_create_personas_and_jobs;
 mod m20261129_000001_create_run_locks;
 mod m20261204_000001_create_manifest;
+mod m20261204_000002_manifest_file_identity;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_create_personas_and_jobs::Migration),
             Box::new(m20261129_000001_create_run_locks::Migration),
             Box::new(m20261204_000001_create_manifest::Migration),
+            Box::new(m20261204_000002_manifest_file_identity::Migration),
         ]
     }
 }

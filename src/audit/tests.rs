@@ -23,6 +23,8 @@ fn records_are_compared_by_id_and_hash() {
         source: "data/p/works/a.txt".into(),
         bytes: 1,
         modified_ns: 1,
+        changed_ns: 1,
+        inode: 1,
         content_hash: String::new(),
         chunks: vec![(0, 10), (1, 11), (2, 12)],
         fingerprint: "f".into(),

@@ -1,6 +1,6 @@
-//! Whether a file changed since the manifest's row was written: by its size and modification
-//! time, and by its content hash where those cannot tell (the time moved, or it is too close to
-//! when the row was written to trust, as git does with its index).
+//! Whether a file changed since the manifest's row was written: by its size, modification and
+//! change times and inode, and by its content hash where those cannot tell (they moved, or are
+//! too close to when the row was written to trust), as git does with its index.
 
 use std::io::Read;
 use std::path::Path;
@@ -16,31 +16,49 @@ use crate::sources::SourceFile;
 /// to be sure.
 const RACY_NS: i64 = 2_000_000_000;
 
+/// What a file's metadata says of it, compared before its bytes are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Modification time, in nanoseconds since the Unix epoch (0 where the file system keeps
+    /// none).
+    pub modified_ns: i64,
+    /// Change time (ctime): moved by any write, rename or `touch -r` that sets the modification
+    /// time back (0 outside Unix).
+    pub changed_ns: i64,
+    pub inode: i64,
+}
+
 /// What to do with a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Its bytes are what the row describes: its records stand, unread. The entry is the row,
-    /// its size and time brought up to date.
+    /// its size and stamp brought up to date.
     Unchanged(FileEntry),
-    /// To read and chunk; `content_hash`, `modified_ns` and `recorded_ns` (when it was judged,
-    /// before it is read) are what the new row will say.
+    /// To read and chunk; `content_hash`, `stamp` and `recorded_ns` (when it was judged, before
+    /// it is read) are what the new row will say.
     Changed {
         content_hash: String,
-        modified_ns: i64,
+        stamp: Stamp,
         recorded_ns: i64,
     },
 }
 
 /// Judges `file` against its row, if it has one (`None`: not in the manifest, or not to be
-/// trusted): an unchanged size and time skip it without opening it; otherwise its hash decides.
+/// trusted): an unchanged size, modification time, change time and inode skip it without
+/// opening it; otherwise its hash decides.
 ///
 /// Errors: the file's metadata or bytes unreadable (named by the caller).
 pub fn judge(file: &SourceFile, previous: Option<&FileEntry>) -> std::io::Result<Verdict> {
     let now = now_ns();
-    let modified = modified_ns(&file.path)?;
+    let stamp = stamp(&file.path)?;
     if let Some(entry) = previous {
-        let racy = modified + RACY_NS >= entry.recorded_ns;
-        if entry.bytes == file.bytes && entry.modified_ns == modified && !racy {
+        let latest = stamp.modified_ns.max(stamp.changed_ns);
+        let racy = latest + RACY_NS >= entry.recorded_ns;
+        let same = entry.bytes == file.bytes
+            && entry.modified_ns == stamp.modified_ns
+            && entry.changed_ns == stamp.changed_ns
+            && entry.inode == stamp.inode;
+        if same && !racy {
             return Ok(Verdict::Unchanged(entry.clone()));
         }
     }
@@ -48,13 +66,15 @@ pub fn judge(file: &SourceFile, previous: Option<&FileEntry>) -> std::io::Result
     match previous {
         Some(entry) if entry.content_hash == content_hash => Ok(Verdict::Unchanged(FileEntry {
             bytes: file.bytes,
-            modified_ns: modified,
+            modified_ns: stamp.modified_ns,
+            changed_ns: stamp.changed_ns,
+            inode: stamp.inode,
             recorded_ns: now,
             ..entry.clone()
         })),
         _ => Ok(Verdict::Changed {
             content_hash,
-            modified_ns: modified,
+            stamp,
             recorded_ns: now,
         }),
     }
@@ -69,15 +89,31 @@ pub fn now_ns() -> i64 {
         })
 }
 
-/// The file's modification time in nanoseconds since the Unix epoch (0 where the file system
-/// keeps none).
-pub fn modified_ns(path: &Path) -> std::io::Result<i64> {
-    let modified = std::fs::metadata(path)?
-        .modified()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok(match modified.duration_since(UNIX_EPOCH) {
+/// The file's [`Stamp`].
+pub fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let metadata = std::fs::metadata(path)?;
+    let modified = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let modified_ns = match modified.duration_since(UNIX_EPOCH) {
         Ok(since) => i64::try_from(since.as_nanos()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_nanos()).unwrap_or(i64::MAX),
+    };
+    #[cfg(unix)]
+    let (changed_ns, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        (
+            metadata
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(metadata.ctime_nsec()),
+            metadata.ino() as i64,
+        )
+    };
+    #[cfg(not(unix))]
+    let (changed_ns, inode) = (0, 0);
+    Ok(Stamp {
+        modified_ns,
+        changed_ns,
+        inode,
     })
 }
 

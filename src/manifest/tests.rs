@@ -27,11 +27,12 @@ fn age(file: &SourceFile, ago: Duration) {
     f.set_modified(SystemTime::now() - ago).unwrap();
 }
 
-/// A row for `file` as a run that judged it `judged_ago` and made `chunks` would write it.
-fn row_of(file: &SourceFile, judged_ago: Duration, chunks: Vec<(u32, u64)>) -> FileEntry {
+/// A row for `file` as a run that judged it at `judged` (after now: as if long after its last
+/// change, which a test cannot make of a change time) and made `chunks` would write it.
+fn row_of(file: &SourceFile, judged: i64, chunks: Vec<(u32, u64)>) -> FileEntry {
     let Verdict::Changed {
         content_hash,
-        modified_ns,
+        stamp,
         ..
     } = judge(file, None).unwrap()
     else {
@@ -40,45 +41,37 @@ fn row_of(file: &SourceFile, judged_ago: Duration, chunks: Vec<(u32, u64)>) -> F
     FileEntry {
         source: file.rel.clone(),
         bytes: file.bytes,
-        modified_ns,
+        modified_ns: stamp.modified_ns,
+        changed_ns: stamp.changed_ns,
+        inode: stamp.inode,
         content_hash,
         chunks,
         fingerprint: "f".into(),
-        recorded_ns: now_ns() - judged_ago.as_nanos() as i64,
+        recorded_ns: judged,
     }
 }
 
+const LATER: i64 = 10_000_000_000;
+
 #[test]
-fn a_file_is_judged_by_size_and_time_then_by_its_bytes() {
+fn a_file_is_judged_by_its_stamp_then_by_its_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let file = file_at(dir.path(), "a.txt", "one two three");
     age(&file, Duration::from_secs(60));
-    let row = row_of(&file, Duration::from_secs(30), vec![(0, 7)]);
+    let row = row_of(&file, now_ns() + LATER, vec![(0, 7)]);
     assert_eq!(
         judge(&file, Some(&row)).unwrap(),
-        Verdict::Unchanged(row.clone())
+        Verdict::Unchanged(row.clone()),
+        "unopened"
     );
 
-    // Touched, same bytes: unchanged, its new time kept.
+    // Touched, same bytes: unchanged, its new stamp kept.
     age(&file, Duration::from_secs(10));
     let Verdict::Unchanged(touched) = judge(&file, Some(&row)).unwrap() else {
         panic!("same bytes")
     };
     assert_ne!(touched.modified_ns, row.modified_ns);
     assert_eq!(touched.chunks, row.chunks);
-
-    // Same size, other bytes, and a time that says nothing new: the hash tells.
-    let same_size = file_at(dir.path(), "a.txt", "one two threE");
-    age(&same_size, Duration::from_secs(60));
-    let racy = FileEntry {
-        recorded_ns: row.modified_ns + 1_000_000_000,
-        modified_ns: modified_ns(&same_size.path).unwrap(),
-        ..row.clone()
-    };
-    assert!(matches!(
-        judge(&same_size, Some(&racy)).unwrap(),
-        Verdict::Changed { .. }
-    ));
     // No row: changed.
     assert!(matches!(
         judge(&file, None).unwrap(),
@@ -87,12 +80,35 @@ fn a_file_is_judged_by_size_and_time_then_by_its_bytes() {
 }
 
 #[test]
+fn a_file_replaced_by_one_of_the_same_size_and_time_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_at(dir.path(), "a.txt", "one two three");
+    age(&file, Duration::from_secs(3600));
+    let row = row_of(&file, now_ns() + LATER, vec![(0, 7)]);
+    let old_time = std::fs::metadata(&file.path).unwrap().modified().unwrap();
+    // Another file of as many bytes, given the old time (`touch -r`) and moved in (`mv`).
+    let copy = dir.path().join("copy.txt");
+    std::fs::write(&copy, "one two threE").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(old_time)
+        .unwrap();
+    std::fs::rename(&copy, &file.path).unwrap();
+    assert!(
+        matches!(judge(&file, Some(&row)).unwrap(), Verdict::Changed { .. }),
+        "its inode and change time tell"
+    );
+}
+
+#[test]
 fn a_change_in_the_clock_tick_of_the_last_read_is_not_missed() {
     let dir = tempfile::tempdir().unwrap();
     let file = file_at(dir.path(), "a.txt", "first version");
     // Judged the moment it was written (a coarse clock gives both the same time), then
     // rewritten within that tick with as many bytes: only its hash can tell.
-    let row = row_of(&file, Duration::ZERO, vec![(0, 1)]);
+    let row = row_of(&file, now_ns(), vec![(0, 1)]);
     let stamp = std::fs::metadata(&file.path).unwrap().modified().unwrap();
     let rewritten = file_at(dir.path(), "a.txt", "other version");
     std::fs::File::options()
@@ -155,6 +171,8 @@ async fn rows_are_replaced_unsettled_and_forgotten() {
         source: source.into(),
         bytes: 10,
         modified_ns: 5,
+        changed_ns: 6,
+        inode: 7,
         content_hash: "0".repeat(32),
         chunks,
         fingerprint: "f".into(),

@@ -100,7 +100,7 @@ impl Source for StaticSource {
             Some(row) if row.content_hash == content_hash => Verdict::Unchanged(row.clone()),
             _ => Verdict::Changed {
                 content_hash,
-                modified_ns: 0,
+                stamp: Default::default(),
                 recorded_ns: 0,
             },
         })

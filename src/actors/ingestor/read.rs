@@ -163,7 +163,7 @@ fn read_all(
             }
             Verdict::Changed {
                 content_hash,
-                modified_ns,
+                stamp,
                 recorded_ns,
             } => {
                 sink.shared
@@ -185,7 +185,9 @@ fn read_all(
                 entries.push(FileEntry {
                     source: file.rel.clone(),
                     bytes: file.bytes,
-                    modified_ns,
+                    modified_ns: stamp.modified_ns,
+                    changed_ns: stamp.changed_ns,
+                    inode: stamp.inode,
                     content_hash,
                     chunks,
                     fingerprint: fingerprint.to_string(),

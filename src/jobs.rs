@@ -323,6 +323,37 @@ pub async fn job_failed<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Fails the persona's jobs that a `persona-ingest ingest` left processing when it stopped
+/// (killed, or its machine gone): rows without a task id (the daemon's always have one), found
+/// processing by the next `ingest` once it holds the persona's run lock. Answers how many.
+pub async fn fail_abandoned<C: ConnectionTrait>(
+    db: &C,
+    persona_id: &PersonaId,
+) -> Result<u64, TransitionError> {
+    let updated = ingestion_job::Entity::update_many()
+        .col_expr(
+            ingestion_job::Column::Status,
+            Expr::value(JobStatus::Failed),
+        )
+        .col_expr(
+            ingestion_job::Column::ErrorMessage,
+            Expr::value(Some(
+                "interrupted: the persona-ingest ingest running it stopped before it ended"
+                    .to_owned(),
+            )),
+        )
+        .col_expr(
+            ingestion_job::Column::CompletedAt,
+            Expr::value(Some(Utc::now())),
+        )
+        .filter(ingestion_job::Column::PersonaId.eq(persona_id.as_str()))
+        .filter(ingestion_job::Column::Status.eq(JobStatus::Processing))
+        .filter(ingestion_job::Column::TaskId.is_null())
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected)
+}
+
 /// `ingesting → active` without an error, `→ failed` with it.
 pub async fn finish_run<C: ConnectionTrait>(
     db: &C,

@@ -56,6 +56,19 @@ pub async fn try_acquire(
     }))
 }
 
+/// Whether `holder` (`what:host:pid...`) is a process of this machine that is gone: its lock
+/// need not wait out its lease.
+pub fn holder_is_gone(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (_, host, pid) = (parts.next(), parts.next(), parts.next());
+    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) if host == crate::naming::hostname() => {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
+    }
+}
+
 /// Frees the persona's lock if `holder` holds it.
 pub async fn release(
     db: &DatabaseConnection,

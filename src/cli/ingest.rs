@@ -165,11 +165,24 @@ pub(super) async fn locked_run(
     let persona = request.persona.clone();
     let mut told = false;
     while let Some(other) = crate::run_lock::try_acquire(&engine.db, &persona, holder).await? {
+        if crate::run_lock::holder_is_gone(&other) {
+            eprintln!(
+                "{persona} was being ingested by {other}, whose process is gone: taking over"
+            );
+            crate::run_lock::release(&engine.db, &persona, &other).await?;
+            continue;
+        }
         if !told {
             eprintln!("{persona} is being ingested by {other}: waiting for it to end");
             told = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Holding the lock, no other `ingest` runs this persona: rows one left processing are its
+    // dead run's.
+    let abandoned = crate::jobs::fail_abandoned(&engine.db, &persona).await?;
+    if abandoned > 0 {
+        eprintln!("{persona}: {abandoned} job(s) an earlier ingest left processing marked failed");
     }
     let run = engine.run_retrying(request);
     tokio::pin!(run);

@@ -79,3 +79,83 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
         }
     }
 }
+
+/// SIGKILL on `ingest` mid-run (nothing can be recorded): the next `ingest` of the persona on
+/// this machine does not wait out the dead process's lock, marks the jobs it left processing
+/// failed, and runs.
+#[actix::test]
+async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
+    let server = crate::worker_kit::slow_embedder(std::time::Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = examples_root().to_str().unwrap().to_owned();
+    let ingest = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+        command
+            .current_dir(dir.path())
+            .args(["ingest", "twain-sampler", "--json", "--data-root", &root])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ENGINE__EMBEDDING__PROVIDER", "openai")
+            .env(
+                "ENGINE__EMBEDDING__BASE_URL",
+                format!("{}/v1", server.uri()),
+            )
+            .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
+            .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
+            .env("ENGINE__EMBEDDING__LINGER_MS", "0")
+            .env("OPENAI_API_KEY", "sk-test")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command
+    };
+    let mut killed = ingest().spawn().unwrap();
+    crate::worker_kit::wait_for(
+        "the run under way",
+        std::time::Duration::from_secs(30),
+        || {
+            let server = &server;
+            async move { (crate::worker_kit::embedding_calls(server).await >= 2).then_some(()) }
+        },
+    )
+    .await;
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    let mut next = ingest();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || next.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("whose process is gone: taking over"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < persona_ingest::run_lock::LEASE - std::time::Duration::from_secs(5),
+        "it waited for the dead process's lease: {:?}",
+        started.elapsed()
+    );
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("persona-ingest.db").display()
+    );
+    let db = persona_ingest::db::connect(&persona_ingest::config::DatabaseSettings {
+        url,
+        ..World::new().settings(&[]).database
+    })
+    .await
+    .unwrap();
+    assert_nothing_processing(&db).await;
+    let rows = persona_ingest::jobs::jobs_of(&db, "twain-sampler")
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().any(|r| r
+            .error_message
+            .as_deref()
+            .is_some_and(|e| e.contains("stopped before it ended"))),
+        "{rows:?}"
+    );
+}

@@ -69,6 +69,11 @@ pub async fn run(
             // A vector size the settings leave to the server is the collection's.
             let dimension = dimension.or(found.map(|info| info.dimension)).unwrap_or(0);
             let planned = match sources.source(persona, kind) {
+                // As the run fails it.
+                _ if !sources.persona_exists(persona) => Err(format!(
+                    "persona {persona} not found: nothing at {}",
+                    sources.describe(persona)
+                )),
                 Ok(source) => match source.plan() {
                     Ok(plan) => {
                         let job = IngestJob {

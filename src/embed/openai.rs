@@ -179,6 +179,16 @@ impl OpenAiProvider {
                 }
             }
             match self.embed(vec![probe.clone()]).await {
+                // The size is known and the server only away: a run with nothing to embed
+                // needs no server, and one with something to embed retries its calls.
+                Err(e) if e.is_transient() && self.dimension > 0 => {
+                    tracing::warn!(
+                        "the embedding server did not answer the start-up probe ({e}); going \
+                         on with the stated size of {}",
+                        self.dimension
+                    );
+                    return Ok(self);
+                }
                 Err(e) if e.is_transient() && attempt < attempts.max(1) => {
                     let wait = crate::retry::jittered_backoff(
                         Duration::from_millis(500),

@@ -301,3 +301,31 @@ async fn after_a_failed_run_only_what_the_store_lacks_is_embedded() {
     );
     assert_store_matches_rows(&engine, "mark-twain").await;
 }
+
+/// An unchanged re-run needs no embedding server: one that is down (and whose vectors' size is
+/// known) is no reason to fail a run with nothing to embed.
+#[actix::test]
+async fn an_unchanged_rerun_needs_no_embedding_server() {
+    let world = World::new();
+    world.copy_from_corpus(TOM, TOM);
+    let stand_in = Profile::OpenAi.start().await;
+    let engine = engine_on(&world, &stand_in, &[]).await;
+    run(&engine, &stand_in).await;
+    drop(engine);
+    let nowhere = format!("http://127.0.0.1:{}/v1", free_port());
+    let engine = world
+        .engine(&[
+            ("embedding.provider", "openai"),
+            ("embedding.base_url", &nowhere),
+            ("embedding.model", Profile::OpenAi.model()),
+            ("embedding.max_retries", "1"),
+        ])
+        .await;
+    let outcome = engine
+        .ingest(persona("mark-twain"), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(outcome.succeeded(), "{:?}", outcome.error);
+    let row = job_of(&latest_jobs(&engine.db, "mark-twain").await, Kind::Works).clone();
+    assert_eq!(row.chunks_embedded, 0);
+}

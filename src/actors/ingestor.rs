@@ -269,9 +269,12 @@ impl Handler<AbortIngest> for Ingestor {
             ctx.cancel_future(work);
         }
         let recorder = self.peers.recorder.clone();
+        let counter = self.peers.counter.clone();
+        let collection = self.job.collection.name.clone();
+        let written = self.shared.chunks_written.load(Ordering::Relaxed);
         let job_id = self.job.job_id;
         let reason = msg.reason;
-        let failed = StatusUpdate::JobFailed {
+        let mut failed = StatusUpdate::JobFailed {
             job_id,
             error: reason.clone(),
             vectors_present: None,
@@ -283,12 +286,30 @@ impl Handler<AbortIngest> for Ingestor {
             }),
         };
         ctx.wait(
-            async move { record(&recorder, failed).await }
-                .into_actor(self)
-                .map(move |_, act, ctx| {
-                    act.report(Err(reason.into()));
-                    ctx.stop();
-                }),
+            async move {
+                // As a failure in the data path is told: what the store holds now, and what
+                // this run wrote before the abort.
+                let present = job::records_present(&counter, &collection).await;
+                if let StatusUpdate::JobFailed {
+                    error,
+                    vectors_present,
+                    ..
+                } = &mut failed
+                {
+                    *vectors_present = present;
+                    if let Some(present) = present.filter(|_| written > 0) {
+                        error.push_str(&format!(
+                            "; {written} record(s) written before it, {present} in {collection} now"
+                        ));
+                    }
+                }
+                record(&recorder, failed).await
+            }
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.report(Err(reason.into()));
+                ctx.stop();
+            }),
         );
     }
 }

@@ -29,6 +29,8 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
             .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
             .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
             .env("ENGINE__EMBEDDING__LINGER_MS", "0")
+            // Windows of two chunks: some are written before the signal.
+            .env("ENGINE__INGEST__WINDOW_CHUNKS", "2")
             .env("OPENAI_API_KEY", "sk-test")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -39,7 +41,7 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
             std::time::Duration::from_secs(30),
             || {
                 let server = &server;
-                async move { (crate::worker_kit::embedding_calls(server).await >= 2).then_some(()) }
+                async move { (crate::worker_kit::embedding_calls(server).await >= 6).then_some(()) }
             },
         )
         .await;
@@ -70,12 +72,25 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
             .filter(|r| r.status == JobStatus::Failed)
             .collect();
         assert!(!failed.is_empty(), "{rows:?}");
+        let store = persona_ingest::store::EmbeddedStore::open(
+            &dir.path().join("persona-ingest.vectors.db"),
+        )
+        .await
+        .unwrap();
         for row in failed {
             let error = row.error_message.as_deref().unwrap_or_default();
             assert!(
                 error.contains(&format!("interrupted by SIG{signal}")),
                 "{error}"
             );
+            // The row says what the store holds after the interruption.
+            use persona_ingest::store::VectorStore;
+            let collection = format!("twain-sampler_{}", row.kind);
+            let held = match store.collection(&collection).await.unwrap() {
+                Some(info) => store.count(&info).await.unwrap(),
+                None => 0,
+            };
+            assert_eq!(row.total_vectors as u64, held, "{row:?}");
         }
     }
 }

@@ -19,6 +19,7 @@ mod judge;
 mod rows;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
@@ -113,11 +114,12 @@ impl std::ops::AddAssign for JobCounts {
     }
 }
 
-/// The fingerprint of what makes a persona's records besides its files: the chunking settings,
-/// how files are read, the embedding provider, model, dimension and tokenizer, the store and the
-/// collection names, and [`LAYOUT_VERSION`]. 32 hex digits. The provider's address is left
-/// out: the same model served from elsewhere makes the same vectors.
-pub fn fingerprint(settings: &Settings, model: &str, dimension: usize) -> String {
+/// The fingerprint of what makes the records of one kind besides its files: how its files are
+/// read (the chunking settings for works and the profile, which quotes do not use; the quotes
+/// settings for quotes only), the embedding provider, model, dimension and tokenizer, the store
+/// and the collection names, and [`LAYOUT_VERSION`]. 32 hex digits. The provider's address is
+/// left out: the same model served from elsewhere makes the same vectors.
+pub fn fingerprint(settings: &Settings, kind: Kind, model: &str, dimension: usize) -> String {
     let e = &settings.embedding;
     let store = &settings.store;
     let where_stored = match store.kind {
@@ -126,10 +128,19 @@ pub fn fingerprint(settings: &Settings, model: &str, dimension: usize) -> String
             "url": store.url, "tenant": store.tenant, "database": store.database,
         }),
     };
+    // How files are read, by kind: Debug, as these are read-only settings.
+    let reading = match kind {
+        Kind::Quotes => serde_json::json!({ "quotes": format!("{:?}", settings.quotes) }),
+        Kind::Works | Kind::Profile => serde_json::json!({
+            "target_tokens": settings.chunking.target_tokens,
+            "overlap_tokens": settings.chunking.overlap_tokens,
+        }),
+    };
     let parts = serde_json::json!({
         "layout": LAYOUT_VERSION,
-        "target_tokens": settings.chunking.target_tokens,
-        "overlap_tokens": settings.chunking.overlap_tokens,
+        "kind": kind.as_str(),
+        "reading": reading,
+        "sources": format!("{:?}", settings.sources),
         "provider": format!("{:?}", e.provider),
         "model": model,
         "dimension": dimension,
@@ -137,11 +148,20 @@ pub fn fingerprint(settings: &Settings, model: &str, dimension: usize) -> String
         "truncate": e.truncate,
         "store": where_stored,
         "collections": settings.collections.name_template,
-        // How files are read (encodings, quote fields): Debug, as these are read-only settings.
-        "sources": format!("{:?}", settings.sources),
-        "quotes": format!("{:?}", settings.quotes),
     });
     format!("{:032x}", xxh3_128(parts.to_string().as_bytes()))
+}
+
+/// [`fingerprint`] of each kind.
+pub fn fingerprints(
+    settings: &Settings,
+    model: &str,
+    dimension: usize,
+) -> std::collections::BTreeMap<Kind, Arc<str>> {
+    Kind::ALL
+        .iter()
+        .map(|kind| (*kind, fingerprint(settings, *kind, model, dimension).into()))
+        .collect()
 }
 
 /// The hash of a record as written, its vector aside: its id, document and metadata (which

@@ -157,8 +157,11 @@ impl Engine {
             dimension: provider.dimension(),
             soft_time_limit: Duration::from_secs(settings.worker.soft_time_limit),
             time_limit: Duration::from_secs(settings.worker.time_limit),
-            fingerprint: manifest::fingerprint(&settings, provider.model(), provider.dimension())
-                .into(),
+            fingerprints: Arc::new(manifest::fingerprints(
+                &settings,
+                provider.model(),
+                provider.dimension(),
+            )),
             tokens: provider.token_counter(),
         };
         let supervisor = Supervisor::new(

@@ -60,8 +60,8 @@ pub struct RunDeps {
     pub dimension: usize,
     pub soft_time_limit: Duration,
     pub time_limit: Duration,
-    /// [`crate::manifest::fingerprint`] of the engine's settings.
-    pub fingerprint: Arc<str>,
+    /// [`crate::manifest::fingerprint`] of the engine's settings, by kind.
+    pub fingerprints: Arc<BTreeMap<Kind, Arc<str>>>,
     /// Counts the tokens embedded (the provider's counter).
     pub tokens: TokenCounter,
 }
@@ -194,7 +194,7 @@ impl Orchestrator {
                 restart: self.request.restart,
                 previous: manifests.remove(&job.kind).map(Arc::new),
                 force: self.request.force,
-                fingerprint: self.deps.fingerprint.clone(),
+                fingerprint: self.deps.fingerprints[&job.kind].clone(),
                 tokens: self.deps.tokens.clone(),
             };
             let handle = self.deps.ingestors.spawn(ingest, ctx.address().recipient());

@@ -90,7 +90,8 @@ pub async fn run(
                             restart: false,
                             previous: manifests.remove(&kind).map(Arc::new),
                             force,
-                            fingerprint: manifest::fingerprint(&settings, &model, dimension).into(),
+                            fingerprint: manifest::fingerprint(&settings, kind, &model, dimension)
+                                .into(),
                             tokens: tokens.clone(),
                         };
                         dry_run(job, Some(held)).await

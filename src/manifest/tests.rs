@@ -142,17 +142,22 @@ fn a_record_hashes_alike_whenever_its_id_document_and_metadata_are_alike() {
 #[test]
 fn the_fingerprint_changes_with_what_makes_records() {
     let settings = crate::config::Settings::load(&Default::default()).unwrap();
-    let base = fingerprint(&settings, "m", 384);
-    assert_eq!(fingerprint(&settings, "m", 384), base);
-    assert_ne!(fingerprint(&settings, "m2", 384), base);
-    assert_ne!(fingerprint(&settings, "m", 256), base);
+    let base = fingerprint(&settings, Kind::Works, "m", 384);
+    assert_eq!(fingerprint(&settings, Kind::Works, "m", 384), base);
+    assert_ne!(fingerprint(&settings, Kind::Works, "m2", 384), base);
+    assert_ne!(fingerprint(&settings, Kind::Works, "m", 256), base);
     let mut chunking = settings.clone();
     chunking.chunking.target_tokens += 1;
-    assert_ne!(fingerprint(&chunking, "m", 384), base);
+    assert_ne!(fingerprint(&chunking, Kind::Works, "m", 384), base);
+    // Quotes are not chunked: their records do not depend on it.
+    assert_eq!(
+        fingerprint(&chunking, Kind::Quotes, "m", 384),
+        fingerprint(&settings, Kind::Quotes, "m", 384)
+    );
     let mut moved = settings.clone();
     moved.embedding.base_url = "http://elsewhere:8000/v1".into();
     assert_eq!(
-        fingerprint(&moved, "m", 384),
+        fingerprint(&moved, Kind::Works, "m", 384),
         base,
         "the same model elsewhere"
     );

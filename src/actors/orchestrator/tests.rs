@@ -84,7 +84,7 @@ fn start_with_recorder(
         dimension: 2,
         soft_time_limit: Duration::from_secs(6900),
         time_limit: Duration::from_secs(7200),
-        fingerprint: "f".into(),
+        fingerprints: Arc::new(Kind::ALL.iter().map(|k| (*k, "f".into())).collect()),
         tokens: Default::default(),
     };
     let (reply, outcome) = oneshot::channel();

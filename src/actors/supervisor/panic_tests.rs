@@ -47,7 +47,7 @@ async fn a_panic_in_an_orchestrators_handler_loses_its_run_and_not_the_next() {
         dimension: 2,
         soft_time_limit: Duration::from_secs(60),
         time_limit: Duration::from_secs(120),
-        fingerprint: "f".into(),
+        fingerprints: Arc::new(Kind::ALL.iter().map(|k| (*k, "f".into())).collect()),
         tokens: Default::default(),
     };
     let supervisor =

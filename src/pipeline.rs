@@ -141,6 +141,7 @@ impl Engine {
                 pruner: writer.clone().recipient(),
                 counter: writer.clone().recipient(),
                 hashes: writer.clone().recipient(),
+                records: writer.clone().recipient(),
                 recorder: recorder.clone().recipient(),
             },
             limits: IngestorLimits {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use self::job::{execute, record};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
-use super::store_writer::{CountRecords, PruneCollection, ReadHashes, WriteRecords};
+use super::store_writer::{CountRecords, PruneCollection, ReadHashes, ReadRecords, WriteRecords};
 use super::Observe;
 use crate::manifest::{FileEntry, JobCounts, KindManifest, ManifestChange};
 use crate::sources::{Source, SourcePlan};
@@ -60,6 +60,9 @@ pub struct IngestorPeers {
     pub counter: Recipient<CountRecords>,
     /// Asked for the hashes of what the store holds when the manifest cannot be trusted.
     pub hashes: Recipient<ReadHashes>,
+    /// Asked for the records (with their vectors) of chunks about to be embedded: one whose
+    /// text a record already holds keeps its vector.
+    pub records: Recipient<ReadRecords>,
     pub recorder: Recipient<RecordStatus>,
 }
 
@@ -166,6 +169,10 @@ struct Shared {
     progress: AtomicU64,
     /// The files the reader started reading: their records may be written.
     touched: Mutex<Vec<String>>,
+    /// Records written with the vector their text already had (their metadata moved).
+    reused: AtomicU64,
+    /// Tokens of the chunks sent to the embedding provider.
+    tokens_embedded: AtomicU64,
 }
 
 impl Shared {

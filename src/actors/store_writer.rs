@@ -82,6 +82,15 @@ pub struct ReadHashes {
     pub collection: String,
 }
 
+/// The records of `ids` the collection holds, vectors included (none when there is no
+/// collection): a chunk whose text a record already holds keeps that record's vector.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "Result<Vec<Record>, StoreError>")]
+pub struct ReadRecords {
+    pub collection: String,
+    pub ids: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WriterCounters {
     pub upserts: u64,
@@ -306,6 +315,20 @@ impl StoreWriter {
                     act.pump(ctx);
                 }),
         );
+    }
+}
+
+impl Handler<ReadRecords> for StoreWriter {
+    type Result = ResponseFuture<Result<Vec<Record>, StoreError>>;
+
+    fn handle(&mut self, msg: ReadRecords, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        Box::pin(async move {
+            match store.collection(&msg.collection).await? {
+                Some(info) => store.get(&info, &msg.ids).await,
+                None => Ok(Vec::new()),
+            }
+        })
     }
 }
 

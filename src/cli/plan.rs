@@ -60,7 +60,10 @@ pub async fn run(
                 loop {
                     let page = store.records(info, held.len(), 1000).await?;
                     let last = page.len() < 1000;
-                    held.extend(page.iter().map(|r| (r.id.clone(), manifest::hash_of(r))));
+                    held.extend(page.iter().map(|r| {
+                        let text = r.metadata.get(crate::record_keys::CONTENT_HASH).cloned();
+                        (r.id.clone(), (manifest::hash_of(r), text))
+                    }));
                     if last {
                         break;
                     }

@@ -81,6 +81,8 @@ struct GetResult {
     documents: Option<Vec<Option<String>>>,
     #[serde(default)]
     metadatas: Option<Vec<Option<Metadata>>>,
+    #[serde(default)]
+    embeddings: Option<Vec<Option<Vec<f32>>>>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +326,14 @@ impl VectorStore for ChromaStore {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         self.read_records(collection, offset, limit).await
+    }
+
+    async fn get(
+        &self,
+        collection: &CollectionInfo,
+        ids: &[String],
+    ) -> Result<Vec<Record>, StoreError> {
+        self.get_by_ids(collection, ids).await
     }
 
     async fn delete(

@@ -256,6 +256,44 @@ impl VectorStore for EmbeddedStore {
             .collect()
     }
 
+    async fn get(
+        &self,
+        collection: &CollectionInfo,
+        ids: &[String],
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for group in ids.chunks(500) {
+            let placeholders = vec!["?"; group.len()].join(", ");
+            let mut values: Vec<sea_orm::Value> = vec![collection.name.clone().into()];
+            values.extend(group.iter().map(|id| id.clone().into()));
+            let rows = self
+                .db
+                .query_all(Self::stmt(
+                    &format!(
+                        "SELECT id, document, metadata, embedding FROM records \
+                         WHERE collection = ? AND id IN ({placeholders})"
+                    ),
+                    values,
+                ))
+                .await
+                .map_err(backend("reading records"))?;
+            for row in rows {
+                let read = || -> Result<Record, sea_orm::DbErr> {
+                    let metadata: String = row.try_get("", "metadata")?;
+                    let blob: Vec<u8> = row.try_get("", "embedding")?;
+                    Ok(Record {
+                        id: row.try_get("", "id")?,
+                        document: row.try_get("", "document")?,
+                        metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
+                        embedding: from_blob(&blob),
+                    })
+                };
+                found.push(read().map_err(backend("reading records"))?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn records(
         &self,
         collection: &CollectionInfo,

@@ -118,6 +118,12 @@ pub trait VectorStore: Send + Sync {
         collection: &CollectionInfo,
         records: Vec<Record>,
     ) -> Result<(), StoreError>;
+    /// The records of `ids` the collection holds (the others left out), vectors included.
+    async fn get(
+        &self,
+        collection: &CollectionInfo,
+        ids: &[String],
+    ) -> Result<Vec<Record>, StoreError>;
     /// A page of the collection's ids, in a stable order.
     async fn ids(
         &self,

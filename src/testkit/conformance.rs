@@ -147,6 +147,30 @@ pub async fn vector_store(name: &str, store: &dyn VectorStore, prefix: &str) {
         );
     }
     assert_eq!(read.len(), 5, "{name}: pages of records cover every record");
+    let wanted = [
+        records[3].id.clone(),
+        "no such id".to_owned(),
+        records[4].id.clone(),
+    ];
+    let mut got = store.get(&info, &wanted).await.unwrap();
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got.len(), 2, "{name}: get answers the ids it holds");
+    for (got, want) in got.iter().zip(&records[3..]) {
+        assert_eq!(
+            (&got.id, &got.document, &got.metadata),
+            (&want.id, &want.document, &want.metadata),
+            "{name}: get"
+        );
+        let close = got
+            .embedding
+            .iter()
+            .zip(&want.embedding)
+            .all(|(a, b)| (a - b).abs() < 1e-6);
+        assert!(
+            close && got.embedding.len() == want.embedding.len(),
+            "{name}: get answers the vectors as written"
+        );
+    }
     let listed = store.collections().await.unwrap();
     assert!(
         listed

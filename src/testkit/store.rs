@@ -188,6 +188,23 @@ impl VectorStore for MemoryStore {
             .collect())
     }
 
+    async fn get(
+        &self,
+        collection: &CollectionInfo,
+        ids: &[String],
+    ) -> Result<Vec<Record>, StoreError> {
+        let inner = self.inner.lock().expect("not poisoned");
+        Ok(inner
+            .collections
+            .get(&collection.name)
+            .map(|(_, stored)| {
+                ids.iter()
+                    .filter_map(|id| stored.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn records(
         &self,
         collection: &CollectionInfo,

@@ -223,3 +223,62 @@ async fn a_failed_job_forgets_the_files_it_started_reading() {
     };
     assert_eq!(sources, [STATIC_FILE]);
 }
+
+#[actix::test]
+async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
+    // The first run's records, as the store holds them.
+    let peers_first = peers();
+    start_job(
+        StaticSource::new(Kind::Works, 20, 100),
+        &peers_first,
+        |job| job,
+        HashMap::new(),
+    );
+    peers_first.report.expect_message().await.result.unwrap();
+    let written: Vec<crate::store::Record> = peers_first
+        .writer
+        .received()
+        .into_iter()
+        .flat_map(|w| w.records)
+        .collect();
+    let stored: HashMap<String, u64> = written
+        .iter()
+        .map(|r| (r.id.clone(), crate::manifest::hash_of(r)))
+        .collect();
+    // Every record's metadata moved (here its persona's name: the hashes differ), not their
+    // texts: no chunk is embedded, every record is written again with its vector.
+    let peers = peers();
+    peers.records.reply_with(move |m: &ReadRecords| {
+        Ok(written
+            .iter()
+            .filter(|r| m.ids.contains(&r.id))
+            .cloned()
+            .collect())
+    });
+    start_job(
+        StaticSource::new(Kind::Works, 20, 100),
+        &peers,
+        |job| IngestJob {
+            persona: crate::PersonaId::parse("q").unwrap(),
+            ..job
+        },
+        stored,
+    );
+    let stats = peers.report.expect_message().await.result.unwrap();
+    assert_eq!(embedded(&peers), 0);
+    let rewritten: usize = peers
+        .writer
+        .received()
+        .iter()
+        .map(|w| w.records.len())
+        .sum();
+    assert_eq!(rewritten, 20);
+    assert_eq!(
+        (
+            stats.counts.chunks_embedded,
+            stats.counts.chunks_unchanged,
+            stats.counts.tokens_embedded
+        ),
+        (0, 20, 0)
+    );
+}

@@ -2,6 +2,7 @@
 //! channel, windows of chunks embedded and written with a bounded number in flight, progress,
 //! stale records removed at the end, and the job's end recorded whatever happens.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +17,11 @@ use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
-use crate::actors::store_writer::{CountRecords, PruneCollection, Stale, WriteRecords};
+use crate::actors::store_writer::{
+    CountRecords, PruneCollection, ReadRecords, Stale, WriteRecords,
+};
 use crate::manifest::ManifestChange;
-use crate::sources::SourceError;
+use crate::sources::{MetaValue, SourceError};
 use crate::store::{Record, StoreError};
 use crate::Kind;
 
@@ -200,12 +203,16 @@ async fn run(
 
     let windows =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).ready_chunks(limits.window_chunks);
+    // Vectors are looked for in the store only where it may hold records of this kind, and not
+    // when forced (a forced run embeds everything again).
+    let reuse = !job.force && !matches!(&basis, Basis::Store(held) if held.is_empty());
     let job_ref = &job;
     let peers_ref = &peers;
+    let shared_ref = &*shared;
     let mut written = windows
         .map(|window: Vec<Prepared>| async move {
             let bytes_done = window.last().map_or(0, |p| p.bytes_done);
-            let count = write_window(job_ref, peers_ref, window).await?;
+            let count = write_window(job_ref, peers_ref, window, reuse, shared_ref).await?;
             Ok::<_, JobError>((count, bytes_done))
         })
         .buffered(limits.windows_in_flight);
@@ -288,7 +295,10 @@ async fn run(
     if pruned > 0 {
         tracing::info!(job_id = %job.job_id, collection = %job.collection.name, pruned, "removed stale records");
     }
-    counts.chunks_embedded = shared.chunks_written.load(Ordering::Relaxed);
+    let reused = shared.reused.load(Ordering::Relaxed);
+    counts.chunks_embedded = shared.chunks_written.load(Ordering::Relaxed) - reused;
+    counts.chunks_unchanged += reused;
+    counts.tokens_embedded = shared.tokens_embedded.load(Ordering::Relaxed);
     counts.chunks_deleted = pruned as u64;
     if let Some(skipped) = job.plan.skipped_warning() {
         warnings.insert(0, skipped);
@@ -316,45 +326,74 @@ async fn run(
     })
 }
 
-/// Embeds one window and writes it; answers how many records it wrote.
+/// Embeds one window and writes it; answers how many records it wrote. With `reuse`, a chunk
+/// whose text the store's record of the same id already holds (its metadata alone moved, as
+/// offsets do after an insertion above it) keeps that record's vector instead of being embedded.
 async fn write_window(
     job: &IngestJob,
     peers: &IngestorPeers,
     window: Vec<Prepared>,
+    reuse: bool,
+    shared: &Shared,
 ) -> Result<usize, JobError> {
-    let texts: Vec<String> = window.iter().map(|p| p.record.document.clone()).collect();
-    let vectors = peers
-        .embedder
-        .send(EmbedTexts { texts })
-        .await
-        .map_err(|e| format!("embedding batcher unreachable: {e}"))?
-        .map_err(|e| {
-            let message = match e.input.and_then(|i| window.get(i)) {
-                // One input refused: name it, so the user can mend that file.
-                Some(bad) => format!(
-                    "embedding failed for {} {} {}: {e}",
-                    bad.source,
-                    if job.kind == Kind::Quotes {
-                        "line"
-                    } else {
-                        "chunk"
-                    },
-                    bad.chunk_index
-                ),
-                None => format!("embedding failed: {e}"),
-            };
-            JobError {
-                message,
-                retryable: e.is_transient(),
-            }
-        })?;
+    let mut kept = if reuse {
+        reusable_vectors(job, peers, &window).await
+    } else {
+        HashMap::new()
+    };
+    let to_embed: Vec<usize> = (0..window.len())
+        .filter(|at| !kept.contains_key(&window[*at].record.id))
+        .collect();
+    let texts: Vec<String> = to_embed
+        .iter()
+        .map(|at| window[*at].record.document.clone())
+        .collect();
+    let mut vectors = if texts.is_empty() {
+        Vec::new()
+    } else {
+        peers
+            .embedder
+            .send(EmbedTexts { texts })
+            .await
+            .map_err(|e| format!("embedding batcher unreachable: {e}"))?
+            .map_err(|e| {
+                let message = match e.input.and_then(|i| to_embed.get(i)).map(|at| &window[*at]) {
+                    // One input refused: name it, so the user can mend that file.
+                    Some(bad) => format!(
+                        "embedding failed for {} {} {}: {e}",
+                        bad.source,
+                        if job.kind == Kind::Quotes {
+                            "line"
+                        } else {
+                            "chunk"
+                        },
+                        bad.chunk_index
+                    ),
+                    None => format!("embedding failed: {e}"),
+                };
+                JobError {
+                    message,
+                    retryable: e.is_transient(),
+                }
+            })?
+    }
+    .into_iter();
     let count = window.len();
+    let mut tokens = 0;
     let records: Vec<Record> = window
         .into_iter()
-        .zip(vectors)
-        .map(|(prepared, embedding)| Record {
-            embedding,
-            ..prepared.record
+        .map(|prepared| {
+            let embedding = match kept.remove(&prepared.record.id) {
+                Some(vector) => vector,
+                None => {
+                    tokens += prepared.tokens;
+                    vectors.next().expect("a vector for each text sent")
+                }
+            };
+            Record {
+                embedding,
+                ..prepared.record
+            }
         })
         .collect();
     peers
@@ -366,7 +405,52 @@ async fn write_window(
         .await
         .map_err(|e| format!("vector store writer unreachable: {e}"))?
         .map_err(|e| store_failed(format!("writing to {}", job.collection.name), e))?;
+    shared
+        .reused
+        .fetch_add((count - to_embed.len()) as u64, Ordering::Relaxed);
+    shared.tokens_embedded.fetch_add(tokens, Ordering::Relaxed);
     Ok(count)
+}
+
+/// The vectors of the window's chunks whose text the store's record of the same id holds, by
+/// id. A store that cannot answer costs only the reuse: the chunks are embedded.
+async fn reusable_vectors(
+    job: &IngestJob,
+    peers: &IngestorPeers,
+    window: &[Prepared],
+) -> HashMap<String, Vec<f32>> {
+    let ids = window.iter().map(|p| p.record.id.clone()).collect();
+    let asked = peers.records.send(ReadRecords {
+        collection: job.collection.name.clone(),
+        ids,
+    });
+    let found = match asked.await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!("reading {}'s records failed: {e}", job.collection.name);
+            return HashMap::new();
+        }
+        Err(_) => return HashMap::new(),
+    };
+    let texts: HashMap<&str, &MetaValue> = window
+        .iter()
+        .filter_map(|p| {
+            let hash = p.record.metadata.get(crate::record_keys::CONTENT_HASH)?;
+            Some((p.record.id.as_str(), hash))
+        })
+        .collect();
+    let model = MetaValue::from(job.collection.embedding_model.as_str());
+    found
+        .into_iter()
+        // A vector of this model and size only.
+        .filter(|r| r.embedding.len() == job.collection.dimension)
+        .filter(|r| r.metadata.get(crate::record_keys::EMBEDDING_MODEL) == Some(&model))
+        .filter(|r| {
+            let same = texts.get(r.id.as_str()).copied();
+            same.is_some() && r.metadata.get(crate::record_keys::CONTENT_HASH) == same
+        })
+        .map(|r| (r.id, r.embedding))
+        .collect()
 }
 
 fn store_failed(what: String, e: StoreError) -> JobError {

@@ -12,6 +12,7 @@ use super::read::{spawn_reader, ReadReport};
 use super::trust::{gone, gone_from_store, trust, Basis};
 use super::{IngestJob, Shared};
 use crate::manifest::JobCounts;
+use crate::sources::MetaValue;
 
 /// What a run of the job would do: files read and skipped, chunks embedded, left and deleted,
 /// tokens embedded; and the records the collection would hold after it.
@@ -25,14 +26,28 @@ pub struct JobPlan {
     pub deletions_exact: bool,
 }
 
-/// Plans `job` against a store holding `stored` of its collection (record hashes by id, as
-/// [`crate::manifest::hash_of`] makes them; `None`: the store could not say).
+/// What the store holds of a job's collection, by record id: the hash of each record (as
+/// [`crate::manifest::hash_of`] makes it) and its text's `content_hash`.
+pub type Stored = HashMap<String, (u64, Option<MetaValue>)>;
+
+/// Plans `job` against a store holding `stored` of its collection (`None`: the store could not
+/// say).
 ///
 /// Errors: a file that cannot be read, as the job would fail on it.
-pub async fn dry_run(
-    job: IngestJob,
-    stored: Option<HashMap<String, u64>>,
-) -> Result<JobPlan, String> {
+pub async fn dry_run(job: IngestJob, stored: Option<Stored>) -> Result<JobPlan, String> {
+    // A chunk whose text the record of its id holds keeps its vector, as a run does.
+    let texts: HashMap<String, MetaValue> = match (&stored, job.force) {
+        (Some(stored), false) => stored
+            .iter()
+            .filter_map(|(id, (_, text))| Some((id.clone(), text.clone()?)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let stored = stored.map(|s| {
+        s.into_iter()
+            .map(|(id, (hash, _))| (id, hash))
+            .collect::<HashMap<_, _>>()
+    });
     let held = stored.as_ref().map(|s| s.len() as u64);
     let basis = match job.previous.clone().and_then(|p| trust(&job, p, held)) {
         Some(previous) => Basis::Manifest(previous),
@@ -40,9 +55,18 @@ pub async fn dry_run(
     };
     let (tx, mut rx) = mpsc::channel(256);
     let reader = spawn_reader(&job, &basis, tx, Arc::new(Shared::default()));
-    let mut to_embed = 0;
-    while rx.recv().await.is_some() {
-        to_embed += 1;
+    let (mut to_embed, mut reused, mut tokens) = (0, 0, 0);
+    while let Some(prepared) = rx.recv().await {
+        let text = prepared
+            .record
+            .metadata
+            .get(crate::record_keys::CONTENT_HASH);
+        if text.is_some() && texts.get(&prepared.record.id) == text {
+            reused += 1;
+        } else {
+            to_embed += 1;
+            tokens += prepared.tokens;
+        }
     }
     let ReadReport {
         entries,
@@ -54,6 +78,8 @@ pub async fn dry_run(
         .map_err(|e| e.to_string())?;
     let vectors: u64 = entries.iter().map(|e| e.chunks.len() as u64).sum();
     counts.chunks_embedded = to_embed;
+    counts.chunks_unchanged += reused;
+    counts.tokens_embedded = tokens;
     let (deleted, deletions_exact) = match &basis {
         Basis::Manifest(previous) => (gone(job.kind, previous, &entries).len() as u64, true),
         Basis::Store(held) => (gone_from_store(job.kind, held, &entries).len() as u64, true),

@@ -28,13 +28,15 @@ pub(super) struct Prepared {
     pub chunk_index: u32,
     /// How far into the whole plan (in bytes) the reader was when it made it.
     pub bytes_done: u64,
+    /// Its tokens, as the model counts them (where known).
+    pub tokens: u64,
 }
 
 /// What reading found: the kind's files as they now are, and what it took.
 pub(super) struct ReadReport {
     pub warnings: Vec<String>,
     pub entries: Vec<FileEntry>,
-    /// Files read and skipped, chunks unchanged, tokens of the chunks sent.
+    /// Files read and skipped, chunks unchanged.
     pub counts: JobCounts,
 }
 
@@ -95,12 +97,13 @@ impl ChunkSink for ChannelSink {
             self.counts.chunks_unchanged += 1;
             return ControlFlow::Continue(());
         }
-        self.counts.tokens_embedded += self.tokens.count(&record.document) as u64;
+        let tokens = self.tokens.count(&record.document) as u64;
         let prepared = Prepared {
             source,
             chunk_index,
             record,
             bytes_done: self.bytes_before + bytes_done,
+            tokens,
         };
         match self.tx.blocking_send(prepared) {
             Ok(()) => ControlFlow::Continue(()),

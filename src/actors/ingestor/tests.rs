@@ -15,6 +15,7 @@ pub(super) struct Peers {
     pub pruner: ProbeHandle<PruneCollection>,
     pub recorder: ProbeHandle<RecordStatus>,
     pub report: ProbeHandle<IngestFinished>,
+    pub records: ProbeHandle<ReadRecords>,
 }
 
 pub(super) fn peers() -> Peers {
@@ -24,6 +25,7 @@ pub(super) fn peers() -> Peers {
         pruner: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
         recorder: probe(|_: &RecordStatus| Ok(Recorded::default())),
         report: probe(|_: &IngestFinished| ()),
+        records: probe(|_: &ReadRecords| Ok(Vec::new())),
     }
 }
 
@@ -69,6 +71,7 @@ pub(super) fn start_job(
         pruner: peers.pruner.recipient(),
         counter: probe(move |_: &CountRecords| Ok(held)).recipient(),
         hashes: probe(move |_: &ReadHashes| Ok(stored.clone())).recipient(),
+        records: peers.records.recipient(),
         recorder: peers.recorder.recipient(),
     };
     Ingestor::new(job, ingestor_peers, LIMITS, peers.report.recipient()).start()

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{collections, ChromaStore, GetResult, QueryResult};
-use crate::store::{CollectionInfo, QueryHit, Record, StoreError};
+use crate::store::{CollectionInfo, QueryHit, Record, StoreError, VectorStore};
 
 impl ChromaStore {
     /// A page of records with their documents and metadata.
@@ -37,6 +37,37 @@ impl ChromaStore {
                 embedding: Vec::new(),
             })
             .collect())
+    }
+
+    /// The records of `ids`, vectors included, in pages of the server's batch size.
+    pub(super) async fn get_by_ids(
+        &self,
+        collection: &CollectionInfo,
+        ids: &[String],
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for group in ids.chunks(self.max_batch_size().await?.max(1)) {
+            let body = json!({
+                "ids": group, "include": ["documents", "metadatas", "embeddings"],
+            });
+            let got: GetResult = self
+                .call(
+                    Method::POST,
+                    &self.record_url(collection, "get"),
+                    Some(&body),
+                )
+                .await?;
+            let mut documents = got.documents.unwrap_or_default().into_iter();
+            let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
+            let mut embeddings = got.embeddings.unwrap_or_default().into_iter();
+            found.extend(got.ids.into_iter().map(|id| Record {
+                id,
+                document: documents.next().flatten().unwrap_or_default(),
+                metadata: metadatas.next().flatten().unwrap_or_default(),
+                embedding: embeddings.next().flatten().unwrap_or_default(),
+            }));
+        }
+        Ok(found)
     }
 
     /// The `k` records nearest to `embedding`, scored by cosine similarity whatever the

@@ -130,7 +130,11 @@ pub fn fingerprint(settings: &Settings, kind: Kind, model: &str, dimension: usiz
     };
     // How files are read, by kind: Debug, as these are read-only settings.
     let reading = match kind {
-        Kind::Quotes => serde_json::json!({ "quotes": format!("{:?}", settings.quotes) }),
+        // The input limit decides which quotes are refused as too long.
+        Kind::Quotes => serde_json::json!({
+            "quotes": format!("{:?}", settings.quotes),
+            "max_input_tokens": e.max_input_tokens,
+        }),
         Kind::Works | Kind::Profile => serde_json::json!({
             "target_tokens": settings.chunking.target_tokens,
             "overlap_tokens": settings.chunking.overlap_tokens,

@@ -154,6 +154,14 @@ fn the_fingerprint_changes_with_what_makes_records() {
         fingerprint(&chunking, Kind::Quotes, "m", 384),
         fingerprint(&settings, Kind::Quotes, "m", 384)
     );
+    // The input limit decides which quotes are refused: it is the quotes' alone.
+    let mut limit = settings.clone();
+    limit.embedding.max_input_tokens -= 1;
+    assert_ne!(
+        fingerprint(&limit, Kind::Quotes, "m", 384),
+        fingerprint(&settings, Kind::Quotes, "m", 384)
+    );
+    assert_eq!(fingerprint(&limit, Kind::Works, "m", 384), base);
     let mut moved = settings.clone();
     moved.embedding.base_url = "http://elsewhere:8000/v1".into();
     assert_eq!(

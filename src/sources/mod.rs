@@ -7,13 +7,12 @@
 pub mod chunker;
 mod decode;
 mod document;
+mod documents;
 #[doc(hidden)]
 pub mod fuzz;
 mod layout;
-mod profile;
 mod quotes;
 mod text;
-mod works;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -27,10 +26,9 @@ use crate::tokens::TokenCounter;
 use crate::{Kind, PersonaId};
 
 pub use chunker::{RawChunk, TextChunker};
+pub use documents::DocumentSource;
 pub use layout::DataRoot;
-pub use profile::ProfileSource;
 pub use quotes::QuotesSource;
-pub use works::WorksSource;
 
 /// A metadata value as vector stores accept it (Chroma takes str, int, float and bool).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -251,7 +249,8 @@ impl SourceFactory for FileSources {
         let root = self.root.clone();
         let persona = persona.clone();
         Ok(match kind {
-            Kind::Works => Arc::new(WorksSource::new(
+            Kind::Works | Kind::Profile => Arc::new(DocumentSource::new(
+                kind,
                 root,
                 persona,
                 self.settings.chunking,
@@ -267,12 +266,6 @@ impl SourceFactory for FileSources {
                 } else {
                     self.settings.embedding.max_input_tokens
                 },
-                self.counter.clone(),
-            )),
-            Kind::Profile => Arc::new(ProfileSource::new(
-                root,
-                persona,
-                self.settings.chunking,
                 self.counter.clone(),
             )),
         })

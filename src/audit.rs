@@ -22,9 +22,6 @@ use crate::{JobStatus, Kind, PersonaId};
 pub use repair::{repair, Repaired};
 pub use report::{AuditReport, Finding, KindAudit, Listed, Orphan, PersonaAudit};
 
-/// Records read from the store a page at a time.
-const PAGE: usize = 1000;
-
 /// What the engine writes with: collections named by `name_template`, vectors of `model` and
 /// `dimension` (0 when the settings leave it to the provider: not checked then).
 pub struct Expected<'a> {
@@ -131,15 +128,7 @@ async fn audit_kind(
                     engine_dimension: expected.dimension,
                 });
             }
-            let mut held = HashMap::new();
-            loop {
-                let page = store.records(&info, held.len(), PAGE).await?;
-                let last = page.len() < PAGE;
-                held.extend(page.iter().map(|r| (r.id.clone(), manifest::hash_of(r))));
-                if last {
-                    break held;
-                }
-            }
+            manifest::stored_hashes(store, &info).await?
         }
         None => HashMap::new(),
     };

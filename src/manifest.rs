@@ -186,6 +186,20 @@ pub fn record_hash(id: &str, document: &str, metadata: &crate::sources::Metadata
     hasher.digest()
 }
 
+/// [`hash_of`] every record `collection` holds, by id: what the store holds as the engine
+/// compares it (the ingestor when its manifest cannot be trusted, and `audit`).
+pub async fn stored_hashes(
+    store: &dyn crate::store::VectorStore,
+    collection: &crate::store::CollectionInfo,
+) -> Result<HashMap<String, u64>, crate::store::StoreError> {
+    let mut hashes = HashMap::new();
+    crate::store::each_record(store, collection, |r| {
+        hashes.insert(r.id.clone(), hash_of(&r));
+    })
+    .await?;
+    Ok(hashes)
+}
+
 /// [`record_hash`] of a record.
 pub fn hash_of(record: &Record) -> u64 {
     record_hash(&record.id, &record.document, &record.metadata)

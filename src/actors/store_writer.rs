@@ -338,20 +338,9 @@ impl Handler<ReadHashes> for StoreWriter {
     fn handle(&mut self, msg: ReadHashes, _: &mut Context<Self>) -> Self::Result {
         let store = self.store.clone();
         Box::pin(async move {
-            let mut hashes = HashMap::new();
-            let Some(info) = store.collection(&msg.collection).await? else {
-                return Ok(hashes);
-            };
-            loop {
-                let page = store.records(&info, hashes.len(), ID_PAGE).await?;
-                let last = page.len() < ID_PAGE;
-                hashes.extend(
-                    page.iter()
-                        .map(|r| (r.id.clone(), crate::manifest::hash_of(r))),
-                );
-                if last {
-                    return Ok(hashes);
-                }
+            match store.collection(&msg.collection).await? {
+                Some(info) => crate::manifest::stored_hashes(store.as_ref(), &info).await,
+                None => Ok(HashMap::new()),
             }
         })
     }

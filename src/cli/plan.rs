@@ -57,17 +57,11 @@ pub async fn run(
             // cannot be trusted.
             let mut held = std::collections::HashMap::new();
             if let Some(info) = &found {
-                loop {
-                    let page = store.records(info, held.len(), 1000).await?;
-                    let last = page.len() < 1000;
-                    held.extend(page.iter().map(|r| {
-                        let text = r.metadata.get(crate::record_keys::CONTENT_HASH).cloned();
-                        (r.id.clone(), (manifest::hash_of(r), text))
-                    }));
-                    if last {
-                        break;
-                    }
-                }
+                store::each_record(store.as_ref(), info, |r| {
+                    let text = r.metadata.get(crate::record_keys::CONTENT_HASH).cloned();
+                    held.insert(r.id.clone(), (manifest::hash_of(&r), text));
+                })
+                .await?;
             }
             // A vector size the settings leave to the server is the collection's.
             let dimension = dimension.or(found.map(|info| info.dimension)).unwrap_or(0);

@@ -151,6 +151,28 @@ pub trait VectorStore: Send + Sync {
     ) -> Result<Vec<QueryHit>, StoreError>;
 }
 
+/// Records a page of [`VectorStore::records`] holds.
+const RECORD_PAGE: usize = 1000;
+
+/// Calls `each` with every record of `collection` (documents and metadata, no vectors), a page
+/// at a time.
+pub async fn each_record(
+    store: &dyn VectorStore,
+    collection: &CollectionInfo,
+    mut each: impl FnMut(Record),
+) -> Result<(), StoreError> {
+    let mut offset = 0;
+    loop {
+        let page = store.records(collection, offset, RECORD_PAGE).await?;
+        let last = page.len() < RECORD_PAGE;
+        offset += page.len();
+        page.into_iter().for_each(&mut each);
+        if last {
+            return Ok(());
+        }
+    }
+}
+
 pub async fn from_settings(settings: &StoreSettings) -> Result<Arc<dyn VectorStore>, StoreError> {
     match settings.kind {
         StoreKind::Embedded => Ok(Arc::new(EmbeddedStore::open(&settings.path).await?)),

@@ -8,6 +8,29 @@ use persona_ingest::JobStatus;
 use crate::cli::text;
 use crate::common::*;
 
+/// `persona-ingest ingest twain-sampler` in `dir` against the slow stand-in `server`, in
+/// batches of two; stderr piped.
+fn ingest_twain_sampler(dir: &std::path::Path, server: &wiremock::MockServer) -> Command {
+    let root = examples_root().to_str().unwrap().to_owned();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
+    command
+        .current_dir(dir)
+        .args(["ingest", "twain-sampler", "--json", "--data-root", &root])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ENGINE__EMBEDDING__PROVIDER", "openai")
+        .env(
+            "ENGINE__EMBEDDING__BASE_URL",
+            format!("{}/v1", server.uri()),
+        )
+        .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
+        .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
+        .env("ENGINE__EMBEDDING__LINGER_MS", "0")
+        .env("OPENAI_API_KEY", "sk-test")
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 /// Ctrl-C (or SIGTERM) on `ingest` mid-run: its jobs end failed naming the signal, none is left
 /// `processing`, the persona's run lock is free for the next run; exit code 130.
 #[actix::test]
@@ -15,25 +38,10 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
     for signal in ["INT", "TERM"] {
         let server = crate::worker_kit::slow_embedder(std::time::Duration::from_millis(200)).await;
         let dir = tempfile::tempdir().unwrap();
-        let root = examples_root().to_str().unwrap().to_owned();
-        let child = Command::new(env!("CARGO_BIN_EXE_persona-ingest"))
-            .current_dir(dir.path())
-            .args(["ingest", "twain-sampler", "--json", "--data-root", &root])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ENGINE__EMBEDDING__PROVIDER", "openai")
-            .env(
-                "ENGINE__EMBEDDING__BASE_URL",
-                format!("{}/v1", server.uri()),
-            )
-            .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
-            .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
-            .env("ENGINE__EMBEDDING__LINGER_MS", "0")
+        let child = ingest_twain_sampler(dir.path(), &server)
             // Windows of two chunks: some are written before the signal.
             .env("ENGINE__INGEST__WINDOW_CHUNKS", "2")
-            .env("OPENAI_API_KEY", "sk-test")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         crate::worker_kit::wait_for(
@@ -102,25 +110,9 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
 async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
     let server = crate::worker_kit::slow_embedder(std::time::Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
-    let root = examples_root().to_str().unwrap().to_owned();
     let ingest = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_persona-ingest"));
-        command
-            .current_dir(dir.path())
-            .args(["ingest", "twain-sampler", "--json", "--data-root", &root])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("ENGINE__EMBEDDING__PROVIDER", "openai")
-            .env(
-                "ENGINE__EMBEDDING__BASE_URL",
-                format!("{}/v1", server.uri()),
-            )
-            .env("ENGINE__EMBEDDING__DIMENSIONS", "8")
-            .env("ENGINE__EMBEDDING__MAX_BATCH_INPUTS", "2")
-            .env("ENGINE__EMBEDDING__LINGER_MS", "0")
-            .env("OPENAI_API_KEY", "sk-test")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+        let mut command = ingest_twain_sampler(dir.path(), &server);
+        command.stdout(std::process::Stdio::piped());
         command
     };
     let mut killed = ingest().spawn().unwrap();

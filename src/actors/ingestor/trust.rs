@@ -88,25 +88,26 @@ pub(super) fn gone_from_store(
     held: &HashMap<String, u64>,
     entries: &[FileEntry],
 ) -> Vec<String> {
-    let now: HashSet<String> = entries.iter().flat_map(|e| e.record_ids(kind)).collect();
-    let mut gone: Vec<String> = held
-        .keys()
-        .filter(|id| !now.contains(*id))
-        .cloned()
-        .collect();
-    gone.sort_unstable();
-    gone
+    not_made(kind, held.keys().cloned(), entries)
 }
 
 /// The ids `previous` has and `entries` do not.
 pub(super) fn gone(kind: Kind, previous: &KindManifest, entries: &[FileEntry]) -> Vec<String> {
+    not_made(
+        kind,
+        previous.files.values().flat_map(|e| e.record_ids(kind)),
+        entries,
+    )
+}
+
+/// The ids of `before` that `entries` do not make, sorted.
+fn not_made(
+    kind: Kind,
+    before: impl Iterator<Item = String>,
+    entries: &[FileEntry],
+) -> Vec<String> {
     let now: HashSet<String> = entries.iter().flat_map(|e| e.record_ids(kind)).collect();
-    let mut gone: Vec<String> = previous
-        .files
-        .values()
-        .flat_map(|e| e.record_ids(kind))
-        .filter(|id| !now.contains(id))
-        .collect();
+    let mut gone: Vec<String> = before.filter(|id| !now.contains(id)).collect();
     gone.sort_unstable();
     gone
 }

@@ -18,25 +18,7 @@ impl ChromaStore {
         let body = json!({
             "limit": limit, "offset": offset, "include": ["documents", "metadatas"],
         });
-        let got: GetResult = self
-            .call(
-                Method::POST,
-                &self.record_url(collection, "get"),
-                Some(&body),
-            )
-            .await?;
-        let mut documents = got.documents.unwrap_or_default().into_iter();
-        let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
-        Ok(got
-            .ids
-            .into_iter()
-            .map(|id| Record {
-                id,
-                document: documents.next().flatten().unwrap_or_default(),
-                metadata: metadatas.next().flatten().unwrap_or_default(),
-                embedding: Vec::new(),
-            })
-            .collect())
+        self.fetch(collection, &body).await
     }
 
     /// The records of `ids`, vectors included, in pages of the server's batch size.
@@ -50,24 +32,37 @@ impl ChromaStore {
             let body = json!({
                 "ids": group, "include": ["documents", "metadatas", "embeddings"],
             });
-            let got: GetResult = self
-                .call(
-                    Method::POST,
-                    &self.record_url(collection, "get"),
-                    Some(&body),
-                )
-                .await?;
-            let mut documents = got.documents.unwrap_or_default().into_iter();
-            let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
-            let mut embeddings = got.embeddings.unwrap_or_default().into_iter();
-            found.extend(got.ids.into_iter().map(|id| Record {
+            found.extend(self.fetch(collection, &body).await?);
+        }
+        Ok(found)
+    }
+
+    /// The records a `get` call with `body` answers (what it did not include left empty).
+    async fn fetch(
+        &self,
+        collection: &CollectionInfo,
+        body: &serde_json::Value,
+    ) -> Result<Vec<Record>, StoreError> {
+        let got: GetResult = self
+            .call(
+                Method::POST,
+                &self.record_url(collection, "get"),
+                Some(body),
+            )
+            .await?;
+        let mut documents = got.documents.unwrap_or_default().into_iter();
+        let mut metadatas = got.metadatas.unwrap_or_default().into_iter();
+        let mut embeddings = got.embeddings.unwrap_or_default().into_iter();
+        Ok(got
+            .ids
+            .into_iter()
+            .map(|id| Record {
                 id,
                 document: documents.next().flatten().unwrap_or_default(),
                 metadata: metadatas.next().flatten().unwrap_or_default(),
                 embedding: embeddings.next().flatten().unwrap_or_default(),
-            }));
-        }
-        Ok(found)
+            })
+            .collect())
     }
 
     /// The `k` records nearest to `embedding`, scored by cosine similarity whatever the

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::http::AppState;
+use crate::monitor::{CeleryEvent, Inspect, Monitor, MonitorPorts};
 use crate::pipeline::Engine;
 use crate::sources::FileSources;
 use crate::trigger::broker::Broker;
@@ -28,6 +29,7 @@ use crate::trigger::redis_trigger::{
     hostname, RedisTrigger, Shutdown, TriggerConfig, TriggerCounters, TriggerPeers, TriggerPorts,
 };
 use crate::trigger::results::ResultBackend;
+use crate::trigger::subscription::{self, Topic};
 
 /// What a daemon did, once stopped.
 #[derive(Clone, Debug, Serialize)]
@@ -97,10 +99,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         .url
         .clone()
         .unwrap_or_else(|| settings.redis.url.clone());
-    let results =
+    let results = Arc::new(
         ResultBackend::connect(&results_url, Duration::from_secs(settings.results.expires))
             .await
-            .map_err(|e| anyhow::anyhow!("results.url {}: {e}", crate::db::redact(&results_url)))?;
+            .map_err(|e| anyhow::anyhow!("results.url {}: {e}", crate::db::redact(&results_url)))?,
+    );
     let node = match settings.worker.name.as_str() {
         "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
         name => name.to_owned(),
@@ -144,7 +147,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     );
     let ports = TriggerPorts {
         queue: broker.clone(),
-        results: Arc::new(results),
+        results: results.clone(),
         locks: Arc::new(PersonaLocks::new(broker.clone(), &worker_id)),
         revocations: broker.clone(),
         events: events.clone(),
@@ -164,9 +167,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     );
     let trigger_context = Context::<RedisTrigger>::new();
     let trigger = trigger_context.address();
+    let (stop_listening, listening) = watch::channel(false);
     let http = match settings.http.listen.as_str() {
         "" => None,
         listen => {
+            let monitor = start_monitor(&client, &broker, &names, listening.clone());
             let state = AppState {
                 settings: engine.settings.clone(),
                 db: engine.db.clone(),
@@ -180,6 +185,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
                 broker: broker.clone(),
                 supervisor: engine.supervisor.clone(),
                 trigger: Some(trigger.clone().recipient()),
+                monitor: Some(monitor),
+                results: Some(results.clone()),
+                stopping: listening.clone(),
             };
             let handle = crate::http::start(listen, state)
                 .map_err(|e| anyhow::anyhow!("http.listen {listen}: {e}"))?;
@@ -207,7 +215,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         remote_stop,
     )
     .start();
-    let (stop_listening, listening) = watch::channel(false);
     actix::spawn(listen(client, channel, pidbox.recipient(), listening));
     Ok(Daemon {
         worker_id,
@@ -218,6 +225,45 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         stopped_remotely,
         stop_listening,
     })
+}
+
+/// The dashboard's Monitor, hearing every Celery event on the broker's db.
+fn start_monitor(
+    client: &redis::Client,
+    broker: &Arc<Broker>,
+    names: &TaskNames,
+    stop: watch::Receiver<bool>,
+) -> Addr<Monitor> {
+    let ports = MonitorPorts {
+        depth: Some(broker.clone()),
+        inspect: Some(Arc::new(RemoteInspect(client.clone()))),
+    };
+    let monitor = Monitor::new(names.clone(), ports).start();
+    let db = client.get_connection_info().redis_settings().db();
+    let events = monitor.clone().recipient();
+    let deliver = move |bytes| events.do_send(CeleryEvent(bytes));
+    let pattern = Topic::Pattern(format!("/{db}.celeryev/*"));
+    actix::spawn(subscription::forward(
+        client.clone(),
+        pattern,
+        deliver,
+        stop,
+    ));
+    monitor
+}
+
+/// `inspect` as Celery's client sends it, waiting half a second for replies.
+struct RemoteInspect(redis::Client);
+
+#[async_trait::async_trait]
+impl Inspect for RemoteInspect {
+    async fn inspect(&self, method: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let timeout = Duration::from_millis(500);
+        Ok(
+            crate::trigger::control::broadcast(&self.0, method, serde_json::json!({}), timeout)
+                .await?,
+        )
+    }
 }
 
 impl Daemon {

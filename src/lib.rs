@@ -13,6 +13,7 @@ pub mod ids;
 pub mod jobs;
 pub mod manifest;
 pub mod metrics;
+pub mod monitor;
 pub mod naming;
 pub mod persona;
 pub mod pipeline;

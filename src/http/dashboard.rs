@@ -17,10 +17,21 @@ const PAGE: &str = include_str!("dashboard.html");
 /// How many rows each list of the dashboard shows.
 const RECENT: u64 = 12;
 
+mod broker;
+mod live;
+mod personas;
+mod tasks;
+mod workers;
+
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/", web::get().to(page))
-        .route("/api/dashboard", web::get().to(dashboard));
+        .route("/api/dashboard", web::get().to(dashboard))
+        .configure(tasks::routes)
+        .configure(broker::routes)
+        .configure(workers::routes)
+        .configure(personas::routes)
+        .configure(live::routes);
 }
 
 async fn page() -> HttpResponse {
@@ -33,10 +44,7 @@ fn database(e: sea_orm::DbErr) -> ApiError {
     ApiError::unavailable("database", e)
 }
 
-fn seconds(job: &entities::ingestion_job::Model) -> Option<f64> {
-    let (started, ended) = (job.started_at?, job.completed_at?);
-    Some((ended - started).num_milliseconds() as f64 / 1000.0)
-}
+use personas::seconds;
 
 async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let db = &state.db;

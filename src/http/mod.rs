@@ -22,10 +22,12 @@ use sea_orm::DatabaseConnection;
 use crate::actors::supervisor::Supervisor;
 use crate::actors::Observe;
 use crate::config::Settings;
+use crate::monitor::Monitor;
 use crate::sources::SourceFactory;
 use crate::store::VectorStore;
 use crate::trigger::broker::Broker;
 use crate::trigger::redis_trigger::TriggerCounters;
+use crate::trigger::results::ResultBackend;
 
 pub use error::ApiError;
 
@@ -43,6 +45,13 @@ pub struct AppState {
     pub supervisor: actix::Addr<Supervisor>,
     /// This process's trigger, for its counters (tasks running, ready, held for their eta).
     pub trigger: Option<actix::Recipient<Observe<TriggerCounters>>>,
+    /// Every task and worker on the broker as Celery's events tell them, and the charts'
+    /// history (the dashboard's task, worker and chart views).
+    pub monitor: Option<actix::Addr<Monitor>>,
+    /// The result backend, for a task's result as Celery stores it.
+    pub results: Option<Arc<ResultBackend>>,
+    /// Turns true as the daemon stops: live streams end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Binds `listen` and starts serving; the handle stops the server.

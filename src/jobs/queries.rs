@@ -49,6 +49,19 @@ pub async fn jobs_by_ids<C: ConnectionTrait>(
         .await
 }
 
+/// The jobs whose results go under these Celery task ids (a one-kind task's own id, or an
+/// `ingest_full_persona` sub-task's), oldest first.
+pub async fn jobs_of_tasks<C: ConnectionTrait>(
+    db: &C,
+    task_ids: &[String],
+) -> Result<Vec<ingestion_job::Model>, DbErr> {
+    ingestion_job::Entity::find()
+        .filter(ingestion_job::Column::TaskId.is_in(task_ids.iter().cloned()))
+        .order_by_asc(ingestion_job::Column::CreatedAt)
+        .all(db)
+        .await
+}
+
 /// The latest job of each kind of every persona, for the overview.
 pub async fn latest_jobs<C: ConnectionTrait>(db: &C) -> Result<Vec<ingestion_job::Model>, DbErr> {
     let all = ingestion_job::Entity::find()

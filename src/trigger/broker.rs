@@ -119,9 +119,19 @@ impl Broker {
     /// How many messages are dead-lettered, and the newest `limit` of their entries (JSON
     /// objects, read as text whatever bytes another writer may have put there).
     pub async fn dead_letters(&self, limit: usize) -> Result<(u64, Vec<String>), RedisError> {
+        let (total, newest) = self.newest_dead_letters(limit).await?;
+        let newest = newest
+            .into_iter()
+            .map(|entry| String::from_utf8_lossy(&entry).into_owned())
+            .collect();
+        Ok((total, newest))
+    }
+
+    /// How many messages are dead-lettered, and the newest `limit` entries as stored.
+    async fn newest_dead_letters(&self, limit: usize) -> Result<(u64, Vec<Vec<u8>>), RedisError> {
         let mut con = self.con.clone();
         let key = self.dead_letters_key();
-        let (total, newest): (u64, Vec<Vec<u8>>) = redis::pipe()
+        redis::pipe()
             .cmd("LLEN")
             .arg(&key)
             .cmd("LRANGE")
@@ -129,12 +139,7 @@ impl Broker {
             .arg(0)
             .arg(limit.saturating_sub(1))
             .query_async(&mut con)
-            .await?;
-        let newest = newest
-            .into_iter()
-            .map(|entry| String::from_utf8_lossy(&entry).into_owned())
-            .collect();
-        Ok((total, newest))
+            .await
     }
 
     /// Requeues one worker's in-flight messages (see `Queue::requeue`).
@@ -362,6 +367,8 @@ impl Queue for Broker {
 }
 
 mod control;
+mod dead_letters;
 mod overview;
 
+pub use dead_letters::{DeadLetter, Settle};
 pub use overview::{BrokerOverview, InFlight, QueueLength, WorkerState};

@@ -16,4 +16,5 @@ pub mod ports;
 pub mod redis_trigger;
 pub mod redis_url;
 pub mod results;
+pub mod subscription;
 pub mod task;

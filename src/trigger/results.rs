@@ -34,6 +34,21 @@ impl ResultBackend {
     }
 }
 
+impl ResultBackend {
+    /// A task's result as stored (`celery-task-meta-<id>`, JSON), if there is one.
+    pub async fn meta(&self, task_id: &str) -> Result<Option<serde_json::Value>, RedisError> {
+        let mut con = self.con.clone();
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(result_key(task_id))
+            .query_async(&mut con)
+            .await?;
+        Ok(stored.map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned().into())
+        }))
+    }
+}
+
 #[async_trait]
 impl ResultStore for ResultBackend {
     async fn store(

@@ -237,3 +237,74 @@ async fn competing_workers_never_take_the_same_message() {
     assert_eq!(all.len(), 200);
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), sent);
 }
+
+#[tokio::test]
+async fn a_dead_letter_is_requeued_with_its_bytes_or_dropped_once_by_its_id() {
+    use persona_ingest::trigger::broker::Settle;
+    let names = Names::new();
+    let broker = names.broker().await;
+    let sent = names.push(3, 1).await;
+    // A second message that is not UTF-8, as a producer gone wrong sends it.
+    let mut con = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("LPUSH")
+        .arg(names.queue())
+        .arg(&b"\xff\xfe\x00 broken"[..])
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+    for reason in ["unknown task", "not a JSON envelope"] {
+        let delivery = broker
+            .fetch("w1", Duration::from_millis(100))
+            .await
+            .unwrap()
+            .unwrap();
+        broker.dead_letter("w1", &delivery, reason).await.unwrap();
+    }
+    let (total, letters) = broker.dead_letter_page(10).await.unwrap();
+    assert_eq!(total, 2);
+    let broken = letters.iter().find(|d| !d.utf8).unwrap();
+    assert_eq!(broken.size, 10);
+    assert!(broken.preview.ends_with(" broken"), "{broken:?}");
+    let good = letters.iter().find(|d| d.utf8).unwrap();
+    assert_eq!(
+        good.queue.as_deref(),
+        Some(priority_queue(&names.queue(), 3).as_str())
+    );
+
+    // Requeued: the very bytes, back in the list they came from; once only.
+    let queue = broker
+        .settle_dead_letter(&good.id, Settle::Requeue)
+        .await
+        .unwrap();
+    assert_eq!(queue, Some(priority_queue(&names.queue(), 3)));
+    let back: Vec<String> = redis::cmd("LRANGE")
+        .arg(priority_queue(&names.queue(), 3))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(back, sent);
+    assert_eq!(
+        broker
+            .settle_dead_letter(&good.id, Settle::Requeue)
+            .await
+            .unwrap(),
+        None
+    );
+    // Dropped: gone, and nothing queued.
+    let before = names.len(&names.queue()).await;
+    assert_eq!(
+        broker
+            .settle_dead_letter(&broken.id, Settle::Drop)
+            .await
+            .unwrap(),
+        Some(String::new())
+    );
+    assert_eq!(names.len(&names.queue()).await, before);
+    assert_eq!(broker.dead_letter_page(10).await.unwrap().0, 0);
+}

@@ -462,32 +462,6 @@ async fn flower_lists_the_worker_and_knows_its_sub_tasks() {
     forget(&redis_url(), &names.prefix, &[&task_id]).await;
 }
 
-/// An `ingest_full_persona` message due in a minute, pushed as the web app's client would.
-async fn countdown_task(con: &mut redis::aio::MultiplexedConnection, queue: &str) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    let job_ids: serde_json::Map<String, Value> = persona_ingest::Kind::ALL
-        .iter()
-        .map(|k| (k.to_string(), Value::from(uuid::Uuid::new_v4().to_string())))
-        .collect();
-    let kwargs =
-        serde_json::from_value(json!({ "persona_id": PERSONA, "job_ids": job_ids })).unwrap();
-    let options = persona_ingest::trigger::celery::Options {
-        eta: Some(chrono::Utc::now() + chrono::Duration::seconds(60)),
-        ..Default::default()
-    };
-    let raw = persona_ingest::trigger::celery::encode_with(
-        "workers.tasks.ingest_full_persona",
-        &id,
-        &[],
-        &kwargs,
-        queue,
-        "test@host",
-        &options,
-    );
-    push(con, queue, &[raw]).await;
-    id
-}
-
 #[actix::test]
 async fn persona_ingest_revoke_and_the_api_revoke_reach_the_workers() {
     let world = World::reading(examples_root());
@@ -500,8 +474,8 @@ async fn persona_ingest_revoke_and_the_api_revoke_reach_the_workers() {
     )]));
     let daemon = Daemon::start(&world, &names, &redis_url(), &env);
     let mut con = connect(&redis_url()).await;
-    let by_cli = countdown_task(&mut con, &names.queue).await;
-    let by_api = countdown_task(&mut con, &names.queue).await;
+    let by_cli = send_full_persona_in(&mut con, &names.queue, PERSONA, 60).await;
+    let by_api = send_full_persona_in(&mut con, &names.queue, PERSONA, 60).await;
     wait_for("both held for their eta", Duration::from_secs(10), || {
         let mut con = con.clone();
         let prefix = names.prefix.clone();

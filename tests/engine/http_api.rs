@@ -9,15 +9,15 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::worker_kit::*;
 
-const TOKEN: &str = "s3cret";
+pub const TOKEN: &str = "s3cret";
 
-struct Api {
-    base: String,
+pub struct Api {
+    pub base: String,
     client: reqwest::Client,
 }
 
 impl Api {
-    fn new(port: u16) -> Self {
+    pub fn new(port: u16) -> Self {
         Self {
             base: format!("http://127.0.0.1:{port}"),
             client: reqwest::Client::new(),
@@ -41,16 +41,16 @@ impl Api {
         )
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call("GET", path, None).await
     }
 
-    async fn post(&self, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+    pub async fn post(&self, path: &str, body: Option<&str>) -> (StatusCode, Value) {
         self.call("POST", path, body).await
     }
 
     /// Waits until the server answers `/health`.
-    async fn up(&self) {
+    pub async fn up(&self) {
         let url = format!("{}/health", self.base);
         wait_for("the HTTP server", Duration::from_secs(30), || {
             let request = self.client.get(&url).send();
@@ -60,7 +60,7 @@ impl Api {
     }
 }
 
-fn http_env(port: u16) -> Vec<(String, String)> {
+pub fn http_env(port: u16) -> Vec<(String, String)> {
     vars(&[
         ("ENGINE__HTTP__LISTEN", &format!("127.0.0.1:{port}")),
         ("ENGINE__HTTP__TOKEN", TOKEN),
@@ -68,7 +68,7 @@ fn http_env(port: u16) -> Vec<(String, String)> {
 }
 
 /// An error answer: its status, and a JSON body saying it.
-fn assert_error(answer: (StatusCode, Value), status: StatusCode, says: &str) {
+pub fn assert_error(answer: (StatusCode, Value), status: StatusCode, says: &str) {
     assert_eq!(answer.0, status, "{}", answer.1);
     assert_eq!(answer.1["status"], json!(status.as_u16()), "{}", answer.1);
     let message = answer.1["error"].as_str().unwrap();

@@ -129,6 +129,43 @@ impl Drop for Daemon {
     }
 }
 
+/// A daemon whose embedding calls take `delay` each (so a run of the example persona lasts
+/// seconds), serving HTTP on a port of its own (answered), with `token` if given.
+pub async fn slow_daemon_with_http(
+    world: &World,
+    names: &Names,
+    delay: Duration,
+    token: Option<&str>,
+) -> (Daemon, MockServer, u16) {
+    let embedder = slow_embedder(delay).await;
+    let port = crate::common::free_port();
+    let mut env = slow_embedder_env(&embedder);
+    env.extend(vars(&[(
+        "ENGINE__HTTP__LISTEN",
+        &format!("127.0.0.1:{port}"),
+    )]));
+    if let Some(token) = token {
+        env.extend(vars(&[("ENGINE__HTTP__TOKEN", token)]));
+    }
+    let daemon = Daemon::start(world, names, &redis_url(), &env);
+    http_up(port).await;
+    (daemon, embedder, port)
+}
+
+/// Waits until a daemon's HTTP server on `port` answers `/health`.
+pub async fn http_up(port: u16) {
+    wait_for(
+        "the daemon's HTTP server",
+        Duration::from_secs(30),
+        || async {
+            reqwest::get(format!("http://127.0.0.1:{port}/health"))
+                .await
+                .ok()
+        },
+    )
+    .await;
+}
+
 /// Environment variables from pairs of names and values.
 pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -270,13 +307,7 @@ async fn send_full_persona_with(
     task_id: &str,
     force: bool,
 ) {
-    let job_ids: Map<String, Value> = persona_ingest::Kind::ALL
-        .iter()
-        .map(|k| (k.to_string(), Value::from(uuid::Uuid::new_v4().to_string())))
-        .collect();
-    let mut kwargs = Map::new();
-    kwargs.insert("persona_id".into(), persona.into());
-    kwargs.insert("job_ids".into(), Value::Object(job_ids));
+    let mut kwargs = full_persona_kwargs(persona);
     if force {
         kwargs.insert("force".into(), Value::Bool(true));
     }
@@ -289,6 +320,45 @@ async fn send_full_persona_with(
         "test@host",
     );
     push(con, queue, &[raw]).await;
+}
+
+/// `ingest_full_persona`'s keyword arguments as the web app sends them, with new job ids.
+fn full_persona_kwargs(persona: &str) -> Map<String, Value> {
+    let job_ids: Map<String, Value> = persona_ingest::Kind::ALL
+        .iter()
+        .map(|k| (k.to_string(), Value::from(uuid::Uuid::new_v4().to_string())))
+        .collect();
+    let mut kwargs = Map::new();
+    kwargs.insert("persona_id".into(), persona.into());
+    kwargs.insert("job_ids".into(), Value::Object(job_ids));
+    kwargs
+}
+
+/// An `ingest_full_persona` message for `persona` due in `seconds` (a `countdown`), pushed as
+/// the web app's client would; answers its task id.
+pub async fn send_full_persona_in(
+    con: &mut MultiplexedConnection,
+    queue: &str,
+    persona: &str,
+    seconds: i64,
+) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    let kwargs = full_persona_kwargs(persona);
+    let options = persona_ingest::trigger::celery::Options {
+        eta: Some(chrono::Utc::now() + chrono::Duration::seconds(seconds)),
+        ..Default::default()
+    };
+    let raw = persona_ingest::trigger::celery::encode_with(
+        "workers.tasks.ingest_full_persona",
+        &id,
+        &[],
+        &kwargs,
+        queue,
+        "test@host",
+        &options,
+    );
+    push(con, queue, &[raw]).await;
+    id
 }
 
 pub async fn push(con: &mut MultiplexedConnection, queue: &str, raws: &[String]) {

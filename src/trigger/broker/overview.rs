@@ -21,6 +21,8 @@ pub struct BrokerOverview {
 pub struct QueueLength {
     pub queue: String,
     pub waiting: u64,
+    /// `[priority step, waiting]` for each of Celery's steps (0, 3, 6, 9), served in this order.
+    pub by_priority: Vec<(u8, u64)>,
 }
 
 /// A worker known to the broker: whether its lease holds, and the messages it holds.
@@ -50,17 +52,18 @@ impl Broker {
         let mut con = self.con.clone();
         let mut overview = BrokerOverview::default();
         for queue in queues {
-            let mut waiting = 0;
+            let mut by_priority = Vec::new();
             for step in PRIORITY_STEPS {
                 let n: u64 = redis::cmd("LLEN")
                     .arg(priority_queue(queue, step))
                     .query_async(&mut con)
                     .await?;
-                waiting += n;
+                by_priority.push((step, n));
             }
             overview.queues.push(QueueLength {
                 queue: queue.clone(),
-                waiting,
+                waiting: by_priority.iter().map(|(_, n)| n).sum(),
+                by_priority,
             });
         }
         let mut workers: Vec<String> = redis::cmd("SMEMBERS")

@@ -54,6 +54,11 @@ impl TaskNames {
             .expect("every kind has a task")
     }
 
+    /// The kind a one-kind task ingests, by its name.
+    pub fn kind_of(&self, name: &str) -> Option<Kind> {
+        self.one_kind.get(name).copied()
+    }
+
     /// Every task served, sorted (what `inspect registered` answers).
     pub fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.one_kind.keys().cloned().collect();

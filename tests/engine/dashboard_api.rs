@@ -1,0 +1,166 @@
+//! The dashboard's JSON API against a running daemon, as any client (not only the page) reads
+//! it: tasks known from Celery's events with their filters, a task's page, workers, the broker,
+//! personas and their runs, the charts, the live stream, and the answers to bad arguments.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::http_api::{assert_error, http_env, Api, TOKEN};
+use crate::worker_kit::*;
+
+#[actix::test]
+async fn the_dashboard_s_api_answers_every_view() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let port = free_port();
+    let _daemon = Daemon::start(&world, &names, &redis_url(), &http_env(port));
+    let api = Api::new(port);
+    api.up().await;
+    let (status, sent) = api.post("/api/personas/twain-sampler/ingest", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let task_id = sent["task_id"].as_str().unwrap().to_owned();
+    let works = persona_ingest::trigger::task::subtask_id(&task_id, persona_ingest::Kind::Works);
+    let result = final_result(&redis_url(), &works, Duration::from_secs(60)).await;
+    assert_eq!(result["status"], "SUCCESS", "{result}");
+
+    // Tasks: the top task and its three sub-tasks, found by persona and by state.
+    let tasks = wait_for("the sub-tasks' events", Duration::from_secs(10), || async {
+        let (_, found) = api
+            .get("/api/tasks?persona=twain-sampler&state=success")
+            .await;
+        (found["total"] == 4).then_some(found)
+    })
+    .await;
+    assert!(tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["state"] == "SUCCESS" && t.get("timeline").is_none()));
+    let (_, by_id) = api.get(&format!("/api/tasks?q={}", &task_id[..8])).await;
+    assert_eq!(by_id["total"], 4, "the task and its sub-tasks: {by_id}");
+    assert_error(
+        api.get("/api/tasks?state=DONE").await,
+        StatusCode::BAD_REQUEST,
+        "is not one of PENDING",
+    );
+    assert_error(
+        api.get("/api/tasks?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "limit",
+    );
+    assert_error(
+        api.get("/api/tasks?colour=red").await,
+        StatusCode::BAD_REQUEST,
+        "colour",
+    );
+
+    // A task's page: its sub-tasks, its jobs' rows, its result as stored, its events.
+    let (status, page) = api.get(&format!("/api/tasks/{task_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["children"].as_array().unwrap().len(), 3);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(page["result"]["status"], "SUCCESS");
+    assert_eq!(page["task"]["timeline"][0]["type"], "task-received");
+    assert_error(
+        api.get("/api/tasks/no-such-task").await,
+        StatusCode::NOT_FOUND,
+        "no task no-such-task",
+    );
+
+    // Workers: this daemon, with what `inspect` adds (asked every 10 s).
+    let worker = wait_for(
+        "the worker's concurrency",
+        Duration::from_secs(20),
+        || async {
+            let (_, found) = api.get("/api/workers").await;
+            found["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["queues"] == json!([names.queue]) && w["concurrency"].is_u64())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(worker["alive"], true, "{worker}");
+    assert_eq!(worker["software"], "persona-ingest");
+    assert!(worker["succeeded"].as_u64().unwrap() >= 4, "{worker}");
+    assert!(worker["lease_left_ms"].as_u64().unwrap() > 0, "{worker}");
+
+    let (_, broker) = api.get("/api/broker").await;
+    assert_eq!(broker["queues"][0]["queue"], json!(names.queue));
+    assert_eq!(
+        broker["queues"][0]["by_priority"],
+        json!([[0, 0], [3, 0], [6, 0], [9, 0]])
+    );
+    assert_eq!(broker["dead_letters"]["total"], 0);
+    assert_error(
+        api.post("/api/dead-letters/0123456789abcdef/drop", None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "no dead letter",
+    );
+    assert_error(
+        api.post("/api/dead-letters/xyz/requeue", None).await,
+        StatusCode::BAD_REQUEST,
+        "16 hex digits",
+    );
+
+    // Personas and a persona's runs, with what its collections hold.
+    let (_, personas) = api.get("/api/personas").await;
+    let twain = personas["personas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "twain-sampler")
+        .unwrap()
+        .clone();
+    assert_eq!(twain["vectors"], 36);
+    let (status, runs) = api.get("/api/personas/twain-sampler/runs").await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert_eq!(runs["runs"][0]["jobs"].as_array().unwrap().len(), 3);
+    let records: Value = runs["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap().to_owned(), c["records"].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    assert_eq!(records, json!({ "works": 20, "quotes": 12, "profile": 4 }));
+    assert_error(
+        api.get("/api/personas/nobody-here/runs").await,
+        StatusCode::NOT_FOUND,
+        "no persona",
+    );
+
+    let (_, charts) = api.get("/api/charts").await;
+    assert_eq!(charts["window_seconds"], 900);
+    assert!(
+        !charts["durations"].as_array().unwrap().is_empty(),
+        "{charts}"
+    );
+
+    // The live stream: Server-Sent Events, a tick first.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/api/stream", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: tick\ndata: 0\n\n"),
+        "{first:?}"
+    );
+    let bare = reqwest::get(format!("{}/api/stream", api.base))
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    forget(&redis_url(), &names.prefix, &[&task_id]).await;
+}

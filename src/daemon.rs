@@ -109,6 +109,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         name => name.to_owned(),
     };
     let broker = Arc::new(broker);
+    let worker_id = TriggerConfig::new_worker_id();
     let events: Option<Arc<dyn Events>> = if settings.events.enabled {
         // Events are PUBLISHed on the broker's own connection, in the channels of its db.
         let db = crate::trigger::redis_url::db(&settings.redis.url)
@@ -117,13 +118,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             broker.connection(),
             db,
             node.clone(),
+            worker_id.clone(),
         )))
     } else {
         None
     };
     let names = TaskNames::from_settings(&settings.tasks);
     let config = TriggerConfig {
-        worker_id: TriggerConfig::new_worker_id(),
+        worker_id: worker_id.clone(),
         hostname: node.clone(),
         concurrency: settings.worker.concurrency,
         prefetch: settings.worker.prefetch,
@@ -139,7 +141,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
             .unwrap_or_else(|| "celery".into()),
         revokes_expire: Duration::from_secs(settings.worker.revokes_expire),
     };
-    let worker_id = config.worker_id.clone();
     eprintln!(
         "persona-ingest worker {worker_id} serving {} on {redis} ({} at once)",
         settings.worker.queues.join(", "),

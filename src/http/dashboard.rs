@@ -1,7 +1,9 @@
-//! The live dashboard: `GET /` serves one plain HTML page (no build step) that polls
-//! `GET /api/dashboard` every second: workers and their leases, the personas updated last with a
-//! progress bar per job of their latest run, recent completions with vector counts and
-//! durations, recent failures with their messages, and the dead letters.
+//! The dashboard: `GET /` serves one plain HTML page (no build step, no request outside the
+//! daemon) with five views (overview, tasks, broker, workers, personas), each reading its own
+//! endpoints: `GET /api/dashboard` here (the overview: personas with a progress bar per job of
+//! their latest run, recent completions and failures, the broker's summary, this trigger's
+//! counters), and the modules below for the rest (`tasks`, `broker`, `workers`, `personas`, and
+//! `live` for the charts and the event stream the page updates from).
 //!
 //! The page itself holds no data, so it is served without the token; the page sends the token
 //! it finds after `#token=` in its address with every API call.

@@ -1,7 +1,7 @@
 //! The daemon's HTTP server (`http.listen`, loopback by default; empty turns it off): health and
-//! readiness for orchestrators, Prometheus metrics, and a JSON API over jobs, personas and dead
-//! letters, and a live dashboard at `/`, with an optional bearer token (`http.token`) on
-//! everything but `/health` and the dashboard's page.
+//! readiness for orchestrators, Prometheus metrics, a JSON API over jobs, personas, tasks,
+//! workers, the broker and dead letters, and a dashboard at `/`, with an optional bearer token
+//! (`http.token`) on everything but `/health` and the dashboard's page.
 //!
 //! The server runs beside the consumer in `persona-ingest run` and stops with it: the handle
 //! `start` answers is stopped explicitly at shutdown.

@@ -294,15 +294,21 @@ fn describe(names: &TaskNames, task: &TaskView) -> (Option<String>, Option<Strin
         let kwargs: Value = serde_json::from_str(task.kwargs.as_deref()?).ok()?;
         kwargs.get("persona_id")?.as_str().map(str::to_owned)
     };
+    // Celery sends Python's repr: `['jane-austen', 'j1']`, `('jane-austen',)`, or
+    // `{'persona_id': 'jane-austen', ...}`.
     let from_repr = || {
-        let repr = [task.kwargs.as_deref(), task.args.as_deref()];
-        repr.into_iter().flatten().find_map(|text| {
-            let start = text
-                .find("'persona_id': '")
-                .map(|i| i + "'persona_id': '".len())
-                .or_else(|| text.starts_with("('").then_some(2))?;
-            let rest = &text[start..];
-            Some(rest[..rest.find('\'')?].to_owned())
+        let quoted = |text: &str| {
+            let quote = text.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+            let rest = &text[1..];
+            Some(rest[..rest.find(quote)?].to_owned())
+        };
+        let kwargs = task.kwargs.as_deref().and_then(|k| {
+            let at = k.find("'persona_id': ")? + "'persona_id': ".len();
+            quoted(&k[at..])
+        });
+        kwargs.or_else(|| {
+            let args = task.args.as_deref()?.trim_start();
+            quoted(args.strip_prefix(['(', '['])?.trim_start())
         })
     };
     let persona = from_json().or_else(from_kwargs).or_else(from_repr);

@@ -94,7 +94,7 @@ async fn celery_s_buffered_task_multi_and_python_reprs_are_read() {
     let monitor = Monitor::new(TaskNames::default(), MonitorPorts::default()).start();
     let events = json!([
         {"type": "task-received", "uuid": "c1", "hostname": "celery@box", "timestamp": 1.0,
-         "name": "workers.tasks.ingest_persona_quotes", "args": "('jane-austen', 'abc')",
+         "name": "workers.tasks.ingest_persona_quotes", "args": "['jane-austen', 'abc']",
          "kwargs": "{}"},
         {"type": "task-succeeded", "uuid": "c1", "hostname": "celery@box", "timestamp": 2.0,
          "result": "42", "runtime": 0.25},
@@ -225,4 +225,34 @@ fn the_oldest_heard_of_are_forgotten_first() {
     assert_eq!(book.len(), tasks::MAX_TASKS);
     assert!(book.get("first").is_some());
     assert!(book.get("t0").is_none());
+}
+
+#[test]
+fn the_persona_is_read_from_json_or_any_python_repr_of_the_arguments() {
+    let mut book = TaskBook::new(TaskNames::default());
+    let cases = [
+        (r#"["a-json", "j"]"#, "{}", Some("a-json")),
+        ("('a-tuple',)", "{}", Some("a-tuple")),
+        (r#"["a-list", 'j']"#, "{}", Some("a-list")),
+        (
+            "()",
+            "{'persona_id': 'a-kwarg', 'job_ids': {}}",
+            Some("a-kwarg"),
+        ),
+        (
+            "()",
+            r#"{"persona_id": "a-json-kwarg"}"#,
+            Some("a-json-kwarg"),
+        ),
+        ("(42,)", "{}", None),
+    ];
+    for (i, (args, kwargs, persona)) in cases.into_iter().enumerate() {
+        let Value::Object(event) = json!({"type": "task-received", "uuid": format!("t{i}"),
+            "timestamp": 1.0, "name": "workers.tasks.ingest_full_persona", "args": args, "kwargs": kwargs})
+        else {
+            unreachable!()
+        };
+        let task = book.apply(&event).unwrap();
+        assert_eq!(task.persona.as_deref(), persona, "{args} {kwargs}");
+    }
 }

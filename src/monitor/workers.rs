@@ -21,6 +21,9 @@ pub struct WorkerView {
     /// Heartbeats come every `freq` seconds; two missed and the worker is taken for gone.
     pub freq: f64,
     pub last_heartbeat: Option<f64>,
+    /// The broker's id of a persona-ingest daemon (its lease and in-flight list), as its
+    /// worker events say.
+    pub worker_id: Option<String>,
     /// Said goodbye (`worker-offline`).
     pub offline: bool,
     /// Tasks running at its last heartbeat, and processed since it started.
@@ -101,6 +104,7 @@ impl WorkerBook {
         }
         let text = |key: &str| event.get(key).and_then(Value::as_str).map(str::to_owned);
         worker.software = text("sw_ident").or(worker.software.take());
+        worker.worker_id = text("persona_ingest_worker_id").or(worker.worker_id.take());
         worker.version = text("sw_ver").or(worker.version.take());
         if let Some(load) = event.get("loadavg") {
             worker.loadavg = Some(load.clone());

@@ -35,17 +35,23 @@ pub struct WorkerEvents {
     /// The worker's node name, as Celery's `name@host`.
     pub hostname: String,
     pid: u32,
+    /// The broker's id of this daemon (`host:pid:uuid`), sent with worker events so that a
+    /// dashboard can join them to its lease whatever the node is named; Celery's tools ignore
+    /// the extra field.
+    worker_id: Option<String>,
     clock: AtomicU64,
     active: AtomicU64,
     processed: AtomicU64,
 }
 
 impl EventPublisher {
-    pub fn new(con: ConnectionManager, db: i64, hostname: String) -> Self {
+    /// Events of the daemon named `hostname` (`name@host`) whose broker worker id (its lease and
+    /// in-flight list) is `worker_id`.
+    pub fn new(con: ConnectionManager, db: i64, hostname: String, worker_id: String) -> Self {
         Self {
             con,
             channel_prefix: format!("/{db}.celeryev/"),
-            events: WorkerEvents::new(hostname),
+            events: WorkerEvents::new(hostname).with_worker_id(worker_id),
             task_events: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -106,10 +112,16 @@ impl WorkerEvents {
         Self {
             hostname,
             pid: std::process::id(),
+            worker_id: None,
             clock: AtomicU64::new(0),
             active: AtomicU64::new(0),
             processed: AtomicU64::new(0),
         }
+    }
+
+    pub fn with_worker_id(mut self, worker_id: String) -> Self {
+        self.worker_id = Some(worker_id);
+        self
     }
 
     /// The fields every event carries, and `type`.
@@ -139,9 +151,12 @@ impl WorkerEvents {
             "sw_ver": env!("CARGO_PKG_VERSION"),
             "sw_sys": "Linux",
         });
-        let Value::Object(fields) = fields else {
+        let Value::Object(mut fields) = fields else {
             unreachable!("built as an object")
         };
+        if let Some(id) = &self.worker_id {
+            fields.insert("persona_ingest_worker_id".into(), id.clone().into());
+        }
         self.event(event_type, fields)
     }
 

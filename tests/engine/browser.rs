@@ -137,14 +137,46 @@ impl Session<'_> {
     }
 
     /// Waits until `script` returns something truthy; answers it.
+    /// Waits until `script` returns something truthy; answers it. A script may return
+    /// `{error: ...}` to say what it saw, shown if it never holds.
     pub async fn until(&self, what: &str, script: &str, args: Value) -> Value {
-        wait_for(what, Duration::from_secs(60), || async {
+        let started = std::time::Instant::now();
+        loop {
             let value = self.run(script, args.clone()).await;
             let truthy =
                 !matches!(&value, Value::Null | Value::Bool(false)) && value.get("error").is_none();
-            truthy.then_some(value)
-        })
-        .await
+            if truthy {
+                return value;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: not within 60 s; last seen {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Presses each key in turn, as a keyboard would (WebDriver's key codes: `\u{E004}` Tab,
+    /// `\u{E007}` Enter).
+    pub async fn press(&self, keys: &[&str]) {
+        let actions: Vec<Value> = keys
+            .iter()
+            .flat_map(|k| {
+                [
+                    json!({"type": "keyDown", "value": k}),
+                    json!({"type": "keyUp", "value": k}),
+                ]
+            })
+            .collect();
+        self.driver
+            .call(
+                reqwest::Method::POST,
+                &self.at("/actions"),
+                Some(
+                    json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] }),
+                ),
+            )
+            .await;
     }
 
     /// Saves a screenshot to `target/test-artifacts/<name>.png`.

@@ -26,8 +26,13 @@ return personas;
 async fn the_dashboard_shows_a_persona_ingesting_to_the_end() {
     let world = World::reading(examples_root());
     let names = Names::new();
-    let (_daemon, _embedder, port) =
-        slow_daemon_with_http(&world, &names, Duration::from_millis(300), Some("t0ken")).await;
+    let (_daemon, _embedder, port) = slow_daemon_with_http(
+        &world,
+        &names,
+        Duration::from_millis(300),
+        &[("ENGINE__HTTP__TOKEN", "t0ken")],
+    )
+    .await;
     let page = format!("http://127.0.0.1:{port}/#token=t0ken");
     let driver = ChromeDriver::start().await;
     let session = driver

@@ -164,3 +164,110 @@ async fn the_dashboard_s_api_answers_every_view() {
     assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
     forget(&redis_url(), &names.prefix, &[&task_id]).await;
 }
+
+/// A Celery worker's own task, named as this engine's quotes task, answering at once.
+const CELERY_APP: &str = r#"
+import os
+from celery import Celery
+url = os.environ["TEST_REDIS"]
+app = Celery("workers", broker=url, backend=url)
+
+@app.task(name="workers.tasks.ingest_persona_quotes")
+def ingest_persona_quotes(persona_id, job_id):
+    return 7
+"#;
+
+/// Flower's view of a fleet: a Celery worker beside the daemon, heard through its own events.
+#[actix::test]
+async fn a_celery_worker_and_its_tasks_are_on_the_dashboard() {
+    let world = World::reading(examples_root());
+    let names = Names::new();
+    let port = free_port();
+    let _daemon = Daemon::start(&world, &names, &redis_url(), &http_env(port));
+    let api = Api::new(port);
+    api.up().await;
+
+    let module = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(module.path().join("workers")).unwrap();
+    std::fs::write(module.path().join("workers/__init__.py"), "").unwrap();
+    std::fs::write(module.path().join("workers/tasks.py"), CELERY_APP).unwrap();
+    let queue = format!("{}-py", names.queue);
+    let node = format!("celery-{}@testhost", names.prefix);
+    let worker = std::process::Command::new(python())
+        .args([
+            "-m",
+            "celery",
+            "-A",
+            "workers.tasks",
+            "worker",
+            "--pool",
+            "solo",
+            "-E",
+        ])
+        .args(["-Q", &queue, "-n", &node, "--loglevel", "error"])
+        .args(["--without-gossip", "--without-mingle"])
+        .current_dir(module.path())
+        .env("TEST_REDIS", redis_url())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _worker = Kill(worker);
+
+    let sent = client(
+        r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import os
+os.environ["TEST_REDIS"] = sys.argv[2]
+from workers.tasks import app
+r = app.send_task("workers.tasks.ingest_persona_quotes", args=["jane-austen", "j1"], queue=sys.argv[3])
+print(json.dumps({"id": r.id, "result": r.get(timeout=60)}))
+"#,
+        &[module.path().to_str().unwrap(), &redis_url(), &queue],
+    );
+    assert_eq!(sent["result"], 7);
+    let id = sent["id"].as_str().unwrap().to_owned();
+
+    let task = wait_for(
+        "the Celery worker's task",
+        Duration::from_secs(15),
+        || async {
+            let (_, found) = api.get(&format!("/api/tasks?worker={node}")).await;
+            let task = found["tasks"].get(0)?.clone();
+            (task["state"] == "SUCCESS").then_some(task)
+        },
+    )
+    .await;
+    assert_eq!(task["id"], json!(id));
+    assert_eq!(
+        (&task["persona"], &task["kind"], &task["result"]),
+        (&json!("jane-austen"), &json!("quotes"), &json!("7"))
+    );
+    assert!(task["runtime"].as_f64().unwrap() >= 0.0, "{task}");
+
+    let celery = wait_for(
+        "the Celery worker, inspected",
+        Duration::from_secs(20),
+        || async {
+            let (_, found) = api.get("/api/workers").await;
+            found["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["hostname"] == json!(node) && w["concurrency"].is_u64())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(celery["alive"], true, "{celery}");
+    assert_eq!(celery["software"], "py-celery");
+    assert_eq!(celery["queues"], json!([queue]));
+    assert_eq!(celery["succeeded"], 1);
+    forget(&redis_url(), &names.prefix, &[&id]).await;
+}

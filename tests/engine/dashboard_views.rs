@@ -169,8 +169,9 @@ async fn every_view(session: &Session<'_>, run: &Run, screen: &str) {
         session,
         "#/workers",
         "this daemon among the workers",
+        // One row: its events joined to its lease whatever its node is named.
         r#"return [...document.querySelectorAll('tr.worker')].some(r => r.dataset.alive === 'true'
-             && r.textContent.includes('persona-ingest'));"#,
+             && r.textContent.includes('persona-ingest') && r.textContent.includes('s left'));"#,
     )
     .await;
     assert_nothing_clipped(session, "workers").await;
@@ -215,8 +216,23 @@ async fn every_view(session: &Session<'_>, run: &Run, screen: &str) {
 async fn every_view_while_a_persona_ingests_at_desktop_and_phone_sizes() {
     let world = World::reading(examples_root());
     let names = Names::new();
-    let (_daemon, _embedder, port) =
-        slow_daemon_with_http(&world, &names, Duration::from_millis(300), Some("t0ken")).await;
+    let (_daemon, _embedder, port) = slow_daemon_with_http(
+        &world,
+        &names,
+        Duration::from_millis(300),
+        &[
+            ("ENGINE__HTTP__TOKEN", "t0ken"),
+            // A long node name, as a fleet's can be: the tables and the worker filter fold.
+            (
+                "ENGINE__WORKER__NAME",
+                &format!(
+                    "persona-ingest-{}@a-rather-long-host-name.internal.example",
+                    names.prefix
+                ),
+            ),
+        ],
+    )
+    .await;
     let page = reqwest::get(format!("http://127.0.0.1:{port}/"))
         .await
         .unwrap()
@@ -248,6 +264,27 @@ async fn every_view_while_a_persona_ingests_at_desktop_and_phone_sizes() {
         })
         .await;
     every_view(&desktop, &run, "1280x800").await;
+    // From the keyboard alone: past the skip link and the first view's link, Enter on Tasks.
+    desktop.goto("about:blank").await;
+    desktop.goto(&format!("http://127.0.0.1:{port}/#/")).await;
+    desktop
+        .until(
+            "the overview",
+            "return !!document.querySelector('.cards');",
+            json!([]),
+        )
+        .await;
+    const TAB: &str = "\u{E004}";
+    desktop.press(&[TAB, TAB, TAB, "\u{E007}"]).await;
+    desktop
+        .until(
+            "the task list opened from the keyboard",
+            "return (location.hash === '#/tasks' && document.activeElement.id === 'view'
+                    && document.querySelectorAll('tr.task').length > 0)
+                    || {error: location.hash + ' ' + document.activeElement.outerHTML.slice(0, 80)};",
+            json!([]),
+        )
+        .await;
     let phone = driver
         .session(Screen::Phone {
             width: 390,
@@ -305,7 +342,7 @@ async fn terminate_on_a_running_sub_task_s_page_stops_its_ingestion() {
     let world = World::reading(examples_root());
     let names = Names::new();
     let (_daemon, _embedder, port) =
-        slow_daemon_with_http(&world, &names, Duration::from_millis(1500), None).await;
+        slow_daemon_with_http(&world, &names, Duration::from_millis(1500), &[]).await;
     let mut con = connect(&redis_url()).await;
     let task_id = send_full_persona(&mut con, &names.queue, PERSONA).await;
     let works = persona_ingest::trigger::task::subtask_id(&task_id, persona_ingest::Kind::Works);

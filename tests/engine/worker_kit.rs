@@ -130,12 +130,12 @@ impl Drop for Daemon {
 }
 
 /// A daemon whose embedding calls take `delay` each (so a run of the example persona lasts
-/// seconds), serving HTTP on a port of its own (answered), with `token` if given.
+/// seconds), serving HTTP on a port of its own (answered), with `extra` settings (a token...).
 pub async fn slow_daemon_with_http(
     world: &World,
     names: &Names,
     delay: Duration,
-    token: Option<&str>,
+    extra: &[(&str, &str)],
 ) -> (Daemon, MockServer, u16) {
     let embedder = slow_embedder(delay).await;
     let port = crate::common::free_port();
@@ -144,9 +144,7 @@ pub async fn slow_daemon_with_http(
         "ENGINE__HTTP__LISTEN",
         &format!("127.0.0.1:{port}"),
     )]));
-    if let Some(token) = token {
-        env.extend(vars(&[("ENGINE__HTTP__TOKEN", token)]));
-    }
+    env.extend(vars(extra));
     let daemon = Daemon::start(world, names, &redis_url(), &env);
     http_up(port).await;
     (daemon, embedder, port)

@@ -16,7 +16,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 /// Whether the broker's worker id (`host:pid:uuid`) is the daemon named `node` (`name@host`)
-/// with process `pid`.
+/// with process `pid`: for daemons whose events do not carry their worker id (older ones).
 fn same_daemon(broker_id: &str, node: &str, pid: Option<u64>) -> bool {
     let mut parts = broker_id.split(':');
     let (Some(host), Some(id_pid)) = (parts.next(), parts.next()) else {
@@ -37,9 +37,11 @@ async fn workers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut workers: Vec<Value> = heard
         .iter()
         .map(|(worker, alive)| {
-            let lease = leases
-                .iter()
-                .position(|l| same_daemon(&l.worker, &worker.hostname, worker.pid));
+            let lease = leases.iter().position(|l| {
+                worker.worker_id.as_deref() == Some(l.worker.as_str())
+                    || worker.worker_id.is_none()
+                        && same_daemon(&l.worker, &worker.hostname, worker.pid)
+            });
             let lease: Option<&WorkerState> = lease.map(|i| {
                 matched[i] = true;
                 &leases[i]
@@ -48,7 +50,7 @@ async fn workers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
             let mut value = json!(worker);
             value["alive"] = json!(alive);
             value["host"] = json!(host);
-            value["worker_id"] = json!(lease.map(|l| &l.worker));
+            value["worker_id"] = json!(lease.map(|l| &l.worker).or(worker.worker_id.as_ref()));
             value["lease_left_ms"] = json!(lease.and_then(|l| l.lease_left_ms));
             value["in_flight"] = json!(lease.map_or(0, |l| l.in_flight.len()));
             value

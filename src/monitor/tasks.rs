@@ -13,7 +13,7 @@ use crate::trigger::celery::TaskNames;
 /// The most tasks kept (Flower's default `max_tasks`).
 pub const MAX_TASKS: usize = 10_000;
 /// The most events kept on one task's timeline.
-const MAX_TIMELINE: usize = 64;
+const MAX_TIMELINE: usize = 16;
 
 /// One task as its events describe it. Times are Unix seconds as the worker stamped them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -118,6 +118,13 @@ async fn the_dashboard_s_api_answers_every_view() {
         .unwrap()
         .clone();
     assert_eq!(twain["vectors"], 36);
+    let (_, found) = api.get("/api/personas?q=sampler&limit=1").await;
+    assert_eq!(found["personas"][0]["id"], "twain-sampler", "{found}");
+    assert_error(
+        api.get("/api/personas?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "limit must be from 1",
+    );
     let (status, runs) = api.get("/api/personas/twain-sampler/runs").await;
     assert_eq!(status, StatusCode::OK, "{runs}");
     assert_eq!(runs["runs"][0]["jobs"].as_array().unwrap().len(), 3);

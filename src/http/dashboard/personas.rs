@@ -62,7 +62,29 @@ fn job_json(j: &Job) -> Value {
     })
 }
 
-async fn personas(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonasQuery {
+    /// A part of the persona's id.
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most personas one answer lists (the page shows the most recently updated).
+const MAX_LIMIT: usize = 1000;
+
+async fn personas(
+    state: web::Data<AppState>,
+    query: web::Query<PersonasQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match query.limit.unwrap_or(200) {
+        n @ 1..=MAX_LIMIT => n,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {MAX_LIMIT}"
+            )))
+        }
+    };
     let db = &state.db;
     let mut latest_by_persona: std::collections::BTreeMap<String, Vec<Job>> = Default::default();
     for job in jobs::latest_jobs(db).await.map_err(database)? {
@@ -72,7 +94,12 @@ async fn personas(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
             .push(job);
     }
     let mut all = jobs::personas(db).await.map_err(database)?;
+    if let Some(q) = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        all.retain(|p| p.id.contains(q));
+    }
     all.sort_by_key(|p| std::cmp::Reverse(p.updated_at));
+    let total = all.len();
+    all.truncate(limit);
     let personas: Vec<Value> = all
         .iter()
         .map(|p| {
@@ -89,7 +116,7 @@ async fn personas(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "personas": personas })))
+    Ok(HttpResponse::Ok().json(json!({ "total": total, "personas": personas })))
 }
 
 async fn runs(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -8,6 +8,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 use crate::config::DatabaseSettings;
+use crate::retry::{retry, Backoff, Budget, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -26,39 +27,39 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
     // Enough for a handful of processes starting together on a new file to take turns (each
     // turn is a connection setting WAL on, or a migration), with jitter so they do not collide
     // again in step.
-    const ATTEMPTS: u32 = 12;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let error = match connect_only(settings).await {
-            Err(e) => e,
-            Ok(db) => match Migrator::up(&db, None).await {
-                Ok(()) => return Ok(db),
-                Err(source) => {
-                    let _ = db.close().await;
-                    DbError::Migrate {
-                        url: redact(&settings.url),
-                        source,
-                    }
+    const RETRIES: u32 = 11;
+    let backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(1),
+        budget: Budget::Retries(RETRIES),
+    };
+    let migration_failed = std::cell::Cell::new(false);
+    let attempt = || async {
+        if migration_failed.get() {
+            if let Ok(db) = connect_only(settings).await {
+                if Migrator::get_pending_migrations(&db).await.map(|p| p.len()) == Ok(0) {
+                    return Ok(db);
                 }
-            },
-        };
-        if attempt >= ATTEMPTS {
-            return Err(error);
-        }
-        let wait = crate::retry::jittered_backoff(
-            Duration::from_millis(100),
-            attempt,
-            Duration::from_secs(1),
-        );
-        tokio::time::sleep(wait).await;
-        if let (DbError::Migrate { .. }, Ok(db)) = (&error, connect_only(settings).await) {
-            if Migrator::get_pending_migrations(&db).await.map(|p| p.len()) == Ok(0) {
-                return Ok(db);
+                let _ = db.close().await;
             }
-            let _ = db.close().await;
         }
-    }
+        let db = connect_only(settings).await?;
+        match Migrator::up(&db, None).await {
+            Ok(()) => Ok(db),
+            Err(source) => {
+                let _ = db.close().await;
+                migration_failed.set(true);
+                Err(DbError::Migrate {
+                    url: redact(&settings.url),
+                    source,
+                })
+            }
+        }
+    };
+    let always = |_: &DbError| Verdict::Retry { after: None };
+    retry(&backoff, "database", always, |_, _, _| {}, attempt)
+        .await
+        .map_err(|gave_up| gave_up.error)
 }
 
 /// Connects without touching the schema.
@@ -83,31 +84,34 @@ pub async fn connect_only(settings: &DatabaseSettings) -> Result<DatabaseConnect
         });
     // Several processes opening a new SQLite file at once meet "database is locked" while one
     // of them turns WAL on, which no busy timeout waits out: such an open is tried again.
-    let mut attempt = 0;
-    loop {
-        match Database::connect(options.clone()).await {
-            Ok(db) => return Ok(db),
-            Err(source) if attempt < BUSY_ATTEMPTS && is_sqlite_busy(&source) => {
-                attempt += 1;
-                let wait = crate::retry::jittered_backoff(
-                    Duration::from_millis(50),
-                    attempt,
-                    Duration::from_millis(500),
-                );
-                tokio::time::sleep(wait).await;
-            }
-            Err(source) => {
-                return Err(DbError::Connect {
-                    url: redact(&settings.url),
-                    source,
-                })
-            }
+    let backoff = Backoff {
+        base: Duration::from_millis(50),
+        cap: Duration::from_millis(500),
+        budget: Budget::Retries(BUSY_RETRIES),
+    };
+    let busy = |e: &DbErr| {
+        if is_sqlite_busy(e) {
+            Verdict::Retry { after: None }
+        } else {
+            Verdict::Abort
         }
-    }
+    };
+    retry(
+        &backoff,
+        "database",
+        busy,
+        |_, _, _| {},
+        || Database::connect(options.clone()),
+    )
+    .await
+    .map_err(|gave_up| DbError::Connect {
+        url: redact(&settings.url),
+        source: gave_up.error,
+    })
 }
 
 /// Opens of a busy SQLite file tried again before giving up (a few seconds in all).
-const BUSY_ATTEMPTS: u32 = 12;
+const BUSY_RETRIES: u32 = 12;
 
 /// SQLite's primary result codes for a file held by another connection.
 const SQLITE_BUSY: i32 = 5;

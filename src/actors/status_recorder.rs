@@ -11,9 +11,10 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{jittered_backoff, Observe};
+use super::Observe;
 use crate::jobs::{self, JobRef, TransitionError};
 use crate::manifest::{self, JobCounts, KindManifest, ManifestChange};
+use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 
 /// How often coalesced progress reaches the database.
@@ -263,20 +264,21 @@ async fn apply_riding_out(
     update: StatusUpdate,
     ride_out: Duration,
 ) -> Result<(Option<JobEvent>, Recorded), TransitionError> {
-    let started = tokio::time::Instant::now();
-    let mut attempt = 0;
-    loop {
-        match apply(db, update.clone()).await {
-            Err(TransitionError::Unavailable(e)) if started.elapsed() < ride_out => {
-                attempt += 1;
-                let wait =
-                    jittered_backoff(Duration::from_millis(100), attempt, Duration::from_secs(2));
-                tracing::warn!("database unavailable ({e}); trying again in {wait:?}");
-                tokio::time::sleep(wait).await;
-            }
-            other => return other,
-        }
-    }
+    let backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(2),
+        budget: Budget::For(ride_out),
+    };
+    let unavailable = |e: &TransitionError| match e {
+        TransitionError::Unavailable(_) => Verdict::Retry { after: None },
+        _ => Verdict::Abort,
+    };
+    let tell = |e: &TransitionError, _, wait| tracing::warn!("{e}; trying again in {wait:?}");
+    retry(&backoff, "database", unavailable, tell, || {
+        apply(db, update.clone())
+    })
+    .await
+    .map_err(|gave_up| gave_up.error)
 }
 
 async fn apply(

@@ -13,8 +13,9 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{jittered_backoff, Observe};
+use super::Observe;
 use crate::ids::WrittenIds;
+use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::store::{CollectionInfo, CollectionSpec, Record, StoreError, VectorStore};
 
 /// Ids listed per store call when looking for stale records.
@@ -138,41 +139,41 @@ impl StoreWriter {
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or the retry budget is spent.
+/// Runs `op` until it succeeds, fails for good, or the retry budget is spent (`retry::retry`);
+/// a transient error that outlasted the budget says how many attempts were made.
 async fn with_retries<T, F, Fut>(
     limits: WriterLimits,
     retries: &mut u64,
-    mut op: F,
+    op: F,
 ) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let mut attempt = 0;
-    loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt < limits.max_retries => {
-                attempt += 1;
-                *retries += 1;
-                crate::metrics::METRICS
-                    .retries
-                    .with_label_values(&["store"])
-                    .inc();
-                let cap = limits.backoff_base.saturating_mul(1 << 10);
-                tokio::time::sleep(jittered_backoff(limits.backoff_base, attempt, cap)).await;
-            }
-            Err(StoreError::Backend {
-                transient: true,
-                message,
-            }) => {
-                return Err(StoreError::Backend {
-                    transient: true,
-                    message: format!("{message} (gave up after {} attempts)", attempt + 1),
-                })
-            }
-            other => return other,
+    let backoff = Backoff {
+        base: limits.backoff_base,
+        cap: limits.backoff_base.saturating_mul(1 << 10),
+        budget: Budget::Retries(limits.max_retries),
+    };
+    let transient = |e: &StoreError| {
+        if e.is_transient() {
+            Verdict::Retry { after: None }
+        } else {
+            Verdict::Abort
         }
-    }
+    };
+    retry(&backoff, "store", transient, |_, _, _| *retries += 1, op)
+        .await
+        .map_err(|gave_up| match gave_up.error {
+            StoreError::Backend {
+                transient: true,
+                ref message,
+            } => StoreError::Backend {
+                transient: true,
+                message: gave_up.context(message),
+            },
+            error => error,
+        })
 }
 
 impl Actor for StoreWriter {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rate_limit::RateLimiter;
 use super::{EmbedError, EmbeddingProvider, Failure};
+use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::tokens::TokenCounter;
 use answers::{decode_base64, provider_message};
 pub use answers::{failure_of, retry_after, stated_batch_limit};
@@ -170,39 +171,48 @@ impl OpenAiProvider {
     ) -> Result<Self, EmbedError> {
         self.max_batch_inputs = self.server_info().await;
         let probe = "dimension probe".to_owned();
-        let mut attempt = 0;
-        let vectors = loop {
-            attempt += 1;
-            if let Some(limiter) = limiter {
-                if let Err(e) = limiter.acquire(self.counter.count(&probe) as u64).await {
-                    tracing::warn!("probing without the rate limit: {e}");
+        let backoff = Backoff {
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(10),
+            budget: Budget::Retries(attempts.saturating_sub(1)),
+        };
+        // The size known and the server only away: a run with nothing to embed needs no
+        // server, and one with something to embed retries its calls; so no waiting here.
+        let known = self.dimension > 0;
+        let verdict = |e: &EmbedError| match e.is_transient() && !known {
+            true => Verdict::Retry {
+                after: e.retry_after,
+            },
+            false => Verdict::Abort,
+        };
+        let this = &self;
+        let probed = retry(
+            &backoff,
+            "probe",
+            verdict,
+            |_, _, _| {},
+            || async {
+                if let Some(limiter) = limiter {
+                    if let Err(e) = limiter.acquire(this.counter.count(&probe) as u64).await {
+                        tracing::warn!("probing without the rate limit: {e}");
+                    }
                 }
+                this.embed(vec![probe.clone()]).await
+            },
+        )
+        .await;
+        let vectors = match probed {
+            Ok(vectors) => vectors,
+            Err(gave_up) if known && gave_up.error.is_transient() => {
+                tracing::warn!(
+                    "the embedding server did not answer the start-up probe ({}); going on \
+                     with the stated size of {}",
+                    gave_up.error,
+                    self.dimension
+                );
+                return Ok(self);
             }
-            match self.embed(vec![probe.clone()]).await {
-                // The size is known and the server only away: a run with nothing to embed
-                // needs no server, and one with something to embed retries its calls.
-                Err(e) if e.is_transient() && self.dimension > 0 => {
-                    tracing::warn!(
-                        "the embedding server did not answer the start-up probe ({e}); going \
-                         on with the stated size of {}",
-                        self.dimension
-                    );
-                    return Ok(self);
-                }
-                Err(e) if e.is_transient() && attempt < attempts.max(1) => {
-                    let wait = crate::retry::jittered_backoff(
-                        Duration::from_millis(500),
-                        attempt,
-                        Duration::from_secs(10),
-                    );
-                    let asked = e
-                        .retry_after
-                        .unwrap_or_default()
-                        .min(Duration::from_secs(10));
-                    tokio::time::sleep(wait.max(asked)).await;
-                }
-                other => break other?,
-            }
+            Err(gave_up) => return Err(gave_up.error),
         };
         let size = vectors[0].len();
         if self.dimension == 0 {

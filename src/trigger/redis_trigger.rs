@@ -34,7 +34,7 @@ use super::broker::MAX_BLOCK;
 use super::celery::{decode, ingest_call, CallError, ResultMeta, TaskState};
 use super::events::HEARTBEAT_EVERY;
 use super::ports::Delivery;
-use super::task::{self, persist, received_fields, Accepted, Served, TaskContext};
+use super::task::{self, received_fields, write_until_done, Accepted, Served, TaskContext};
 use crate::actors::Observe;
 
 /// How long one fetch blocks on empty queues before the actor looks around again.
@@ -203,7 +203,7 @@ impl RedisTrigger {
             let (results, id) = (self.ports.results.clone(), msg.id.clone());
             ctx.spawn(
                 async move {
-                    persist("recording a task result", || async {
+                    write_until_done("recording a task result", || async {
                         results
                             .store(&id, &state, &ResultMeta::default())
                             .await
@@ -262,7 +262,7 @@ impl RedisTrigger {
         let worker = self.config.worker_id.clone();
         ctx.spawn(
             async move {
-                persist("dead-lettering a message", || {
+                write_until_done("dead-lettering a message", || {
                     queue.dead_letter(&worker, &delivery, &reason)
                 })
                 .await
@@ -391,7 +391,7 @@ impl Actor for RedisTrigger {
         let events = self.ports.events.clone();
         // The lease before any message is taken; dead workers' messages back in line first.
         let begin = async move {
-            persist("taking the worker's lease", || {
+            write_until_done("taking the worker's lease", || {
                 queue.renew_lease(&worker, lease)
             })
             .await;

@@ -29,6 +29,7 @@ use crate::actors::jittered_backoff;
 use crate::actors::orchestrator::RunOutcome;
 use crate::actors::supervisor::{RunLimits, RunTask, TaskEvent, TaskOutcome};
 use crate::config::FullPersonaAnswers;
+use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::{Kind, PersonaId};
 
 /// A message understood, waiting for (or holding) a run slot.
@@ -124,18 +125,21 @@ pub async fn revoke(ctx: Arc<TaskContext>, task: Accepted, reason: &str) {
 /// Retries a Redis write until it lands, with backoff (Redis restarting, a failover): an answer
 /// or an acknowledgement given up on would be work lost or done twice. The worker's shutdown
 /// grace bounds how long this can go on.
-pub async fn persist<F, Fut>(what: &str, mut write: F)
+pub async fn write_until_done<F, Fut>(what: &str, write: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), BrokerError>>,
 {
-    let mut attempt = 0;
-    while let Err(e) = write().await {
-        attempt += 1;
-        let wait = jittered_backoff(Duration::from_millis(200), attempt, Duration::from_secs(5));
-        tracing::warn!("{what} failed ({e}); trying again in {wait:?}");
-        tokio::time::sleep(wait).await;
-    }
+    let backoff = Backoff {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(5),
+        budget: Budget::Forever,
+    };
+    let always = |_: &BrokerError| Verdict::Retry { after: None };
+    let tell =
+        |e: &BrokerError, _, wait| tracing::warn!("{what} failed ({e}); trying again in {wait:?}");
+    // Forever: it returns only once written.
+    let _ = retry(&backoff, "redis", always, tell, write).await;
 }
 
 struct Task<'a> {
@@ -228,7 +232,7 @@ impl<'a> Task<'a> {
         }
         let served = self.run(&persona, jobs).await;
         let locks = &self.ctx.locks;
-        persist("releasing a persona lock", || {
+        write_until_done("releasing a persona lock", || {
             locks.release(persona.as_str())
         })
         .await;
@@ -361,7 +365,7 @@ impl<'a> Task<'a> {
         ) {
             Ok(again) => {
                 let (queue, worker) = (&self.ctx.queue, &self.ctx.worker_id);
-                persist("publishing a task's retry", || {
+                write_until_done("publishing a task's retry", || {
                     queue.republish(worker, self.delivery, &again)
                 })
                 .await
@@ -376,7 +380,7 @@ impl<'a> Task<'a> {
 
     async fn acknowledge(&self) {
         let (queue, worker) = (&self.ctx.queue, &self.ctx.worker_id);
-        persist("acknowledging a message", || {
+        write_until_done("acknowledging a message", || {
             queue.ack(worker, self.delivery)
         })
         .await;

@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::{RedisTrigger, TriggerCounters};
 use crate::actors::supervisor::AbortPersona;
 use crate::trigger::celery::{IngestCall, ResultMeta, TaskState};
-use crate::trigger::task::{self, persist, Accepted};
+use crate::trigger::task::{self, write_until_done, Accepted};
 
 /// Revokes tasks (Celery's `revoke`): they are remembered on the broker for every worker; one
 /// held for its eta or waiting for a slot here is answered REVOKED at once; with `terminate`, a
@@ -61,7 +61,7 @@ impl Handler<Revoke> for RedisTrigger {
         let (task_ids, keep) = (msg.task_ids.clone(), self.config.revokes_expire);
         ctx.spawn(
             async move {
-                persist("remembering revoked tasks", || {
+                write_until_done("remembering revoked tasks", || {
                     revocations.revoke(&task_ids, keep)
                 })
                 .await;
@@ -69,7 +69,7 @@ impl Handler<Revoke> for RedisTrigger {
                     reason: "revoked".into(),
                 };
                 for id in &task_ids {
-                    persist("recording a task result", || async {
+                    write_until_done("recording a task result", || async {
                         results
                             .store(id, &state, &ResultMeta::default())
                             .await

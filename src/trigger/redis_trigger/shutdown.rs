@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::{RedisTrigger, TriggerCounters, FETCH_BLOCK};
 use crate::actors::orchestrator::ABORT_GRACE;
 use crate::actors::supervisor::AbortRuns;
-use crate::trigger::task::persist;
+use crate::trigger::task::write_until_done;
 
 /// Stop intake, drain within the grace, requeue the rest; answered once done.
 #[derive(Message)]
@@ -77,7 +77,7 @@ impl Handler<Shutdown> for RedisTrigger {
                     events.worker("worker-offline").await;
                 }
                 let requeued = std::sync::atomic::AtomicUsize::new(0);
-                persist("requeueing the messages in flight", || async {
+                write_until_done("requeueing the messages in flight", || async {
                     let moved = queue.requeue(&worker).await?;
                     requeued.fetch_add(moved, Ordering::Relaxed);
                     Ok(())
@@ -86,7 +86,7 @@ impl Handler<Shutdown> for RedisTrigger {
                 let requeued = requeued.into_inner();
                 // Nothing of ours is in flight: the lease goes now, and with it any persona
                 // lock a task aborted above still held, rather than when it would have lapsed.
-                persist("retiring the worker", || queue.retire(&worker)).await;
+                write_until_done("retiring the worker", || queue.retire(&worker)).await;
                 requeued
             }
             .into_actor(act)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::states::{event_of, retry_state, subtask_received_fields};
-use super::{exception, persist, subtask_id, Task};
+use super::{exception, subtask_id, write_until_done, Task};
 use crate::actors::orchestrator::RunOutcome;
 use crate::actors::supervisor::JobEnded;
 use crate::trigger::celery::{callback_message, IngestCall, ResultMeta, TaskState};
@@ -167,7 +167,7 @@ impl Task<'_> {
                 continue;
             };
             let sent = &self.ctx.queue;
-            persist("sending a callback", || {
+            write_until_done("sending a callback", || {
                 sent.publish(&queue, message.as_bytes())
             })
             .await;
@@ -200,7 +200,7 @@ impl Task<'_> {
         } else {
             let results = &self.ctx.results;
             let stored = AtomicBool::new(false);
-            persist("recording a task result", || async {
+            write_until_done("recording a task result", || async {
                 let kept = results.store(task_id, &state, &meta).await?;
                 stored.store(kept, Ordering::SeqCst);
                 Ok(())

@@ -96,6 +96,35 @@ pub async fn create_pending<C: ConnectionTrait + TransactionTrait>(
     persona_id: &PersonaId,
     jobs: &[JobRef],
 ) -> Result<(), TransitionError> {
+    // A SQLite transaction that reads and then writes is refused at once ("database is locked",
+    // no busy timeout waits for it) when another writer committed meanwhile, as the daemon's
+    // StatusRecorder does all the time: the whole transaction is tried again, as is one that
+    // meets a database restarting.
+    let backoff = crate::retry::Backoff {
+        base: std::time::Duration::from_millis(20),
+        cap: std::time::Duration::from_secs(1),
+        budget: crate::retry::Budget::For(std::time::Duration::from_secs(30)),
+    };
+    let unavailable = |e: &TransitionError| match e {
+        TransitionError::Unavailable(_) => crate::retry::Verdict::Retry { after: None },
+        _ => crate::retry::Verdict::Abort,
+    };
+    crate::retry::retry(
+        &backoff,
+        "database",
+        unavailable,
+        |_, _, _| {},
+        || create_pending_once(db, persona_id, jobs),
+    )
+    .await
+    .map_err(|gave_up| gave_up.error)
+}
+
+async fn create_pending_once<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    persona_id: &PersonaId,
+    jobs: &[JobRef],
+) -> Result<(), TransitionError> {
     let txn = db.begin().await?;
     let now = Utc::now();
     if persona::Entity::find_by_id(persona_id.as_str())

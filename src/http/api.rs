@@ -34,19 +34,13 @@ fn persona_id(given: &str) -> Result<PersonaId, ApiError> {
     PersonaId::parse(given).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn limit(given: Option<u64>) -> Result<u64, ApiError> {
-    match given.unwrap_or(100) {
-        0 => Err(ApiError::bad_request("limit must be at least 1")),
-        n if n > MAX_LIMIT => Err(ApiError::bad_request(format!(
-            "limit must be at most {MAX_LIMIT}"
-        ))),
-        n => Ok(n),
-    }
+fn limit(given: Option<&str>) -> Result<u64, ApiError> {
+    super::parse_limit(given, 100, MAX_LIMIT)
 }
 
 async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&id)
-        .map_err(|_| ApiError::bad_request(format!("job id {id:?} is not a UUID")))?;
+        .map_err(|_| ApiError::bad_request(format!("job id {:?} is not a UUID", id.as_str())))?;
     let job = jobs::job_by_id(&state.db, id)
         .await
         .map_err(database)?
@@ -59,7 +53,7 @@ async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpRe
 struct JobsQuery {
     status: Option<String>,
     persona: Option<String>,
-    limit: Option<u64>,
+    limit: Option<String>,
 }
 
 fn job_status(given: &str) -> Result<JobStatus, ApiError> {
@@ -80,7 +74,7 @@ async fn list_jobs(
 ) -> Result<HttpResponse, ApiError> {
     let status = query.status.as_deref().map(job_status).transpose()?;
     let persona = query.persona.as_deref().map(persona_id).transpose()?;
-    let limit = limit(query.limit)?;
+    let limit = limit(query.limit.as_deref())?;
     let found = jobs::find_jobs(
         &state.db,
         status,
@@ -202,14 +196,14 @@ async fn ingest(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeadLettersQuery {
-    limit: Option<u64>,
+    limit: Option<String>,
 }
 
 async fn dead_letters(
     state: web::Data<AppState>,
     query: web::Query<DeadLettersQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = limit(query.limit)?;
+    let limit = limit(query.limit.as_deref())?;
     let (total, entries) = state
         .broker
         .dead_letters(limit as usize)

@@ -30,13 +30,28 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "a bearer token is required (Authorization: Bearer <http.token>)",
+            "a bearer token is required (Authorization: Bearer <http.token>; the dashboard: \
+             open /#token=<http.token>)",
         )
     }
 
     /// A backend (database, Redis) failed: the client cannot fix it.
     pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("{what}: {e}"))
+    }
+}
+
+/// A listing's `limit` query parameter: `default` when absent, else a whole number from 1 to
+/// `max`, or a 400 naming the parameter and what was given.
+pub fn parse_limit(given: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
+    let Some(given) = given else {
+        return Ok(default);
+    };
+    match given.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit {given:?} is not a whole number from 1 to {max}"
+        ))),
     }
 }
 

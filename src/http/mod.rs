@@ -29,7 +29,7 @@ use crate::trigger::broker::Broker;
 use crate::trigger::redis_trigger::TriggerCounters;
 use crate::trigger::results::ResultBackend;
 
-pub use error::ApiError;
+pub use error::{parse_limit, ApiError};
 
 /// What the handlers work with.
 #[derive(Clone)]
@@ -97,12 +97,23 @@ async fn authorize(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if cross_site_write(&req) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "a request that changes something must come from this server's own page (its Origin \
+             names another site)",
+        )
+        .into());
+    }
     if let Some(token) = token {
+        // The scheme is case-insensitive (RFC 9110).
         let given = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         // The dashboard's page holds no data; its API calls carry the token.
         let open = matches!(req.path(), "/health" | "/");
         if !open && given != Some(token.as_str()) {
@@ -110,4 +121,27 @@ async fn authorize(
         }
     }
     next.call(req).await
+}
+
+/// A request that is not a read, sent by a browser from a page of another site: without a token
+/// (the loopback default) any page the operator opens could otherwise post an ingestion or a
+/// terminate to the daemon (a form post needs no CORS preflight). Clients that are not browsers
+/// send no `Origin`, and pass.
+fn cross_site_write(req: &ServiceRequest) -> bool {
+    use actix_web::http::Method;
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|site| site == "cross-site" || site == "same-site") {
+        return true;
+    }
+    match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            origin == "null" || !origin_host.eq_ignore_ascii_case(host)
+        }
+        (Some(_), None) => true,
+        _ => false,
+    }
 }

@@ -53,6 +53,7 @@ pub struct TaskView {
 #[derive(Clone, Debug, Default)]
 pub struct TaskFilter {
     pub state: Option<String>,
+    /// A part of the persona's id.
     pub persona: Option<String>,
     pub worker: Option<String>,
     /// A part of the task id (or of the parent's, to find sub-tasks).
@@ -246,7 +247,11 @@ impl TaskBook {
                     .state
                     .as_deref()
                     .is_none_or(|s| t.state.eq_ignore_ascii_case(s))
-                    && wanted(&filter.persona, &t.persona)
+                    && filter.persona.as_deref().is_none_or(|p| {
+                        t.persona
+                            .as_deref()
+                            .is_some_and(|persona| persona.contains(p))
+                    })
                     && wanted(&filter.worker, &t.worker)
                     && filter.search.as_deref().is_none_or(|q| {
                         let q = q.to_ascii_lowercase();

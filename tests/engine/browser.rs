@@ -125,6 +125,17 @@ impl Session<'_> {
             .await;
     }
 
+    /// Sets the window's outer size (a desktop session's).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.driver
+            .call(
+                reqwest::Method::POST,
+                &self.at("/window/rect"),
+                Some(json!({ "width": width, "height": height })),
+            )
+            .await;
+    }
+
     /// Runs `script` (a function body) in the page and answers what it returns.
     pub async fn run(&self, script: &str, args: Value) -> Value {
         self.driver

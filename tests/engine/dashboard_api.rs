@@ -47,10 +47,17 @@ async fn the_dashboard_s_api_answers_every_view() {
         "is not one of PENDING",
     );
     assert_error(
-        api.get("/api/tasks?limit=0").await,
+        api.get("/api/jobs/not-a-uuid").await,
         StatusCode::BAD_REQUEST,
-        "limit",
+        "job id \"not-a-uuid\" is not a UUID",
     );
+    for bad in ["0", "abc", "-5", "1.5", "", "1001"] {
+        assert_error(
+            api.get(&format!("/api/tasks?limit={bad}")).await,
+            StatusCode::BAD_REQUEST,
+            &format!("limit {bad:?} is not a whole number from 1 to 1000"),
+        );
+    }
     assert_error(
         api.get("/api/tasks?colour=red").await,
         StatusCode::BAD_REQUEST,
@@ -123,7 +130,7 @@ async fn the_dashboard_s_api_answers_every_view() {
     assert_error(
         api.get("/api/personas?limit=0").await,
         StatusCode::BAD_REQUEST,
-        "limit must be from 1",
+        "limit \"0\" is not a whole number from 1 to 1000",
     );
     let (status, runs) = api.get("/api/personas/twain-sampler/runs").await;
     assert_eq!(status, StatusCode::OK, "{runs}");
@@ -148,6 +155,49 @@ async fn the_dashboard_s_api_answers_every_view() {
         !charts["durations"].as_array().unwrap().is_empty(),
         "{charts}"
     );
+
+    // A browser page of another site cannot make the daemon act, token or not; the scheme's
+    // case does not matter.
+    let client = reqwest::Client::new();
+    let forged = client
+        .post(format!("{}/api/personas/twain-sampler/ingest", api.base))
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let fetched = client
+        .post(format!(
+            "{}/api/dead-letters/0123456789abcdef/drop",
+            api.base
+        ))
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), StatusCode::FORBIDDEN);
+    let own = client
+        .post(format!(
+            "{}/api/dead-letters/0123456789abcdef/drop",
+            api.base
+        ))
+        .header("Authorization", format!("BEARER {TOKEN}"))
+        .header("Origin", api.base.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        own.status(),
+        StatusCode::NOT_FOUND,
+        "its own page's request passes"
+    );
+    let page = reqwest::get(format!("{}/", api.base)).await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("frame-ancestors 'none'"));
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
 
     // The live stream: Server-Sent Events, a tick first.
     let mut stream = reqwest::Client::new()

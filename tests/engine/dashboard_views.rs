@@ -35,6 +35,9 @@ for (const e of document.querySelectorAll("header, header *, main, main *")) {
     bad.push(`${name} holds ${e.scrollWidth} px in ${e.clientWidth}: ${text}`);
   if (box.right > width + 1) bad.push(`${name} reaches ${Math.round(box.right)} px of ${width}: ${text}`);
 }
+// What a script meant as a value but wrote as text.
+for (const slip of ["[object ", "undefined", "NaN"])
+  if (document.querySelector("main").innerText.includes(slip)) bad.push(`the view shows ${slip}`);
 if (document.documentElement.scrollWidth > width + 1)
   bad.push(`the page is ${document.documentElement.scrollWidth} px wide in ${width}`);
 return bad;
@@ -264,6 +267,19 @@ async fn every_view_while_a_persona_ingests_at_desktop_and_phone_sizes() {
         })
         .await;
     every_view(&desktop, &run, "1280x800").await;
+    // A laptop's width, where the overview's grid has three columns.
+    desktop.resize(1366, 768).await;
+    for (hash, what) in [("#/", "overview"), ("#/personas", "personas")] {
+        show(
+            &desktop,
+            hash,
+            what,
+            "return !!document.querySelector('main section');",
+        )
+        .await;
+        assert_nothing_clipped(&desktop, &format!("{what} at 1366")).await;
+    }
+    desktop.resize(1280, 800).await;
     // From the keyboard alone: past the skip link and the first view's link, Enter on Tasks.
     desktop.goto("about:blank").await;
     desktop.goto(&format!("http://127.0.0.1:{port}/#/")).await;

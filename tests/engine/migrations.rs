@@ -123,3 +123,59 @@ async fn a_whole_run_on_postgresql() {
     Migrator::down(&again, None).await.unwrap();
     Migrator::up(&again, None).await.unwrap();
 }
+
+/// The web app's side (`enqueue`, `POST .../ingest`) making job rows on a SQLite file that
+/// another process writes all the time, as a running daemon's StatusRecorder does: none is
+/// refused with "database is locked".
+#[tokio::test]
+async fn job_rows_are_made_while_another_connection_writes_the_same_sqlite_file() {
+    let world = World::new();
+    let settings = world.settings(&[]);
+    let db = persona_ingest::db::connect(&settings.database)
+        .await
+        .unwrap();
+    let other = persona_ingest::db::connect_only(&settings.database)
+        .await
+        .unwrap();
+    other
+        .execute_unprepared("CREATE TABLE churn (n INTEGER)")
+        .await
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                other
+                    .execute_unprepared("INSERT INTO churn VALUES (1)")
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for i in 0..60 {
+        let persona = persona(&format!("p{i}"));
+        let jobs: Vec<persona_ingest::jobs::JobRef> = Kind::ALL
+            .iter()
+            .map(|kind| persona_ingest::jobs::JobRef {
+                id: uuid::Uuid::new_v4(),
+                kind: *kind,
+                task_id: None,
+            })
+            .collect();
+        persona_ingest::jobs::create_pending(&db, &persona, &jobs)
+            .await
+            .unwrap_or_else(|e| panic!("persona {i}: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    let rows = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM ingestion_jobs",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.try_get::<i64>("", "n").unwrap(), 180);
+}

@@ -67,7 +67,7 @@ fn job_json(j: &Job) -> Value {
 struct PersonasQuery {
     /// A part of the persona's id.
     q: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// The most personas one answer lists (the page shows the most recently updated).
@@ -77,14 +77,7 @@ async fn personas(
     state: web::Data<AppState>,
     query: web::Query<PersonasQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = match query.limit.unwrap_or(200) {
-        n @ 1..=MAX_LIMIT => n,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "limit must be from 1 to {MAX_LIMIT}"
-            )))
-        }
-    };
+    let limit = super::super::parse_limit(query.limit.as_deref(), 200, MAX_LIMIT as u64)? as usize;
     let db = &state.db;
     let mut latest_by_persona: std::collections::BTreeMap<String, Vec<Job>> = Default::default();
     for job in jobs::latest_jobs(db).await.map_err(database)? {

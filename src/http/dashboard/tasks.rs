@@ -40,7 +40,7 @@ struct TasksQuery {
     persona: Option<String>,
     worker: Option<String>,
     q: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 const STATES: [&str; 8] = [
@@ -76,15 +76,7 @@ async fn list(
                 })
         })
         .transpose()?;
-    let limit = match query.limit.unwrap_or(100) {
-        0 => return Err(ApiError::bad_request("limit must be at least 1")),
-        n if n > MAX_LIMIT => {
-            return Err(ApiError::bad_request(format!(
-                "limit must be at most {MAX_LIMIT}"
-            )))
-        }
-        n => n,
-    };
+    let limit = super::super::parse_limit(query.limit.as_deref(), 100, MAX_LIMIT as u64)? as usize;
     let filter = TaskFilter {
         state: task_state,
         persona: given(query.persona),

@@ -28,7 +28,8 @@ pub enum TaskState {
         exc_message: String,
         exc_module: String,
     },
-    /// Revoked (`reason` "revoked", or "expired" for a message past its `expires`), as
+    /// Revoked (`reason` "revoked"; "terminated" for a run a terminate stopped; "expired" for a
+    /// message past its `expires`), as
     /// `mark_as_revoked` stores it: a `TaskRevokedError`.
     Revoked {
         reason: String,

@@ -645,8 +645,9 @@ async fn revoke_with_terminate_aborts_the_run_and_answers_revoked() {
     );
     harness.engine.release_replies();
     until("answered", || harness.broker.in_flight(WORKER).is_empty()).await;
+    // As Celery's worker answers a terminated task: TaskRevokedError('terminated').
     let revoked = TaskState::Revoked {
-        reason: "revoked".into(),
+        reason: "terminated".into(),
     };
     assert_eq!(harness.broker.results_of(&works).last(), Some(&revoked));
     assert_eq!(harness.broker.results_of("runaway").last(), Some(&revoked));

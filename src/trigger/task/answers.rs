@@ -65,7 +65,7 @@ impl Task<'_> {
         let state = match &job.outcome.result {
             Ok(stats) => TaskState::Success(json!(stats.vectors)),
             Err(_) if self.terminated.load(Ordering::SeqCst) => TaskState::Revoked {
-                reason: "revoked".into(),
+                reason: "terminated".into(),
             },
             Err(e) if job.will_retry => retry_state(e.message.clone()),
             Err(e) => exception("RuntimeError", e.message.clone()),
@@ -92,7 +92,7 @@ impl Task<'_> {
     pub(super) async fn finish(&mut self, outcome: &RunOutcome) {
         if self.terminated.load(Ordering::SeqCst) {
             let state = TaskState::Revoked {
-                reason: "revoked".into(),
+                reason: "terminated".into(),
             };
             self.answer_unanswered(&state).await;
             self.answer_top(state).await;

@@ -112,7 +112,7 @@ pub(super) fn event_of(state: &TaskState, runtime: Duration) -> (&'static str, V
         ),
         TaskState::Revoked { reason } => (
             "task-revoked",
-            json!({ "terminated": reason == "revoked", "signum": null, "expired": reason == "expired" }),
+            json!({ "terminated": reason == "terminated", "signum": null, "expired": reason == "expired" }),
         ),
     }
 }

@@ -81,7 +81,7 @@ async fn audit_persona(
     persona: &PersonaId,
 ) -> Result<PersonaAudit, AuditError> {
     let mut manifests = manifest::load(db, persona, &Kind::ALL).await?;
-    let rows = jobs::jobs_of(db, persona.as_str()).await?;
+    let rows = jobs::jobs_of_persona(db, persona.as_str()).await?;
     let mut kinds = Vec::new();
     for kind in Kind::ALL {
         let collection =

@@ -1,6 +1,6 @@
 //! Persona and job rows: the lifecycle transitions, applied only by the StatusRecorder (the read
 //! queries are in `queries`). A transition that would move a status backwards is refused, except
-//! a job start marked as an explicit restart.
+//! a job start marked as a rerun (an explicit retry, or a task delivered again).
 
 use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
@@ -208,11 +208,11 @@ fn with_counts(
         .col_expr(C::TokensEmbedded, as_i64(counts.tokens_embedded))
 }
 
-/// `pending → processing`; with `restart`, from any status (an explicit retry).
+/// `pending → processing`; with `rerun`, from any status (an explicit retry, a redelivery).
 pub async fn job_started<C: ConnectionTrait>(
     db: &C,
     id: Uuid,
-    restart: bool,
+    rerun: bool,
 ) -> Result<(), TransitionError> {
     let mut update = with_counts(ingestion_job::Entity::update_many(), JobCounts::default())
         .col_expr(
@@ -242,7 +242,7 @@ pub async fn job_started<C: ConnectionTrait>(
             Expr::value(Option::<DateTime<Utc>>::None),
         )
         .filter(ingestion_job::Column::Id.eq(id));
-    if !restart {
+    if !rerun {
         update = update.filter(ingestion_job::Column::Status.eq(JobStatus::Pending));
     }
     if update.exec(db).await?.rows_affected == 0 {

@@ -137,8 +137,8 @@ impl Engine {
         let spawner = ActorIngestorSpawner {
             peers: IngestorPeers {
                 embedder: batcher.clone().recipient(),
-                writer: writer.clone().recipient(),
-                pruner: writer.clone().recipient(),
+                write: writer.clone().recipient(),
+                prune: writer.clone().recipient(),
                 counter: writer.clone().recipient(),
                 hashes: writer.clone().recipient(),
                 records: writer.clone().recipient(),

@@ -40,7 +40,7 @@ pub struct IngestJob {
     pub source: Arc<dyn Source>,
     pub plan: SourcePlan,
     /// The job row may be in any state: this is an explicit retry.
-    pub restart: bool,
+    pub rerun: bool,
     /// What the manifest said of this kind before the run (`None`: nothing yet).
     pub previous: Option<Arc<KindManifest>>,
     /// Read and embed every file, changed or not (`--force`).
@@ -51,11 +51,14 @@ pub struct IngestJob {
     pub tokens: TokenCounter,
 }
 
+/// Where an Ingestor sends each of its messages. One recipient a message, named after what it
+/// asks, not after the actor: `write`, `prune`, `counter`, `hashes` and `records` all reach the
+/// one StoreWriter (in `pipeline.rs`), kept apart so that a test probes each alone.
 #[derive(Clone)]
 pub struct IngestorPeers {
     pub embedder: Recipient<EmbedTexts>,
-    pub writer: Recipient<WriteRecords>,
-    pub pruner: Recipient<PruneCollection>,
+    pub write: Recipient<WriteRecords>,
+    pub prune: Recipient<PruneCollection>,
     /// Asked what the store holds of the job's kind after a failure.
     pub counter: Recipient<CountRecords>,
     /// Asked for the hashes of what the store holds when the manifest cannot be trusted.

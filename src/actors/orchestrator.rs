@@ -191,7 +191,7 @@ impl Orchestrator {
                 collection: self.collection(job.kind),
                 source,
                 plan,
-                restart: self.request.restart,
+                rerun: self.request.rerun,
                 previous: manifests.remove(&job.kind).map(Arc::new),
                 force: self.request.force,
                 fingerprint: self.deps.fingerprints[&job.kind].clone(),

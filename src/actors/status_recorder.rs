@@ -29,7 +29,7 @@ pub enum StatusUpdate {
     },
     JobStarted {
         job_id: Uuid,
-        restart: bool,
+        rerun: bool,
     },
     /// Coalesced: only the latest value per job is written, on the next flush.
     JobProgress {
@@ -315,8 +315,8 @@ async fn apply(
                     },
                 ));
             }
-            StatusUpdate::JobStarted { job_id, restart } => {
-                jobs::job_started(db, job_id, restart).await?;
+            StatusUpdate::JobStarted { job_id, rerun } => {
+                jobs::job_started(db, job_id, rerun).await?;
                 event(job_id, JobStatus::Processing, 0, 0, None)
             }
             StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),

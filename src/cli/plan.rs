@@ -84,7 +84,7 @@ pub async fn run(
                             },
                             source,
                             plan,
-                            restart: false,
+                            rerun: false,
                             previous: manifests.remove(&kind).map(Arc::new),
                             force,
                             fingerprint: manifest::fingerprint(&settings, kind, &model, dimension)

@@ -79,7 +79,7 @@ pub async fn run(args: &StatusArgs, settings: Settings) -> anyhow::Result<i32> {
                 eprintln!("error: no persona or job {what:?} in the database");
                 return Ok(1);
             };
-            let jobs = jobs::jobs_of(&db, what).await?;
+            let jobs = jobs::jobs_of_persona(&db, what).await?;
             if args.json {
                 println!(
                     "{}",

@@ -95,7 +95,7 @@ async fn persona(
         .await
         .map_err(database)?
         .ok_or_else(|| ApiError::not_found(format!("no persona {id}")))?;
-    let jobs = jobs::jobs_of(&state.db, id.as_str())
+    let jobs = jobs::jobs_of_persona(&state.db, id.as_str())
         .await
         .map_err(database)?;
     Ok(HttpResponse::Ok().json(json!({ "persona": persona, "jobs": jobs })))

@@ -62,7 +62,9 @@ async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     let db = &state.db;
     let mut personas = Vec::new();
     for persona in jobs::recent_personas(db, RECENT).await.map_err(database)? {
-        let mut latest = jobs::jobs_of(db, &persona.id).await.map_err(database)?;
+        let mut latest = jobs::jobs_of_persona(db, &persona.id)
+            .await
+            .map_err(database)?;
         let newest = latest.iter().map(|j| j.created_at).max();
         latest.retain(|j| Some(j.created_at) == newest);
         latest.sort_by_key(|j| j.kind);

@@ -24,7 +24,7 @@ pub async fn persona<C: ConnectionTrait>(
 }
 
 /// A persona's jobs, newest first.
-pub async fn jobs_of<C: ConnectionTrait>(
+pub async fn jobs_of_persona<C: ConnectionTrait>(
     db: &C,
     persona_id: &str,
 ) -> Result<Vec<ingestion_job::Model>, DbErr> {

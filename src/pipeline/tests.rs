@@ -37,7 +37,7 @@ async fn a_panicking_ingestor_fails_its_job_and_persona_and_the_engine_serves_on
         outcome.error.as_deref(),
         Some("failed: works (reader panicked: scripted panic at chunk 3; 3 record(s) written before the failure, 3 in p_works now)")
     );
-    let jobs = crate::jobs::jobs_of(&engine.db, "p").await.unwrap();
+    let jobs = crate::jobs::jobs_of_persona(&engine.db, "p").await.unwrap();
     for job in &jobs {
         let expected = if job.kind == Kind::Works {
             JobStatus::Failed

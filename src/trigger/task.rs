@@ -216,7 +216,7 @@ impl<'a> Task<'a> {
             // best effort too.
             Err(e) => tracing::warn!("could not read the revoked tasks: {e}"),
         }
-        let (persona_id, jobs) = jobs_of(call, &self.msg.id);
+        let (persona_id, jobs) = jobs_asked(call, &self.msg.id);
         let persona = match PersonaId::parse(persona_id) {
             Ok(persona) => persona,
             Err(e) => {
@@ -410,4 +410,4 @@ mod answers;
 mod states;
 
 pub use states::{exception, received_fields, subtask_id};
-use states::{jobs_of, retry_state};
+use states::{jobs_asked, retry_state};

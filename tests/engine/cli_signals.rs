@@ -155,7 +155,7 @@ async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
     .await
     .unwrap();
     assert_nothing_processing(&db).await;
-    let rows = persona_ingest::jobs::jobs_of(&db, "twain-sampler")
+    let rows = persona_ingest::jobs::jobs_of_persona(&db, "twain-sampler")
         .await
         .unwrap();
     assert!(

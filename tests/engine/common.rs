@@ -97,7 +97,7 @@ pub fn persona(id: &str) -> PersonaId {
 
 /// A persona's jobs from its latest run, by kind.
 pub async fn latest_jobs(db: &DatabaseConnection, persona: &str) -> Vec<ingestion_job::Model> {
-    let mut rows = jobs::jobs_of(db, persona).await.unwrap();
+    let mut rows = jobs::jobs_of_persona(db, persona).await.unwrap();
     let newest = rows.iter().map(|r| r.created_at).max();
     rows.retain(|r| Some(r.created_at) == newest);
     rows.sort_by_key(|r| r.kind);
@@ -121,7 +121,7 @@ pub fn job_of(rows: &[ingestion_job::Model], kind: Kind) -> &ingestion_job::Mode
 /// Nothing may ever be left processing once runs are over.
 pub async fn assert_nothing_processing(db: &DatabaseConnection) {
     for persona in jobs::personas(db).await.unwrap() {
-        for job in jobs::jobs_of(db, &persona.id).await.unwrap() {
+        for job in jobs::jobs_of_persona(db, &persona.id).await.unwrap() {
             assert_ne!(
                 job.status,
                 JobStatus::Processing,

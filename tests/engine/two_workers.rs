@@ -37,7 +37,7 @@ async fn two_workers_never_ingest_one_persona_at_once() {
     let db = persona_ingest::db::connect(&world.settings(&[]).database)
         .await
         .unwrap();
-    let rows = persona_ingest::jobs::jobs_of(&db, "twain-sampler")
+    let rows = persona_ingest::jobs::jobs_of_persona(&db, "twain-sampler")
         .await
         .unwrap();
     assert_eq!(rows.len(), 6);

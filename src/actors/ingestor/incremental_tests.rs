@@ -26,7 +26,7 @@ async fn first_run(chunks: usize) -> (KindManifest, HashMap<String, u64>) {
         panic!("the job's end replaces its manifest")
     };
     let stored = peers
-        .writer
+        .write
         .received()
         .iter()
         .flat_map(|w| {
@@ -77,7 +77,7 @@ fn embedded(peers: &Peers) -> usize {
 }
 
 fn deleted(peers: &Peers) -> Stale {
-    let prunes = peers.pruner.received();
+    let prunes = peers.prune.received();
     assert_eq!(prunes.len(), 1, "stale records looked for once");
     prunes[0].stale.clone()
 }
@@ -86,7 +86,7 @@ fn deleted(peers: &Peers) -> Stale {
 async fn an_unchanged_file_is_neither_read_nor_embedded_nor_written() {
     let (previous, stored) = first_run(50).await;
     let (peers, stats) = again(50, previous, stored, false).await;
-    assert_eq!((embedded(&peers), peers.writer.count()), (0, 0));
+    assert_eq!((embedded(&peers), peers.write.count()), (0, 0));
     assert_eq!(
         (
             stats.vectors,
@@ -129,7 +129,7 @@ async fn a_file_shrunk_deletes_exactly_the_chunks_that_are_gone() {
         .collect();
     expected.sort();
     assert_eq!(ids, expected);
-    assert_eq!(stats.counts.chunks_deleted, 0, "the pruner probe answers 0");
+    assert_eq!(stats.counts.chunks_deleted, 0, "the prune probe answers 0");
 }
 
 #[actix::test]
@@ -236,7 +236,7 @@ async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
     );
     peers_first.report.expect_message().await.result.unwrap();
     let written: Vec<crate::store::Record> = peers_first
-        .writer
+        .write
         .received()
         .into_iter()
         .flat_map(|w| w.records)
@@ -266,12 +266,7 @@ async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
     );
     let stats = peers.report.expect_message().await.result.unwrap();
     assert_eq!(embedded(&peers), 0);
-    let rewritten: usize = peers
-        .writer
-        .received()
-        .iter()
-        .map(|w| w.records.len())
-        .sum();
+    let rewritten: usize = peers.write.received().iter().map(|w| w.records.len()).sum();
     assert_eq!(rewritten, 20);
     assert_eq!(
         (

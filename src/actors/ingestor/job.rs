@@ -39,7 +39,7 @@ pub(super) async fn execute(
         &recorder,
         StatusUpdate::JobStarted {
             job_id,
-            restart: job.restart,
+            rerun: job.rerun,
         },
     )
     .await;
@@ -279,7 +279,7 @@ async fn run(
         Basis::Nothing => Stale::NotIn(Arc::new(ids_of(job.kind, &entries))),
     };
     let pruned = peers
-        .pruner
+        .prune
         .send(PruneCollection {
             collection: job.collection.clone(),
             stale,
@@ -397,7 +397,7 @@ async fn write_window(
         })
         .collect();
     peers
-        .writer
+        .write
         .send(WriteRecords {
             collection: job.collection.clone(),
             records,

@@ -11,8 +11,8 @@ use crate::testkit::{self, probe, ProbeHandle, StaticSource};
 
 pub(super) struct Peers {
     pub embedder: ProbeHandle<EmbedTexts>,
-    pub writer: ProbeHandle<WriteRecords>,
-    pub pruner: ProbeHandle<PruneCollection>,
+    pub write: ProbeHandle<WriteRecords>,
+    pub prune: ProbeHandle<PruneCollection>,
     pub recorder: ProbeHandle<RecordStatus>,
     pub report: ProbeHandle<IngestFinished>,
     pub records: ProbeHandle<ReadRecords>,
@@ -21,8 +21,8 @@ pub(super) struct Peers {
 pub(super) fn peers() -> Peers {
     Peers {
         embedder: probe(|m: &EmbedTexts| Ok(m.texts.iter().map(|_| vec![1.0, 0.0]).collect())),
-        writer: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
-        pruner: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
+        write: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
+        prune: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
         recorder: probe(|_: &RecordStatus| Ok(Recorded::default())),
         report: probe(|_: &IngestFinished| ()),
         records: probe(|_: &ReadRecords| Ok(Vec::new())),
@@ -58,7 +58,7 @@ pub(super) fn start_job(
         },
         plan: source.plan(),
         source: Arc::new(source),
-        restart: false,
+        rerun: false,
         previous: None,
         force: false,
         fingerprint: "f".into(),
@@ -67,8 +67,8 @@ pub(super) fn start_job(
     let job = change(job);
     let ingestor_peers = IngestorPeers {
         embedder: peers.embedder.recipient(),
-        writer: peers.writer.recipient(),
-        pruner: peers.pruner.recipient(),
+        write: peers.write.recipient(),
+        prune: peers.prune.recipient(),
         counter: probe(move |_: &CountRecords| Ok(held)).recipient(),
         hashes: probe(move |_: &ReadHashes| Ok(stored.clone())).recipient(),
         records: peers.records.recipient(),
@@ -132,7 +132,7 @@ async fn progress_rises_and_reaches_100_exactly_once() {
     let updates = updates(&peers.recorder);
     assert!(matches!(
         updates[0],
-        StatusUpdate::JobStarted { restart: false, .. }
+        StatusUpdate::JobStarted { rerun: false, .. }
     ));
     let progress: Vec<u8> = updates
         .iter()
@@ -155,15 +155,10 @@ async fn progress_rises_and_reaches_100_exactly_once() {
             ..
         })
     ));
-    let written: usize = peers
-        .writer
-        .received()
-        .iter()
-        .map(|w| w.records.len())
-        .sum();
+    let written: usize = peers.write.received().iter().map(|w| w.records.len()).sum();
     assert_eq!(written, 200);
     assert_eq!(
-        peers.pruner.count(),
+        peers.prune.count(),
         1,
         "stale records are looked for once, at the end"
     );
@@ -183,7 +178,7 @@ async fn job_error_of(peers: &Peers) -> JobError {
         matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error.message),
         "{recorded:?}"
     );
-    assert_eq!(peers.pruner.count(), 0, "a failed job prunes nothing");
+    assert_eq!(peers.prune.count(), 0, "a failed job prunes nothing");
     error
 }
 
@@ -261,7 +256,7 @@ async fn a_soft_stop_lets_what_is_in_flight_finish_then_fails_the_job() {
         "{error}"
     );
     assert!(
-        peers.writer.count() >= 2,
+        peers.write.count() >= 2,
         "the windows in flight were written"
     );
 }
@@ -281,7 +276,7 @@ async fn a_hard_abort_drops_the_work_at_once() {
     peers.embedder.release_replies();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        peers.writer.count(),
+        peers.write.count(),
         0,
         "nothing in flight was written, even once its embeddings came"
     );

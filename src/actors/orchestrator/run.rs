@@ -21,7 +21,7 @@ pub struct RunRequest {
     /// Job rows may be in any state: this is an explicit retry, or a task delivered again. Jobs
     /// that name a task id and were completed under it are not run again (see
     /// [`crate::jobs::begin_run`]).
-    pub restart: bool,
+    pub rerun: bool,
     /// Read and embed every file, changed or not (`--force`, `{"force": true}`, a task's
     /// `force` keyword); otherwise only what changed since the last run is.
     pub force: bool,
@@ -112,7 +112,7 @@ impl RunRequest {
                     task_id: None,
                 })
                 .collect(),
-            restart: false,
+            rerun: false,
             force: false,
             soft_time_limit: None,
             time_limit: None,

@@ -59,7 +59,7 @@ async fn updates_apply_in_the_order_they_arrive() {
         begin("p", std::slice::from_ref(&works)),
         RecordStatus(StatusUpdate::JobStarted {
             job_id: works.id,
-            restart: false,
+            rerun: false,
         }),
         RecordStatus(StatusUpdate::JobCompleted {
             job_id: works.id,
@@ -97,7 +97,7 @@ async fn progress_is_coalesced_into_one_write_per_flush() {
         .unwrap();
     let started = StatusUpdate::JobStarted {
         job_id: works.id,
-        restart: false,
+        rerun: false,
     };
     recorder.send(RecordStatus(started)).await.unwrap().unwrap();
     for progress in 1..=50 {
@@ -149,7 +149,7 @@ async fn statuses_never_move_backwards() {
 
     send(StatusUpdate::JobStarted {
         job_id: works.id,
-        restart: false,
+        rerun: false,
     })
     .await
     .unwrap()
@@ -180,7 +180,7 @@ async fn statuses_never_move_backwards() {
     );
     let again = StatusUpdate::JobStarted {
         job_id: works.id,
-        restart: false,
+        rerun: false,
     };
     assert!(
         send(again).await.unwrap().is_err(),
@@ -188,7 +188,7 @@ async fn statuses_never_move_backwards() {
     );
     let retry = StatusUpdate::JobStarted {
         job_id: works.id,
-        restart: true,
+        rerun: true,
     };
     send(retry).await.unwrap().unwrap();
     let retried = row(&db, works.id).await;

@@ -114,7 +114,7 @@ impl Handler<RunTask> for Supervisor {
             persona: task.persona,
             jobs: task.jobs,
             // At least once: a task delivered again may find its jobs in any state.
-            restart: true,
+            rerun: true,
             force: task.force,
             soft_time_limit: task.limits.soft,
             time_limit: task.limits.hard,

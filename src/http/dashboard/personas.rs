@@ -118,7 +118,7 @@ async fn runs(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpR
         .await
         .map_err(database)?
         .ok_or_else(|| ApiError::not_found(format!("no persona {id}")))?;
-    let all = jobs::jobs_of(&state.db, id.as_str())
+    let all = jobs::jobs_of_persona(&state.db, id.as_str())
         .await
         .map_err(database)?;
     let failures: Vec<Value> = all

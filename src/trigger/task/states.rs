@@ -18,7 +18,7 @@ pub fn subtask_id(task_id: &str, kind: Kind) -> String {
 }
 
 /// The persona and the jobs a call asks for, with the task ids their results go under.
-pub(super) fn jobs_of<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<JobRef>) {
+pub(super) fn jobs_asked<'a>(call: &'a IngestCall, task_id: &str) -> (&'a str, Vec<JobRef>) {
     match call {
         IngestCall::FullPersona {
             persona_id,

@@ -4,6 +4,9 @@
 //! wait for a free call into one upsert, splits upserts into batches no larger than the store's
 //! own limit, keeps at most `max_in_flight` store calls running, and retries transient store
 //! errors.
+//!
+//! Over 400 lines because each message the writer answers (write, prune, count, read hashes,
+//! read records) sits beside its handler, as the actors of this engine keep them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -136,12 +136,32 @@ impl ChromaStore {
         if let Some(token) = &self.auth_token {
             request = request.bearer_auth(token).header("x-chroma-token", token);
         }
+        let mut sent_bytes = 0;
         if let Some(body) = body {
-            request = request.json(body);
+            let bytes = serde_json::to_vec(body).map_err(|e| StoreError::Backend {
+                transient: false,
+                message: format!("chroma {method} {url}: encoding the request: {e}"),
+            })?;
+            sent_bytes = bytes.len();
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
-        let response = request.send().await.map_err(|e| StoreError::Backend {
-            transient: true,
-            message: format!("chroma {method} {url}: {e}"),
+        let response = request.send().await.map_err(|e| {
+            // A server refusing a request's size may answer 413 and close the connection before
+            // the body is all sent, and the client then sees only the broken connection (Chroma's
+            // own server does so with `max_payload_size_bytes`): a large body cut off is taken
+            // for too large, and sent again smaller, which costs nothing if it was not.
+            if sent_bytes > CUT_OFF_BODY && !e.is_connect() && !e.is_timeout() {
+                return StoreError::TooLarge(format!(
+                    "chroma {method} {url}: the connection broke while {sent_bytes} bytes were \
+                     sent, as when a server refuses a request's size: {e}"
+                ));
+            }
+            StoreError::Backend {
+                transient: true,
+                message: format!("chroma {method} {url}: {e}"),
+            }
         })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| StoreError::Backend {
@@ -195,6 +215,10 @@ impl ChromaStore {
         format!("{}/{}/{operation}", self.collections, collection.id)
     }
 }
+
+/// Bytes of a request body above which a connection broken while sending it is taken for a
+/// refusal of its size (see `call`).
+const CUT_OFF_BODY: usize = 1 << 20;
 
 #[async_trait]
 impl VectorStore for ChromaStore {

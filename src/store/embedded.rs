@@ -2,6 +2,9 @@
 //! documents, metadata as JSON and embeddings as little-endian f32 blobs), queried by
 //! brute-force cosine similarity. Zero setup, durable, and readable by any SQLite tool.
 //! One connection: its writes come from the one StoreWriter anyway.
+//!
+//! Just over 400 lines: the whole `VectorStore` trait for one backend, each method a statement
+//! or two (its tests are in `embedded/tests.rs`).
 
 use std::path::Path;
 use std::time::Duration;

@@ -12,6 +12,8 @@
 //! Redis going away does not lose an answer: writes to it are retried until they land. If the
 //! worker stops first, the message is still in flight and goes back to its queue. The states and
 //! events given to the task and its sub-tasks are in `answers`.
+//!
+//! Over 400 lines because a task's way from slot to acknowledgement reads best in one file.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

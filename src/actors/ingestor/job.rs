@@ -1,6 +1,10 @@
 //! The work of one job, apart from the actor that owns it: the reader thread feeding a bounded
 //! channel, windows of chunks embedded and written with a bounded number in flight, progress,
 //! stale records removed at the end, and the job's end recorded whatever happens.
+//!
+//! Over 400 lines because a job's data path (read, window, reuse or embed, write, prune, end)
+//! reads best in one file; the reader, the judging of files and the dry run are beside it in
+//! `read`, `trust` and `plan`.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

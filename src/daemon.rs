@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::http::AppState;
-use crate::monitor::{CeleryEvent, Inspect, Monitor, MonitorPorts};
+use crate::monitor::{CeleryEvent, Inspect, Monitor, MonitorPorts, StopMonitor};
 use crate::pipeline::Engine;
 use crate::sources::FileSources;
 use crate::trigger::broker::Broker;
@@ -248,8 +248,15 @@ fn start_monitor(
         client.clone(),
         pattern,
         deliver,
-        stop,
+        stop.clone(),
     ));
+    // Stopped with the daemon, not with the process: tests run several daemons in one.
+    let stopping = monitor.clone();
+    let mut stop = stop;
+    actix::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        stopping.do_send(StopMonitor);
+    });
     monitor
 }
 

@@ -241,6 +241,19 @@ impl Handler<Charts> for Monitor {
     }
 }
 
+/// Stops the monitor: its sampling and its `inspect` calls end (the daemon stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopMonitor;
+
+impl Handler<StopMonitor> for Monitor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopMonitor, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
 /// A receiver of every task's new state (without its timeline), for the live stream.
 #[derive(Message)]
 #[rtype(result = "broadcast::Receiver<Value>")]

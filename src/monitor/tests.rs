@@ -256,3 +256,11 @@ fn the_persona_is_read_from_json_or_any_python_repr_of_the_arguments() {
         assert_eq!(task.persona.as_deref(), persona, "{args} {kwargs}");
     }
 }
+
+#[actix::test]
+async fn a_stopped_monitor_answers_no_more() {
+    let monitor = Monitor::new(TaskNames::default(), MonitorPorts::default()).start();
+    monitor.send(StopMonitor).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(monitor.send(ListWorkers).await.is_err());
+}

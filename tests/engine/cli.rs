@@ -200,11 +200,12 @@ fn a_50_mb_single_line_file_is_ingested_in_bounded_memory() {
     // A copy of the whole file would take 50 MB on its own. The binary alone (with the minilm
     // embedder's runtime linked in) measured 34.3 MB here, a little more beside the rest of the
     // suite; the manifest row of this one file (33,000 chunk hashes, 0.9 MB as JSON, copied on
-    // its way into SQLite) took it to 41-42 MB. 46 MB leaves that room and still proves the file
-    // is streamed.
+    // its way into SQLite) took it to 41-42 MB; with the dashboard and its monitor linked in,
+    // 44.1-44.7 MB alone and 46.0-46.4 MB beside other tests on the two cores (2026-12-04).
+    // 48 MB leaves that room and still proves the file is streamed (a copy would add 50).
     let peak = summary["peak_rss_bytes"].as_u64().unwrap();
     eprintln!("peak resident memory: {peak} bytes");
-    assert!(peak < 46_000_000, "peak resident memory {peak} bytes");
+    assert!(peak < 48_000_000, "peak resident memory {peak} bytes");
 }
 
 #[test]

@@ -100,13 +100,10 @@ impl Monitor {
 
     fn apply(&mut self, event: &Map<String, Value>) {
         self.workers.apply(event);
-        if let Some(task) = self.tasks.apply(event) {
-            let mut summary = serde_json::to_value(task).unwrap_or(Value::Null);
-            if let Some(summary) = summary.as_object_mut() {
-                summary.remove("timeline");
-            }
-            // Nobody listening is no error.
-            let _ = self.updates.send(summary);
+        let task = self.tasks.apply(event);
+        // Rendered only for a live stream that listens.
+        if let Some(task) = task.filter(|_| self.updates.receiver_count() > 0) {
+            let _ = self.updates.send(task.summary());
         }
     }
 }

@@ -170,9 +170,16 @@ mod tests {
         }
     }
 
-    /// Fails with `errors` in turn, then succeeds; counts its calls.
-    fn failing(errors: Vec<&'static str>) -> (std::cell::Cell<usize>, Vec<&'static str>) {
-        (std::cell::Cell::new(0), errors)
+    /// An operation failing with `errors` in turn, then answering how many calls it took.
+    fn failing(
+        errors: Vec<&'static str>,
+    ) -> impl FnMut() -> std::future::Ready<Result<usize, &'static str>> {
+        let mut calls = 0;
+        move || {
+            let n = calls;
+            calls += 1;
+            std::future::ready(errors.get(n).map_or(Ok(n), |e| Err(*e)))
+        }
     }
 
     fn transient(e: &&str) -> Verdict {
@@ -187,13 +194,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_call_is_tried_again_while_its_error_passes_and_the_budget_lasts() {
-        let (calls, errors) = failing(vec!["busy", "busy"]);
-        let op = || {
-            let n = calls.get();
-            calls.set(n + 1);
-            let out = errors.get(n).map_or(Ok(n), |e| Err(*e));
-            async move { out }
-        };
+        let op = failing(vec!["busy", "busy"]);
         let mut told = Vec::new();
         let done = retry(
             &quick(Budget::Retries(2)),
@@ -207,13 +208,7 @@ mod tests {
         assert_eq!(told, vec![("busy".into(), 1), ("busy".into(), 2)]);
 
         // One retry fewer: the last error, with the attempts made.
-        let (calls, errors) = failing(vec!["busy", "busy"]);
-        let op = || {
-            let n = calls.get();
-            calls.set(n + 1);
-            let out = errors.get(n).map_or(Ok(n), |e| Err(*e));
-            async move { out }
-        };
+        let op = failing(vec!["busy", "busy"]);
         let gave_up = retry(
             &quick(Budget::Retries(1)),
             "test",

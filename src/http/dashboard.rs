@@ -56,48 +56,25 @@ fn database(e: sea_orm::DbErr) -> ApiError {
     ApiError::unavailable("database", e)
 }
 
-use personas::seconds;
+use personas::{group_runs, job_json};
 
 async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let db = &state.db;
     let mut personas = Vec::new();
     for persona in jobs::recent_personas(db, RECENT).await.map_err(database)? {
-        let mut latest = jobs::jobs_of_persona(db, &persona.id)
+        let all = jobs::jobs_of_persona(db, &persona.id)
             .await
             .map_err(database)?;
-        let newest = latest.iter().map(|j| j.created_at).max();
-        latest.retain(|j| Some(j.created_at) == newest);
-        latest.sort_by_key(|j| j.kind);
+        // The latest run as the persona's page groups runs.
+        let latest = group_runs(all).into_iter().next().unwrap_or_default();
         personas.push(json!({
             "id": persona.id,
             "status": persona.status,
             "error": persona.error_message,
             "updated_at": persona.updated_at,
-            "jobs": latest.iter().map(|j| json!({
-                "id": j.id,
-                "kind": j.kind,
-                "status": j.status,
-                "progress": j.progress,
-                "vectors": j.total_vectors,
-            })).collect::<Vec<_>>(),
+            "jobs": latest.iter().map(job_json).collect::<Vec<_>>(),
         }));
     }
-    let row = |j: &entities::ingestion_job::Model| {
-        json!({
-            "job_id": j.id,
-            "persona": j.persona_id,
-            "kind": j.kind,
-            "vectors": j.total_vectors,
-            "embedded": j.chunks_embedded,
-            "unchanged": j.chunks_unchanged,
-            "deleted": j.chunks_deleted,
-            "tokens": j.tokens_embedded,
-            "seconds": seconds(j),
-            "error": j.error_message,
-            "warning": j.warning_message,
-            "at": j.completed_at,
-        })
-    };
     let completed = jobs::find_jobs(db, Some(JobStatus::Completed), None, Some(RECENT))
         .await
         .map_err(database)?;
@@ -124,8 +101,8 @@ async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     Ok(HttpResponse::Ok().json(json!({
         "personas": personas,
         "trigger": trigger,
-        "completed": completed.iter().map(row).collect::<Vec<_>>(),
-        "failed": failed.iter().map(row).collect::<Vec<_>>(),
+        "completed": completed.iter().map(job_json).collect::<Vec<_>>(),
+        "failed": failed.iter().map(job_json).collect::<Vec<_>>(),
         "broker": broker,
         "dead_letters": dead_letters,
     })))

@@ -49,6 +49,17 @@ pub struct TaskView {
     pub timeline: Vec<Value>,
 }
 
+impl TaskView {
+    /// The task as a list shows it: everything but its timeline.
+    pub fn summary(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(object) = value.as_object_mut() {
+            object.remove("timeline");
+        }
+        value
+    }
+}
+
 /// What the task list asks for; every given field must match.
 #[derive(Clone, Debug, Default)]
 pub struct TaskFilter {

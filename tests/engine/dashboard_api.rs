@@ -158,39 +158,30 @@ async fn the_dashboard_s_api_answers_every_view() {
 
     // A browser page of another site cannot make the daemon act, token or not; the scheme's
     // case does not matter.
-    let client = reqwest::Client::new();
-    let forged = client
-        .post(format!("{}/api/personas/twain-sampler/ingest", api.base))
-        .header("Authorization", format!("bearer {TOKEN}"))
-        .header("Origin", "http://evil.example")
-        .header("Content-Type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    let fetched = client
-        .post(format!(
-            "{}/api/dead-letters/0123456789abcdef/drop",
-            api.base
-        ))
-        .header("Authorization", format!("bearer {TOKEN}"))
-        .header("Sec-Fetch-Site", "cross-site")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fetched.status(), StatusCode::FORBIDDEN);
-    let own = client
-        .post(format!(
-            "{}/api/dead-letters/0123456789abcdef/drop",
-            api.base
-        ))
-        .header("Authorization", format!("BEARER {TOKEN}"))
-        .header("Origin", api.base.as_str())
-        .send()
-        .await
-        .unwrap();
+    let drop_letter = "/api/dead-letters/0123456789abcdef/drop";
+    let post_as = |path: &str, scheme: &str, header: (&'static str, String)| {
+        reqwest::Client::new()
+            .post(format!("{}{path}", api.base))
+            .header("Authorization", format!("{scheme} {TOKEN}"))
+            .header(header.0, header.1)
+            .header("Content-Type", "text/plain")
+            .send()
+    };
+    let forged = post_as(
+        "/api/personas/twain-sampler/ingest",
+        "bearer",
+        ("Origin", "http://evil.example".into()),
+    );
+    assert_eq!(forged.await.unwrap().status(), StatusCode::FORBIDDEN);
+    let fetched = post_as(
+        drop_letter,
+        "bearer",
+        ("Sec-Fetch-Site", "cross-site".into()),
+    );
+    assert_eq!(fetched.await.unwrap().status(), StatusCode::FORBIDDEN);
+    let own = post_as(drop_letter, "BEARER", ("Origin", api.base.clone()));
     assert_eq!(
-        own.status(),
+        own.await.unwrap().status(),
         StatusCode::NOT_FOUND,
         "its own page's request passes"
     );

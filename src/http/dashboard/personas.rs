@@ -1,4 +1,4 @@
-//! The dashboard's personas: `GET /api/personas` (every persona with its latest run's jobs) and
+//! The dashboard's personas: `GET /api/personas` (the personas with the latest job of each kind) and
 //! `GET /api/personas/{id}/runs` (a persona's page: every run, not only the latest, with what
 //! each job did; the records each of its collections holds now; its failures as the job rows
 //! tell them, naming the file and line). Ingesting again is the API's
@@ -31,7 +31,7 @@ pub(super) fn seconds(job: &Job) -> Option<f64> {
 }
 
 /// A persona's jobs grouped into runs, newest first.
-fn group_runs(mut all: Vec<Job>) -> Vec<Vec<Job>> {
+pub(super) fn group_runs(mut all: Vec<Job>) -> Vec<Vec<Job>> {
     all.sort_by_key(|j| std::cmp::Reverse(j.created_at));
     let mut runs: Vec<Vec<Job>> = Vec::new();
     for job in all {
@@ -51,9 +51,10 @@ fn group_runs(mut all: Vec<Job>) -> Vec<Vec<Job>> {
     runs
 }
 
-fn job_json(j: &Job) -> Value {
+/// A job row as the dashboard's views show it.
+pub(super) fn job_json(j: &Job) -> Value {
     json!({
-        "id": j.id, "kind": j.kind, "status": j.status, "progress": j.progress,
+        "id": j.id, "persona": j.persona_id, "kind": j.kind, "status": j.status, "progress": j.progress,
         "vectors": j.total_vectors, "files_read": j.files_read, "files_skipped": j.files_skipped,
         "embedded": j.chunks_embedded, "unchanged": j.chunks_unchanged,
         "deleted": j.chunks_deleted, "tokens": j.tokens_embedded, "seconds": seconds(j),

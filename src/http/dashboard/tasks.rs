@@ -47,15 +47,6 @@ const STATES: [&str; 8] = [
     "PENDING", "RECEIVED", "STARTED", "RETRY", "SUCCESS", "FAILURE", "REVOKED", "REJECTED",
 ];
 
-/// A task without its timeline, for lists.
-fn summary(task: &TaskView) -> Value {
-    let mut value = json!(task);
-    if let Some(object) = value.as_object_mut() {
-        object.remove("timeline");
-    }
-    value
-}
-
 async fn list(
     state: web::Data<AppState>,
     query: web::Query<TasksQuery>,
@@ -90,7 +81,7 @@ async fn list(
         .map_err(mailbox)?;
     Ok(HttpResponse::Ok().json(json!({
         "total": total,
-        "tasks": tasks.iter().map(summary).collect::<Vec<_>>(),
+        "tasks": tasks.iter().map(TaskView::summary).collect::<Vec<_>>(),
     })))
 }
 
@@ -140,7 +131,7 @@ async fn task(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "task": task,
-        "children": children.iter().map(summary).collect::<Vec<_>>(),
+        "children": children.iter().map(TaskView::summary).collect::<Vec<_>>(),
         "jobs": job_rows,
         "result": result,
     })))

@@ -6,7 +6,6 @@
 
 use std::sync::LazyLock;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use redis::{RedisError, Script};
 use serde::Serialize;
@@ -139,23 +138,5 @@ impl Broker {
             }
         }
         Ok(Some(queue))
-    }
-
-    /// Messages waiting in every served list.
-    pub async fn waiting(&self) -> Result<u64, RedisError> {
-        let mut con = self.con.clone();
-        let mut pipe = redis::pipe();
-        for list in &self.lists {
-            pipe.cmd("LLEN").arg(list);
-        }
-        let lengths: Vec<u64> = pipe.query_async(&mut con).await?;
-        Ok(lengths.iter().sum())
-    }
-}
-
-#[async_trait]
-impl crate::monitor::QueueDepth for Broker {
-    async fn depth(&self) -> anyhow::Result<u64> {
-        Ok(self.waiting().await?)
     }
 }

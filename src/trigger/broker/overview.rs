@@ -51,18 +51,20 @@ impl Broker {
     pub async fn overview(&self, queues: &[String]) -> Result<BrokerOverview, RedisError> {
         let mut con = self.con.clone();
         let mut overview = BrokerOverview::default();
-        for queue in queues {
-            let mut by_priority = Vec::new();
-            for step in PRIORITY_STEPS {
-                let n: u64 = redis::cmd("LLEN")
-                    .arg(priority_queue(queue, step))
-                    .query_async(&mut con)
-                    .await?;
-                by_priority.push((step, n));
-            }
+        let lists: Vec<String> = queues
+            .iter()
+            .flat_map(|q| PRIORITY_STEPS.map(|step| priority_queue(q, step)))
+            .collect();
+        let lengths = self.list_lengths(&lists).await?;
+        for (queue, lengths) in queues.iter().zip(lengths.chunks(PRIORITY_STEPS.len())) {
+            let by_priority: Vec<(u8, u64)> = PRIORITY_STEPS
+                .iter()
+                .copied()
+                .zip(lengths.iter().copied())
+                .collect();
             overview.queues.push(QueueLength {
                 queue: queue.clone(),
-                waiting: by_priority.iter().map(|(_, n)| n).sum(),
+                waiting: lengths.iter().sum(),
                 by_priority,
             });
         }
@@ -115,5 +117,32 @@ impl Broker {
             .query_async(&mut con)
             .await?;
         Ok(overview)
+    }
+}
+
+impl Broker {
+    /// The lengths of `lists`, in one round trip.
+    async fn list_lengths(&self, lists: &[String]) -> Result<Vec<u64>, RedisError> {
+        if lists.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut con = self.con.clone();
+        let mut pipe = redis::pipe();
+        for list in lists {
+            pipe.cmd("LLEN").arg(list);
+        }
+        pipe.query_async(&mut con).await
+    }
+
+    /// Messages waiting in every served list.
+    pub async fn waiting(&self) -> Result<u64, RedisError> {
+        Ok(self.list_lengths(&self.lists).await?.iter().sum())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::monitor::QueueDepth for Broker {
+    async fn depth(&self) -> anyhow::Result<u64> {
+        Ok(self.waiting().await?)
     }
 }

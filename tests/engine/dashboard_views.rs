@@ -267,17 +267,28 @@ async fn every_view_while_a_persona_ingests_at_desktop_and_phone_sizes() {
         })
         .await;
     every_view(&desktop, &run, "1280x800").await;
-    // A laptop's width, where the overview's grid has three columns.
-    desktop.resize(1366, 768).await;
-    for (hash, what) in [("#/", "overview"), ("#/personas", "personas")] {
-        show(
-            &desktop,
-            hash,
-            what,
-            "return !!document.querySelector('main section');",
-        )
-        .await;
-        assert_nothing_clipped(&desktop, &format!("{what} at 1366")).await;
+    // A laptop's width, where the overview's grid has three columns, and a tablet's, where the
+    // widest tables (workers, a persona's runs) do not fit unfolded.
+    let persona_page = format!("#/persona/{PERSONA}");
+    for (width, height) in [(1366, 768), (768, 1024)] {
+        desktop.resize(width, height).await;
+        let views = [
+            ("#/", "overview"),
+            ("#/tasks", "tasks"),
+            ("#/workers", "workers"),
+            ("#/personas", "personas"),
+            (persona_page.as_str(), "persona"),
+        ];
+        for (hash, what) in views {
+            show(
+                &desktop,
+                hash,
+                what,
+                "return !!document.querySelector('main section');",
+            )
+            .await;
+            assert_nothing_clipped(&desktop, &format!("{what} at {width}")).await;
+        }
     }
     desktop.resize(1280, 800).await;
     // From the keyboard alone: past the skip link and the first view's link, Enter on Tasks.

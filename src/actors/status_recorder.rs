@@ -273,7 +273,12 @@ async fn apply_riding_out(
         TransitionError::Unavailable(_) => Verdict::Retry { after: None },
         _ => Verdict::Abort,
     };
-    let tell = |e: &TransitionError, _, wait| tracing::warn!("{e}; trying again in {wait:?}");
+    // Said as before the retry was shared: "database unavailable (<why>); trying again in ...".
+    let tell = |e: &TransitionError, _, wait| {
+        if let TransitionError::Unavailable(why) = e {
+            tracing::warn!("database unavailable ({why}); trying again in {wait:?}");
+        }
+    };
     retry(&backoff, "database", unavailable, tell, || {
         apply(db, update.clone())
     })

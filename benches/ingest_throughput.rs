@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use persona_ingest::config::{ConfigInputs, Settings};
 use persona_ingest::embed::{EmbeddingProvider, HashingEmbedder};
 use persona_ingest::pipeline::Engine;
+use persona_ingest::record::Record;
 use persona_ingest::sources::{Chunk, FileSources, SourceFactory};
-use persona_ingest::store::{CollectionSpec, EmbeddedStore, Record, VectorStore};
+use persona_ingest::store::{CollectionSpec, EmbeddedStore, VectorStore};
 use persona_ingest::{Kind, PersonaId};
 
 const RUNS: usize = 3;

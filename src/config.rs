@@ -153,7 +153,7 @@ impl EmbeddingSettings {
     pub fn vector_dimension(&self) -> Option<usize> {
         match self.provider {
             ProviderKind::Local => Some(self.dimension.unwrap_or(DEFAULT_LOCAL_DIMENSION)),
-            ProviderKind::MiniLm => Some(crate::embed::minilm_shape::DIMENSION),
+            ProviderKind::MiniLm => Some(crate::naming::minilm::DIMENSION),
             ProviderKind::OpenAi => self
                 .dimensions
                 .or(self.dimension)

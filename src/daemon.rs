@@ -70,11 +70,11 @@ async fn shared_rate_limit(settings: &Settings) -> anyhow::Result<Option<Arc<dyn
     if !RateLimits::from_settings(&settings.embedding).is_limited() {
         return Ok(None);
     }
-    let client = crate::trigger::redis_url::client(&settings.redis.url)
+    let client = crate::urls::redis::client(&settings.redis.url)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let con = redis::aio::ConnectionManager::new(client)
         .await
-        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
+        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::urls::redact(&settings.redis.url)))?;
     Ok(Some(Arc::new(RedisLimiter::new(
         con,
         &settings.redis.key_prefix,
@@ -84,7 +84,7 @@ async fn shared_rate_limit(settings: &Settings) -> anyhow::Result<Option<Arc<dyn
 
 /// Connects everything and starts serving. Must be called inside an actix system.
 pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
-    let redis = crate::db::redact(&settings.redis.url);
+    let redis = crate::urls::redact(&settings.redis.url);
     let engine =
         Engine::start_sharing(settings.clone(), shared_rate_limit(&settings).await?).await?;
     let broker = Broker::connect(
@@ -102,7 +102,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let results = Arc::new(
         ResultBackend::connect(&results_url, Duration::from_secs(settings.results.expires))
             .await
-            .map_err(|e| anyhow::anyhow!("results.url {}: {e}", crate::db::redact(&results_url)))?,
+            .map_err(|e| {
+                anyhow::anyhow!("results.url {}: {e}", crate::urls::redact(&results_url))
+            })?,
     );
     let node = match settings.worker.name.as_str() {
         "" => format!("persona-ingest.{}@{}", std::process::id(), hostname()),
@@ -112,7 +114,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     let worker_id = TriggerConfig::new_worker_id();
     let events: Option<Arc<dyn Events>> = if settings.events.enabled {
         // Events are PUBLISHed on the broker's own connection, in the channels of its db.
-        let db = crate::trigger::redis_url::db(&settings.redis.url)
+        let db = crate::urls::redis::db(&settings.redis.url)
             .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
         Some(Arc::new(EventPublisher::new(
             broker.connection(),
@@ -160,7 +162,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
     };
     // Everything that can fail comes before any actor of the daemon starts: an actor started
     // and never run would be polled after the runtime is gone, and panic there.
-    let client = crate::trigger::redis_url::client(&settings.redis.url)
+    let client = crate::urls::redis::client(&settings.redis.url)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let channel = format!(
         "/{}.celery.pidbox",
@@ -205,7 +207,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         prefetch: settings.worker.prefetch,
         registered: names.all(),
         broker_url: redis.clone(),
-        result_backend: crate::db::redact(&results_url),
+        result_backend: crate::urls::redact(&results_url),
     };
     let pidbox = Pidbox::new(
         info,

@@ -9,6 +9,7 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 use crate::config::DatabaseSettings;
 use crate::retry::{retry, Backoff, Budget, Verdict};
+use crate::urls::redact;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -146,33 +147,4 @@ pub async fn migration_status(
         applied.iter().map(|m| m.name().to_owned()).collect(),
         pending.iter().map(|m| m.name().to_owned()).collect(),
     ))
-}
-
-/// A URL fit for messages: any password replaced.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(
-            super::redact("sqlite://x.db?mode=rwc"),
-            "sqlite://x.db?mode=rwc"
-        );
-    }
 }

@@ -12,7 +12,7 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::manifest::JobCounts;
+use crate::counts::JobCounts;
 use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 
 /// A job a run is to carry out: its id may come from the caller (the web app made the row).

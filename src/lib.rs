@@ -5,19 +5,24 @@ pub mod actors;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod counts;
 pub mod daemon;
 pub mod db;
 pub mod embed;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+#[cfg(test)]
+mod layers;
 pub mod manifest;
 pub mod metrics;
 pub mod monitor;
 pub mod naming;
 pub mod persona;
 pub mod pipeline;
-pub mod record_keys;
+pub mod record;
 pub mod retry;
 pub mod run_lock;
 pub mod sources;
@@ -25,6 +30,7 @@ pub mod store;
 pub mod testkit;
 pub mod tokens;
 pub mod trigger;
+pub mod urls;
 
 pub use entities::{JobStatus, Kind, PersonaStatus};
 pub use persona::PersonaId;

@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use crate::config::{Settings, StoreKind};
 use crate::ids::record_id;
-use crate::store::Record;
+use crate::record::Record;
 use crate::Kind;
 
 pub use judge::{hash_file, judge, now_ns, stamp, Stamp, Verdict};
@@ -91,29 +91,6 @@ impl KindManifest {
     }
 }
 
-/// What a job did, for its row, its outcome and the operator: files read and skipped, chunks
-/// embedded (and written), left unchanged and deleted, tokens embedded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    pub files_read: u64,
-    pub files_skipped: u64,
-    pub chunks_embedded: u64,
-    pub chunks_unchanged: u64,
-    pub chunks_deleted: u64,
-    pub tokens_embedded: u64,
-}
-
-impl std::ops::AddAssign for JobCounts {
-    fn add_assign(&mut self, other: Self) {
-        self.files_read += other.files_read;
-        self.files_skipped += other.files_skipped;
-        self.chunks_embedded += other.chunks_embedded;
-        self.chunks_unchanged += other.chunks_unchanged;
-        self.chunks_deleted += other.chunks_deleted;
-        self.tokens_embedded += other.tokens_embedded;
-    }
-}
-
 /// The fingerprint of what makes the records of one kind besides its files: how its files are
 /// read (the chunking settings for works and the profile, which quotes do not use; the quotes
 /// settings for quotes only), the embedding provider, model, dimension and tokenizer, the store
@@ -171,7 +148,7 @@ pub fn fingerprints(
 /// The hash of a record as written, its vector aside: its id, document and metadata (which
 /// carries the model). Computed alike from a record about to be written and from one read back
 /// from the store.
-pub fn record_hash(id: &str, document: &str, metadata: &crate::sources::Metadata) -> u64 {
+pub fn record_hash(id: &str, document: &str, metadata: &crate::record::Metadata) -> u64 {
     let mut hasher = Xxh3::new();
     hasher.update(id.as_bytes());
     hasher.update(&[0xff]);

@@ -150,7 +150,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 impl Metrics {
     /// Counts what a completed job did.
-    pub fn job_completed(&self, counts: &crate::manifest::JobCounts) {
+    pub fn job_completed(&self, counts: &crate::counts::JobCounts) {
         self.files
             .with_label_values(&["read"])
             .inc_by(counts.files_read);

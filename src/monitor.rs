@@ -38,6 +38,13 @@ pub trait QueueDepth: Send + Sync {
     async fn depth(&self) -> anyhow::Result<u64>;
 }
 
+#[async_trait]
+impl QueueDepth for crate::trigger::broker::Broker {
+    async fn depth(&self) -> anyhow::Result<u64> {
+        Ok(self.waiting().await?)
+    }
+}
+
 /// Remote control's `inspect`: the replies of every worker to `method`, each `{node: reply}`.
 #[async_trait]
 pub trait Inspect: Send + Sync {

@@ -51,3 +51,14 @@ pub fn known_dimension(model: &str) -> Option<usize> {
         _ => None,
     }
 }
+
+/// all-MiniLM-L6-v2's shape, which the settings check and the `minilm` embedder runs by.
+pub mod minilm {
+    /// The model name recorded with every collection and record.
+    pub const MODEL: &str = "all-MiniLM-L6-v2";
+    pub const DIMENSION: usize = 384;
+    /// The most word pieces one input is read to, [CLS] and [SEP] included.
+    pub const MAX_WORD_PIECES: usize = 256;
+    /// [CLS] and [SEP]: what the tokenizer adds to every input.
+    pub const SPECIAL_TOKENS: usize = 2;
+}

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| persona_ingest::sources::fuzz::text_document(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| persona_ingest::fuzz::text_document(data));

@@ -24,7 +24,8 @@ use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
 use super::store_writer::{CountRecords, PruneCollection, ReadHashes, ReadRecords, WriteRecords};
 use super::Observe;
-use crate::manifest::{FileEntry, JobCounts, KindManifest, ManifestChange};
+use crate::counts::JobCounts;
+use crate::manifest::{FileEntry, KindManifest, ManifestChange};
 use crate::sources::{Source, SourcePlan};
 use crate::store::CollectionSpec;
 use crate::tokens::TokenCounter;
@@ -299,7 +300,7 @@ impl Handler<AbortIngest> for Ingestor {
             async move {
                 // As a failure in the data path is told: what the store holds now, and what
                 // this run wrote before the abort.
-                let present = job::records_present(&counter, &collection).await;
+                let present = trust::records_present(&counter, &collection).await;
                 if let StatusUpdate::JobFailed {
                     error,
                     vectors_present,

@@ -12,8 +12,9 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::Observe;
+use crate::counts::JobCounts;
 use crate::jobs::{self, JobRef, TransitionError};
-use crate::manifest::{self, JobCounts, KindManifest, ManifestChange};
+use crate::manifest::{self, KindManifest, ManifestChange};
 use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
 

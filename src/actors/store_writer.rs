@@ -18,8 +18,9 @@ use tokio::sync::oneshot;
 
 use super::Observe;
 use crate::ids::WrittenIds;
+use crate::record::Record;
 use crate::retry::{retry, Backoff, Budget, Verdict};
-use crate::store::{CollectionInfo, CollectionSpec, Record, StoreError, VectorStore};
+use crate::store::{CollectionInfo, CollectionSpec, StoreError, VectorStore};
 
 /// Ids listed per store call when looking for stale records.
 const ID_PAGE: usize = 1000;

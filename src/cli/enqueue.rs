@@ -30,11 +30,11 @@ pub async fn run(args: &EnqueueArgs, settings: Settings) -> anyhow::Result<i32> 
     };
     let kinds: Vec<Kind> = args.kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k]);
     let db = crate::db::connect(&settings.database).await?;
-    let mut redis = crate::trigger::redis_url::client(&settings.redis.url)
+    let mut redis = crate::urls::redis::client(&settings.redis.url)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
+        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::urls::redact(&settings.redis.url)))?;
     let sent = enqueue_ingestion(&db, &mut redis, &settings, &persona, &kinds, args.force).await?;
     println!("{}", sent.task_id);
     for job in &sent.jobs {

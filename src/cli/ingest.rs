@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::progress::ProgressBars;
 use crate::actors::orchestrator::{RunOutcome, RunRequest};
 use crate::config::Settings;
-use crate::manifest::JobCounts;
+use crate::counts::JobCounts;
 use crate::pipeline::Engine;
 use crate::sources::DataRoot;
 use crate::{JobStatus, Kind, PersonaId};

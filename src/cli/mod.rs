@@ -136,7 +136,7 @@ async fn migrate(settings: Settings) -> anyhow::Result<i32> {
     let (applied, _) = crate::db::migration_status(&db).await?;
     println!(
         "database {}: {} migration(s) applied now, {} in all",
-        crate::db::redact(&settings.database.url),
+        crate::urls::redact(&settings.database.url),
         pending.len(),
         applied.len()
     );

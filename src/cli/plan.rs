@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::actors::ingestor::{dry_run, IngestJob, JobPlan};
 use crate::config::{ProviderKind, Settings};
-use crate::manifest::{self, JobCounts};
+use crate::counts::JobCounts;
+use crate::manifest;
 use crate::sources::{FileSources, SourceFactory};
 use crate::store::{self, CollectionSpec};
 use crate::tokens::TokenCounter;
@@ -58,7 +59,7 @@ pub async fn run(
             let mut held = std::collections::HashMap::new();
             if let Some(info) = &found {
                 store::each_record(store.as_ref(), info, |r| {
-                    let text = r.metadata.get(crate::record_keys::CONTENT_HASH).cloned();
+                    let text = r.metadata.get(crate::record::keys::CONTENT_HASH).cloned();
                     held.insert(r.id.clone(), (manifest::hash_of(&r), text));
                 })
                 .await?;

@@ -23,7 +23,7 @@ pub struct RevokeArgs {
 }
 
 pub async fn run(args: &RevokeArgs, settings: Settings) -> anyhow::Result<i32> {
-    let client = crate::trigger::redis_url::client(&settings.redis.url)
+    let client = crate::urls::redis::client(&settings.redis.url)
         .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
     let replies = crate::trigger::control::revoke(
         &client,
@@ -32,7 +32,7 @@ pub async fn run(args: &RevokeArgs, settings: Settings) -> anyhow::Result<i32> {
         Duration::from_secs_f64(args.timeout.max(0.0)),
     )
     .await
-    .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
+    .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::urls::redact(&settings.redis.url)))?;
     if replies.is_empty() {
         eprintln!(
             "no worker replied within {} s (the revoke is kept for workers that start later)",

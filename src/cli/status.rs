@@ -107,7 +107,7 @@ pub async fn run(args: &StatusArgs, settings: Settings) -> anyhow::Result<i32> {
 
 /// What Redis says of the served queues and the workers; an error says why it could not tell.
 async fn broker_overview(settings: &Settings) -> Result<BrokerOverview, String> {
-    let redis = crate::db::redact(&settings.redis.url);
+    let redis = crate::urls::redact(&settings.redis.url);
     let look = async {
         let broker = Broker::connect(
             &settings.redis.url,

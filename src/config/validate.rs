@@ -121,7 +121,7 @@ impl Settings {
             }
         }
         if e.provider == ProviderKind::MiniLm {
-            use crate::embed::minilm_shape::{MAX_WORD_PIECES, SPECIAL_TOKENS};
+            use crate::naming::minilm::{MAX_WORD_PIECES, SPECIAL_TOKENS};
             if e.max_input_tokens > MAX_WORD_PIECES {
                 return refuse(
                     "embedding.max_input_tokens",
@@ -146,7 +146,7 @@ impl Settings {
             }
             if let Some(d) = e
                 .dimension
-                .filter(|&d| d != crate::embed::minilm_shape::DIMENSION)
+                .filter(|&d| d != crate::naming::minilm::DIMENSION)
             {
                 return refuse(
                     "embedding.dimension",
@@ -229,15 +229,18 @@ impl Settings {
         }
         // Checked here, not when first used, so that a URL the daemon cannot use stops it at
         // start with the key named (exit 2).
-        if let Err(why) = crate::trigger::redis_url::client(&self.redis.url) {
+        if let Err(why) = crate::urls::redis::client(&self.redis.url) {
             return refuse(
                 "redis.url",
-                format!("{}: {why}", crate::db::redact(&self.redis.url)),
+                format!("{}: {why}", crate::urls::redact(&self.redis.url)),
             );
         }
         if let Some(url) = &self.results.url {
-            if let Err(why) = crate::trigger::redis_url::client(url) {
-                return refuse("results.url", format!("{}: {why}", crate::db::redact(url)));
+            if let Err(why) = crate::urls::redis::client(url) {
+                return refuse(
+                    "results.url",
+                    format!("{}: {why}", crate::urls::redact(url)),
+                );
             }
         }
         Ok(())

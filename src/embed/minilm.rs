@@ -22,7 +22,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use super::{EmbedError, EmbeddingProvider};
 use crate::tokens::TokenCounter;
 
-pub use super::minilm_shape::{DIMENSION, MAX_WORD_PIECES, MODEL, SPECIAL_TOKENS};
+pub use crate::naming::minilm::{DIMENSION, MAX_WORD_PIECES, MODEL, SPECIAL_TOKENS};
 
 /// Its hub repository, for the cache and the download.
 pub const REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";

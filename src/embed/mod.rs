@@ -10,16 +10,6 @@ pub mod rate_limit;
 
 /// all-MiniLM-L6-v2's shape, which the settings check whether or not the `minilm` feature
 /// (its implementation, [`minilm`]) is built.
-pub mod minilm_shape {
-    /// The model name recorded with every collection and record.
-    pub const MODEL: &str = "all-MiniLM-L6-v2";
-    pub const DIMENSION: usize = 384;
-    /// The most word pieces one input is read to, [CLS] and [SEP] included.
-    pub const MAX_WORD_PIECES: usize = 256;
-    /// [CLS] and [SEP]: what the tokenizer adds to every input.
-    pub const SPECIAL_TOKENS: usize = 2;
-}
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -240,7 +240,7 @@ async fn revoke(
             ApiError::bad_request(format!("body: {e} (expected {{\"terminate\": true}})"))
         })?
     };
-    let client = crate::trigger::redis_url::client(&state.settings.redis.url)
+    let client = crate::urls::redis::client(&state.settings.redis.url)
         .map_err(|e| ApiError::unavailable("redis", e))?;
     let replies = crate::trigger::control::revoke(
         &client,

@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::FileEntry;
-use crate::sources::SourceFile;
 
 /// A modification time this close to when the file was last judged (or after it) may hide a
 /// change made in the same clock tick of a coarse file system (FAT's 2 s): such a file is hashed
@@ -43,18 +42,18 @@ pub enum Verdict {
     },
 }
 
-/// Judges `file` against its row, if it has one (`None`: not in the manifest, or not to be
+/// Judges the file at `path`, of `bytes` bytes as listed, against its row, if it has one (`None`: not in the manifest, or not to be
 /// trusted): an unchanged size, modification time, change time and inode skip it without
 /// opening it; otherwise its hash decides.
 ///
 /// Errors: the file's metadata or bytes unreadable (named by the caller).
-pub fn judge(file: &SourceFile, previous: Option<&FileEntry>) -> std::io::Result<Verdict> {
+pub fn judge(path: &Path, bytes: u64, previous: Option<&FileEntry>) -> std::io::Result<Verdict> {
     let now = now_ns();
-    let stamp = stamp(&file.path)?;
+    let stamp = stamp(path)?;
     if let Some(entry) = previous {
         let latest = stamp.modified_ns.max(stamp.changed_ns);
         let racy = latest + RACY_NS >= entry.recorded_ns;
-        let same = entry.bytes == file.bytes
+        let same = entry.bytes == bytes
             && entry.modified_ns == stamp.modified_ns
             && entry.changed_ns == stamp.changed_ns
             && entry.inode == stamp.inode;
@@ -62,10 +61,10 @@ pub fn judge(file: &SourceFile, previous: Option<&FileEntry>) -> std::io::Result
             return Ok(Verdict::Unchanged(entry.clone()));
         }
     }
-    let content_hash = hash_file(&file.path)?;
+    let content_hash = hash_file(path)?;
     match previous {
         Some(entry) if entry.content_hash == content_hash => Ok(Verdict::Unchanged(FileEntry {
-            bytes: file.bytes,
+            bytes,
             modified_ns: stamp.modified_ns,
             changed_ns: stamp.changed_ns,
             inode: stamp.inode,

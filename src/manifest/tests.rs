@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::config::DatabaseSettings;
-use crate::sources::{MetaValue, Metadata, SourceFile};
+use crate::record::{MetaValue, Metadata};
+use crate::sources::SourceFile;
 use crate::PersonaId;
 
 fn file_at(dir: &std::path::Path, name: &str, text: &str) -> SourceFile {
@@ -34,7 +35,7 @@ fn row_of(file: &SourceFile, judged: i64, chunks: Vec<(u32, u64)>) -> FileEntry 
         content_hash,
         stamp,
         ..
-    } = judge(file, None).unwrap()
+    } = judge(&file.path, file.bytes, None).unwrap()
     else {
         panic!("no row: changed")
     };
@@ -60,21 +61,21 @@ fn a_file_is_judged_by_its_stamp_then_by_its_bytes() {
     age(&file, Duration::from_secs(60));
     let row = row_of(&file, now_ns() + LATER, vec![(0, 7)]);
     assert_eq!(
-        judge(&file, Some(&row)).unwrap(),
+        judge(&file.path, file.bytes, Some(&row)).unwrap(),
         Verdict::Unchanged(row.clone()),
         "unopened"
     );
 
     // Touched, same bytes: unchanged, its new stamp kept.
     age(&file, Duration::from_secs(10));
-    let Verdict::Unchanged(touched) = judge(&file, Some(&row)).unwrap() else {
+    let Verdict::Unchanged(touched) = judge(&file.path, file.bytes, Some(&row)).unwrap() else {
         panic!("same bytes")
     };
     assert_ne!(touched.modified_ns, row.modified_ns);
     assert_eq!(touched.chunks, row.chunks);
     // No row: changed.
     assert!(matches!(
-        judge(&file, None).unwrap(),
+        judge(&file.path, file.bytes, None).unwrap(),
         Verdict::Changed { .. }
     ));
 }
@@ -97,7 +98,10 @@ fn a_file_replaced_by_one_of_the_same_size_and_time_is_read_again() {
         .unwrap();
     std::fs::rename(&copy, &file.path).unwrap();
     assert!(
-        matches!(judge(&file, Some(&row)).unwrap(), Verdict::Changed { .. }),
+        matches!(
+            judge(&file.path, file.bytes, Some(&row)).unwrap(),
+            Verdict::Changed { .. }
+        ),
         "its inode and change time tell"
     );
 }
@@ -118,7 +122,7 @@ fn a_change_in_the_clock_tick_of_the_last_read_is_not_missed() {
         .set_modified(stamp)
         .unwrap();
     assert!(matches!(
-        judge(&rewritten, Some(&row)).unwrap(),
+        judge(&rewritten.path, rewritten.bytes, Some(&row)).unwrap(),
         Verdict::Changed { .. }
     ));
 }

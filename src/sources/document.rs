@@ -6,8 +6,9 @@ use std::ops::ControlFlow;
 
 use super::chunker::TextChunker;
 use super::text::TextBlocks;
-use super::{Chunk, ChunkSink, DataRoot, FileReport, MetaValue, Metadata, SourceError, SourceFile};
+use super::{Chunk, ChunkSink, DataRoot, FileReport, SourceError, SourceFile};
 use crate::config::ChunkingSettings;
+use crate::record::{MetaValue, Metadata};
 use crate::tokens::TokenCounter;
 
 /// How far into a file a Gutenberg START line is looked for.

@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets in `fuzz/` (`scripts/fuzz`): each takes any bytes, runs one
+//! The readers' entry points for the fuzz targets in `fuzz/` (gathered in `crate::fuzz`): each takes any bytes, runs one
 //! reader over them as a file would be read, and checks what must hold of every input. A panic
 //! is a finding; an input that once panicked becomes a unit test calling the same entry point.
 //! Not an API.
@@ -106,48 +106,5 @@ pub fn quote_lines(data: &[u8]) {
             }
         }
         first = false;
-    }
-}
-
-/// A Celery message as taken from a queue: protocol v1 or v2, any body encoding and compression.
-pub fn celery_message(data: &[u8]) {
-    let _ = crate::trigger::celery::decode(data);
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    /// Every seed and every input a fuzzer once crashed on (`fuzz/regressions/<target>/`, each
-    /// committed with the fix) runs through its target's entry point: they all pass now.
-    #[test]
-    fn seeds_and_past_crashes_pass_every_target() {
-        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-        type Target = fn(&[u8]);
-        let targets: [(&str, Target); 3] = [
-            ("text_document", super::text_document),
-            ("quote_lines", super::quote_lines),
-            ("celery_message", super::celery_message),
-        ];
-        let mut ran = 0;
-        for (name, target) in targets {
-            for dir in ["seeds", "regressions"] {
-                let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(name)) else {
-                    continue;
-                };
-                for entry in entries {
-                    let path = entry.unwrap().path();
-                    let data = std::fs::read(&path).unwrap();
-                    let outcome = std::panic::catch_unwind(|| target(&data));
-                    assert!(outcome.is_ok(), "{} panicked", path.display());
-                    ran += 1;
-                }
-            }
-        }
-        assert!(
-            ran >= 12,
-            "only {ran} inputs found under {}",
-            fuzz.display()
-        );
     }
 }

@@ -14,12 +14,11 @@ mod layout;
 mod quotes;
 mod text;
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::Settings;
 use crate::tokens::TokenCounter;
@@ -30,40 +29,7 @@ pub use documents::DocumentSource;
 pub use layout::DataRoot;
 pub use quotes::QuotesSource;
 
-/// A metadata value as vector stores accept it (Chroma takes str, int, float and bool).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum MetaValue {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl std::fmt::Display for MetaValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Bool(b) => write!(f, "{b}"),
-            Self::Int(i) => write!(f, "{i}"),
-            Self::Float(x) => write!(f, "{x}"),
-            Self::Str(s) => f.write_str(s),
-        }
-    }
-}
-
-impl From<&str> for MetaValue {
-    fn from(s: &str) -> Self {
-        Self::Str(s.to_owned())
-    }
-}
-
-impl From<String> for MetaValue {
-    fn from(s: String) -> Self {
-        Self::Str(s)
-    }
-}
-
-pub type Metadata = BTreeMap<String, MetaValue>;
+use crate::record::Metadata;
 
 /// One piece of text to embed and store, with where it came from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -205,7 +171,7 @@ pub trait Source: Send + Sync {
         file: &SourceFile,
         previous: Option<&crate::manifest::FileEntry>,
     ) -> std::io::Result<crate::manifest::Verdict> {
-        crate::manifest::judge(file, previous)
+        crate::manifest::judge(&file.path, file.bytes, previous)
     }
 }
 

@@ -271,7 +271,7 @@ fn skip_warning(rel: &str, skipped: &[(u64, String)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::MetaValue;
+    use crate::record::MetaValue;
 
     #[test]
     fn lines_end_with_lf_cr_or_crlf_and_long_ones_stop_at_the_limit() {

@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
+use super::{CollectionInfo, CollectionSpec, QueryHit, StoreError, VectorStore};
 use crate::config::StoreSettings;
-use crate::sources::Metadata;
+use crate::record::Metadata;
+use crate::record::Record;
 
 const MODEL_KEY: &str = "embedding_model";
 const DIMENSION_KEY: &str = "embedding_dimension";

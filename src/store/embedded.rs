@@ -16,8 +16,9 @@ use sea_orm::{
     TransactionTrait, Value,
 };
 
-use super::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
-use crate::sources::Metadata;
+use super::{CollectionInfo, CollectionSpec, QueryHit, StoreError, VectorStore};
+use crate::record::Metadata;
+use crate::record::Record;
 
 /// Rows per INSERT statement (5 parameters each, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 200;

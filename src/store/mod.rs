@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::config::{StoreKind, StoreSettings};
-use crate::sources::Metadata;
+use crate::record::{Metadata, Record};
 
 pub use chroma::ChromaStore;
 pub use embedded::EmbeddedStore;
@@ -49,14 +49,6 @@ pub struct CollectionInfo {
     pub id: String,
     pub embedding_model: String,
     pub dimension: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Record {
-    pub id: String,
-    pub document: String,
-    pub metadata: Metadata,
-    pub embedding: Vec<f32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -6,8 +6,9 @@
 //! and what it got wrong.
 
 use crate::embed::EmbeddingProvider;
-use crate::sources::{MetaValue, Metadata};
-use crate::store::{CollectionSpec, Record, VectorStore};
+use crate::record::Record;
+use crate::record::{MetaValue, Metadata};
+use crate::store::{CollectionSpec, VectorStore};
 
 fn unit(dimension: usize, at: usize) -> Vec<f32> {
     let mut v = vec![0.0; dimension];

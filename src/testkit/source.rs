@@ -3,9 +3,8 @@
 use std::ops::ControlFlow;
 
 use crate::manifest::{FileEntry, Verdict};
-use crate::sources::{
-    Chunk, ChunkSink, FileReport, Metadata, Source, SourceError, SourceFile, SourcePlan,
-};
+use crate::record::Metadata;
+use crate::sources::{Chunk, ChunkSink, FileReport, Source, SourceError, SourceFile, SourcePlan};
 use crate::Kind;
 
 pub struct StaticSource {

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::store::{CollectionInfo, CollectionSpec, QueryHit, Record, StoreError, VectorStore};
+use crate::record::Record;
+use crate::store::{CollectionInfo, CollectionSpec, QueryHit, StoreError, VectorStore};
 
 /// A fault for the next store call.
 #[derive(Clone, Debug)]

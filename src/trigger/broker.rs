@@ -48,7 +48,7 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect(url: &str, prefix: &str, queues: &[String]) -> Result<Self, RedisError> {
-        let client = super::redis_url::client(url).map_err(|e| {
+        let client = crate::urls::redis::client(url).map_err(|e| {
             RedisError::from((redis::ErrorKind::InvalidClientConfig, "redis.url", e))
         })?;
         let con = ConnectionManager::new(client.clone()).await?;

@@ -80,7 +80,7 @@ pub async fn enqueue_ingestion<C: ConnectionLike>(
         .arg(message)
         .query_async::<()>(redis)
         .await
-        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::db::redact(&settings.redis.url)))?;
+        .map_err(|e| anyhow::anyhow!("redis {}: {e}", crate::urls::redact(&settings.redis.url)))?;
     Ok(Enqueued {
         task_id,
         queue,

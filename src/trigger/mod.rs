@@ -14,7 +14,6 @@ pub mod persona_lock;
 pub mod pidbox;
 pub mod ports;
 pub mod redis_trigger;
-pub mod redis_url;
 pub mod results;
 pub mod subscription;
 pub mod task;

@@ -22,7 +22,7 @@ pub struct ResultBackend {
 
 impl ResultBackend {
     pub async fn connect(url: &str, expires: Duration) -> Result<Self, RedisError> {
-        let client = super::redis_url::client(url).map_err(|e| {
+        let client = crate::urls::redis::client(url).map_err(|e| {
             RedisError::from((redis::ErrorKind::InvalidClientConfig, "results.url", e))
         })?;
         let con = ConnectionManager::new(client).await?;

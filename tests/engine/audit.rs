@@ -7,7 +7,7 @@ use std::process::Command;
 
 use persona_ingest::audit::{self, AuditReport, Expected, Finding};
 use persona_ingest::pipeline::Engine;
-use persona_ingest::store::Record;
+use persona_ingest::record::Record;
 use persona_ingest::Kind;
 use serde_json::json;
 

@@ -553,7 +553,7 @@ async fn chinese_works_are_cut_after_sentences_and_overlap() {
 
     let mut hits = nearest(&engine, "p_works", sentence, count as usize).await;
     let at = |hit: &persona_ingest::store::QueryHit, key: &str| match &hit.metadata[key] {
-        persona_ingest::sources::MetaValue::Int(i) => *i,
+        persona_ingest::record::MetaValue::Int(i) => *i,
         other => panic!("{key}: {other:?}"),
     };
     hits.sort_by_key(|hit| at(hit, "chunk_index"));

@@ -6,8 +6,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
 use persona_ingest::config::{ConfigInputs, Settings};
-use persona_ingest::sources::Metadata;
-use persona_ingest::store::{ChromaStore, CollectionSpec, Record, VectorStore};
+use persona_ingest::record::Metadata;
+use persona_ingest::record::Record;
+use persona_ingest::store::{ChromaStore, CollectionSpec, VectorStore};
 use persona_ingest::{JobStatus, Kind};
 
 use crate::chroma_server::ChromaServer;

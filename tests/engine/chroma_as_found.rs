@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
-use persona_ingest::sources::Metadata;
-use persona_ingest::store::{CollectionSpec, Record, VectorStore};
+use persona_ingest::record::Metadata;
+use persona_ingest::record::Record;
+use persona_ingest::store::{CollectionSpec, VectorStore};
 use persona_ingest::{JobStatus, Kind};
 
 use crate::chroma::{engine_on, store, PERSONA};

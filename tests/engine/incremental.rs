@@ -162,7 +162,7 @@ async fn store_records_of(engine: &Engine, source: &str) -> i64 {
 }
 
 /// Every record of the works collection.
-async fn records_of(engine: &Engine) -> Vec<persona_ingest::store::Record> {
+async fn records_of(engine: &Engine) -> Vec<persona_ingest::record::Record> {
     let info = engine
         .store
         .collection("mark-twain_works")

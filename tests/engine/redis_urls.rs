@@ -126,7 +126,7 @@ async fn until_up(url: &str) {
         "redis-server to answer",
         Duration::from_secs(10),
         || async {
-            let client = persona_ingest::trigger::redis_url::client(url).ok()?;
+            let client = persona_ingest::urls::redis::client(url).ok()?;
             let mut con = client.get_multiplexed_async_connection().await.ok()?;
             redis::cmd("PING")
                 .query_async::<String>(&mut con)

@@ -235,7 +235,7 @@ async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
         HashMap::new(),
     );
     peers_first.report.expect_message().await.result.unwrap();
-    let written: Vec<crate::store::Record> = peers_first
+    let written: Vec<crate::record::Record> = peers_first
         .write
         .received()
         .into_iter()

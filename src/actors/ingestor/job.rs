@@ -9,24 +9,24 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::read::{spawn_reader, Prepared, ReadReport};
-use super::trust::{basis, gone, gone_from_store, ids_of, Basis};
+use super::trust::{basis, gone, gone_from_store, ids_of, records_present, Basis};
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
 use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
-use crate::actors::store_writer::{
-    CountRecords, PruneCollection, ReadRecords, Stale, WriteRecords,
-};
+use crate::actors::store_writer::{PruneCollection, ReadRecords, Stale, WriteRecords};
 use crate::manifest::ManifestChange;
-use crate::sources::{MetaValue, SourceError};
-use crate::store::{Record, StoreError};
+use crate::record::MetaValue;
+use crate::record::Record;
+use crate::sources::SourceError;
+use crate::store::StoreError;
 use crate::Kind;
 
 /// Runs the job and records its end; never panics, never leaves the job processing unless the
@@ -154,21 +154,6 @@ pub(super) async fn execute(
             .await;
             Err(error.into())
         }
-    }
-}
-
-/// What the store holds of `collection` (within a few seconds; `None` when it cannot say, as
-/// when the store is what failed).
-pub(super) async fn records_present(
-    counter: &Recipient<CountRecords>,
-    collection: &str,
-) -> Option<u64> {
-    let asked = counter.send(CountRecords {
-        collection: collection.to_owned(),
-    });
-    match tokio::time::timeout(Duration::from_secs(5), asked).await {
-        Ok(Ok(Ok(count))) => Some(count),
-        _ => None,
     }
 }
 
@@ -439,7 +424,7 @@ async fn reusable_vectors(
     let texts: HashMap<&str, &MetaValue> = window
         .iter()
         .filter_map(|p| {
-            let hash = p.record.metadata.get(crate::record_keys::CONTENT_HASH)?;
+            let hash = p.record.metadata.get(crate::record::keys::CONTENT_HASH)?;
             Some((p.record.id.as_str(), hash))
         })
         .collect();
@@ -448,10 +433,10 @@ async fn reusable_vectors(
         .into_iter()
         // A vector of this model and size only.
         .filter(|r| r.embedding.len() == job.collection.dimension)
-        .filter(|r| r.metadata.get(crate::record_keys::EMBEDDING_MODEL) == Some(&model))
+        .filter(|r| r.metadata.get(crate::record::keys::EMBEDDING_MODEL) == Some(&model))
         .filter(|r| {
             let same = texts.get(r.id.as_str()).copied();
-            same.is_some() && r.metadata.get(crate::record_keys::CONTENT_HASH) == same
+            same.is_some() && r.metadata.get(crate::record::keys::CONTENT_HASH) == same
         })
         .map(|r| (r.id, r.embedding))
         .collect()

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use super::read::{spawn_reader, ReadReport};
 use super::trust::{gone, gone_from_store, trust, Basis};
 use super::{IngestJob, Shared};
-use crate::manifest::JobCounts;
-use crate::sources::MetaValue;
+use crate::counts::JobCounts;
+use crate::record::MetaValue;
 
 /// What a run of the job would do: files read and skipped, chunks embedded, left and deleted,
 /// tokens embedded; and the records the collection would hold after it.
@@ -60,7 +60,7 @@ pub async fn dry_run(job: IngestJob, stored: Option<Stored>) -> Result<JobPlan, 
         let text = prepared
             .record
             .metadata
-            .get(crate::record_keys::CONTENT_HASH);
+            .get(crate::record::keys::CONTENT_HASH);
         if text.is_some() && texts.get(&prepared.record.id) == text {
             reused += 1;
         } else {

@@ -13,10 +13,12 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::trust::Basis;
 use super::{IngestJob, Shared};
+use crate::counts::JobCounts;
 use crate::ids::record_id;
-use crate::manifest::{self, FileEntry, JobCounts, KindManifest, Verdict};
-use crate::sources::{Chunk, ChunkSink, MetaValue, Source, SourceError, SourcePlan};
-use crate::store::Record;
+use crate::manifest::{self, FileEntry, KindManifest, Verdict};
+use crate::record::MetaValue;
+use crate::record::Record;
+use crate::sources::{Chunk, ChunkSink, Source, SourceError, SourcePlan};
 use crate::tokens::TokenCounter;
 use crate::Kind;
 
@@ -227,7 +229,7 @@ impl RecordTemplate {
     /// The chunk as a record, its vector still to come.
     fn record(&self, chunk: Chunk) -> Record {
         let mut metadata = chunk.metadata;
-        use crate::record_keys as key;
+        use crate::record::keys as key;
         let fixed = [
             (key::PERSONA_ID, MetaValue::from(self.persona.as_str())),
             (key::KIND, MetaValue::from(self.kind.as_str())),

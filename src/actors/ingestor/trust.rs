@@ -5,8 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::job::records_present;
-use super::{IngestJob, IngestorPeers, ReadHashes};
+use std::time::Duration;
+
+use actix::Recipient;
+
+use super::{CountRecords, IngestJob, IngestorPeers, ReadHashes};
 use crate::ids::WrittenIds;
 use crate::manifest::{FileEntry, KindManifest};
 use crate::Kind;
@@ -121,4 +124,19 @@ pub(super) fn ids_of(kind: Kind, entries: &[FileEntry]) -> WrittenIds {
     }
     ids.seal();
     ids
+}
+
+/// What the store holds of `collection` (within a few seconds; `None` when it cannot say, as
+/// when the store is what failed).
+pub(super) async fn records_present(
+    counter: &Recipient<CountRecords>,
+    collection: &str,
+) -> Option<u64> {
+    let asked = counter.send(CountRecords {
+        collection: collection.to_owned(),
+    });
+    match tokio::time::timeout(Duration::from_secs(5), asked).await {
+        Ok(Ok(Ok(count))) => Some(count),
+        _ => None,
+    }
 }

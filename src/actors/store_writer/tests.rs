@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::ids::WrittenIds;
-use crate::sources::Metadata;
+use crate::record::Metadata;
 use crate::testkit::{self, MemoryStore, StoreFault};
 use crate::Kind;
 

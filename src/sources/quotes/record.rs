@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::sources::{MetaValue, Metadata};
+use crate::record::{MetaValue, Metadata};
 
 /// One line: `Ok(None)` for a blank line, the quote's text and metadata, or why it is bad.
 pub(in crate::sources) fn parse_record(
@@ -60,7 +60,7 @@ fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
         let base = format!("quote_{key}");
         let mut name = base.clone();
         let mut n = 1;
-        while metadata.contains_key(&name) || crate::record_keys::is_reserved(&name) {
+        while metadata.contains_key(&name) || crate::record::keys::is_reserved(&name) {
             n += 1;
             name = format!("{base}_{n}");
         }
@@ -70,7 +70,7 @@ fn metadata_of(own: Vec<(String, MetaValue)>) -> Metadata {
 }
 
 pub(in crate::sources) fn needs_renaming(key: &str) -> bool {
-    crate::record_keys::is_reserved(key) || key.is_empty() || key.starts_with(['$', '#'])
+    crate::record::keys::is_reserved(key) || key.is_empty() || key.starts_with(['$', '#'])
 }
 
 /// A JSON object's fields in order, a key given twice refused (JSON parsers keep either one).

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::store::Record;
+use crate::record::Record;
 
 /// The most bytes a request may carry: lowered, never raised.
 #[derive(Debug)]

@@ -5,7 +5,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{collections, ChromaStore, GetResult, QueryResult};
-use crate::store::{CollectionInfo, QueryHit, Record, StoreError, VectorStore};
+use crate::record::Record;
+use crate::store::{CollectionInfo, QueryHit, StoreError, VectorStore};
 
 impl ChromaStore {
     /// A page of records with their documents and metadata.

@@ -1,7 +1,7 @@
 //! The embedded store alone, on a file of its own.
 
 use super::*;
-use crate::sources::MetaValue;
+use crate::record::MetaValue;
 
 fn record(id: &str, embedding: Vec<f32>) -> Record {
     Record {

@@ -139,10 +139,3 @@ impl Broker {
         Ok(self.list_lengths(&self.lists).await?.iter().sum())
     }
 }
-
-#[async_trait::async_trait]
-impl crate::monitor::QueueDepth for Broker {
-    async fn depth(&self) -> anyhow::Result<u64> {
-        Ok(self.waiting().await?)
-    }
-}

@@ -1,5 +1,5 @@
-//! The engine's record layout: the metadata keys it sets on every record, in one place, so that
-//! the record builder (`ingestor`) and the quotes reader (which renames a quote's own field of
+//! The metadata keys the engine sets on every record, in one place, so that the record builder
+//! (`ingestor`) and the quotes reader (which renames a quote's own field of
 //! such a name) cannot disagree.
 
 pub const PERSONA_ID: &str = "persona_id";

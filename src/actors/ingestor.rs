@@ -19,6 +19,7 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
+pub use self::error::JobError;
 use self::job::{execute, record};
 use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
@@ -83,40 +84,6 @@ pub struct IngestFinished {
     pub job_id: Uuid,
     pub kind: Kind,
     pub result: Result<JobStats, JobError>,
-}
-
-/// Why a job failed, and whether running it again later may succeed: the embedding provider or
-/// the vector store stayed unavailable through every retry of a call. Bad input, a time limit or
-/// a provider that refuses the request are not worth another run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{message}")]
-pub struct JobError {
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl JobError {
-    pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-}
-
-impl From<String> for JobError {
-    fn from(message: String) -> Self {
-        Self {
-            message,
-            retryable: false,
-        }
-    }
-}
-
-impl From<&str> for JobError {
-    fn from(message: &str) -> Self {
-        message.to_owned().into()
-    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -284,41 +251,39 @@ impl Handler<AbortIngest> for Ingestor {
         let collection = self.job.collection.name.clone();
         let written = self.shared.chunks_written.load(Ordering::Relaxed);
         let job_id = self.job.job_id;
-        let reason = msg.reason;
-        let mut failed = StatusUpdate::JobFailed {
-            job_id,
-            error: reason.clone(),
-            vectors_present: None,
-            // Windows in flight may still land, but only of files the reader had started.
-            manifest: self.job.previous.is_some().then(|| ManifestChange::Forget {
-                persona: self.job.persona.clone(),
-                kind: self.job.kind,
-                sources: self.shared.touched(),
-            }),
-        };
+        let stopped = JobError::Stopped(msg.reason);
+        // Windows in flight may still land, but only of files the reader had started.
+        let manifest = self.job.previous.is_some().then(|| ManifestChange::Forget {
+            persona: self.job.persona.clone(),
+            kind: self.job.kind,
+            sources: self.shared.touched(),
+        });
         ctx.wait(
             async move {
                 // As a failure in the data path is told: what the store holds now, and what
                 // this run wrote before the abort.
                 let present = trust::records_present(&counter, &collection).await;
-                if let StatusUpdate::JobFailed {
-                    error,
-                    vectors_present,
-                    ..
-                } = &mut failed
-                {
-                    *vectors_present = present;
-                    if let Some(present) = present.filter(|_| written > 0) {
-                        error.push_str(&format!(
-                            "; {written} record(s) written before it, {present} in {collection} now"
-                        ));
-                    }
-                }
-                record(&recorder, failed).await
+                let error = match present {
+                    Some(_) if written > 0 => JobError::AfterWrites {
+                        error: Box::new(stopped),
+                        written,
+                        present,
+                        collection,
+                    },
+                    _ => stopped,
+                };
+                let failed = StatusUpdate::JobFailed {
+                    job_id,
+                    error: error.to_string(),
+                    vectors_present: present,
+                    manifest,
+                };
+                let _ = record(&recorder, failed).await;
+                error
             }
             .into_actor(self)
-            .map(move |_, act, ctx| {
-                act.report(Err(reason.into()));
+            .map(move |error, act, ctx| {
+                act.report(Err(error));
                 ctx.stop();
             }),
         );
@@ -340,6 +305,7 @@ impl Handler<Observe<IngestorCounters>> for Ingestor {
     }
 }
 
+mod error;
 mod job;
 mod plan;
 mod read;

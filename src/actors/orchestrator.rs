@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use self::run::run_error;
-use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobStats, StopIngest};
+use super::ingestor::{AbortIngest, IngestFinished, IngestJob, JobError, JobStats, StopIngest};
 use super::status_recorder::{RecordStatus, Recorded, StatusUpdate};
 use super::Observe;
 use crate::jobs::JobRef;
@@ -147,7 +147,7 @@ impl Orchestrator {
         }
     }
 
-    fn job_failed_early(&mut self, job: &JobRef, error: String) {
+    fn job_failed_early(&mut self, job: &JobRef, error: JobError) {
         let collection = self.collection(job.kind).name;
         self.outcomes.insert(
             job.id,
@@ -155,23 +155,23 @@ impl Orchestrator {
                 job_id: job.id,
                 kind: job.kind,
                 collection,
-                result: Err(error.into()),
+                result: Err(error),
             },
         );
     }
 
     /// Fails the jobs that never started; the recorder is told before the run ends.
-    fn fail_all(&mut self, error: &str) {
+    fn fail_all(&mut self, error: &JobError) {
         for job in self.request.jobs.clone() {
             if !self.outcomes.contains_key(&job.id) {
-                self.job_failed_early(&job, error.to_owned());
+                self.job_failed_early(&job, error.clone());
             }
         }
     }
 
     fn start_ingestors(
         &mut self,
-        plans: Vec<(JobRef, Result<Planned, String>)>,
+        plans: Vec<(JobRef, Result<Planned, JobError>)>,
         mut manifests: BTreeMap<Kind, KindManifest>,
         ctx: &mut Context<Self>,
     ) {
@@ -247,7 +247,10 @@ impl Orchestrator {
                 act.running.remove(&job_id);
                 act.spawned.remove(&job_id);
                 if let Some(job) = act.request.jobs.iter().find(|j| j.id == job_id).cloned() {
-                    act.job_failed_early(&job, format!("{reason}; the ingestor did not stop"));
+                    act.job_failed_early(
+                        &job,
+                        JobError::Stopped(format!("{reason}; the ingestor did not stop")),
+                    );
                 }
             }
             act.finish(ctx);
@@ -267,7 +270,7 @@ impl Orchestrator {
                 o.result
                     .as_ref()
                     .err()
-                    .map(|e| (*id, o.kind, e.message.clone()))
+                    .map(|e| (*id, o.kind, e.to_string()))
             })
             .collect();
         let jobs: Vec<JobOutcome> = self

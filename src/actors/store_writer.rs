@@ -169,13 +169,9 @@ where
     retry(&backoff, "store", transient, |_, _, _| *retries += 1, op)
         .await
         .map_err(|gave_up| match gave_up.error {
-            StoreError::Backend {
-                transient: true,
-                ref message,
-            } => StoreError::Backend {
-                transient: true,
-                message: gave_up.context(message),
-            },
+            StoreError::Unavailable(ref message) => {
+                StoreError::Unavailable(gave_up.context(message))
+            }
             error => error,
         })
 }
@@ -200,10 +196,7 @@ impl Handler<WriteRecords> for StoreWriter {
         self.pump(ctx);
         Box::pin(async move {
             answer.await.unwrap_or_else(|_| {
-                Err(StoreError::Backend {
-                    transient: false,
-                    message: "the vector store writer stopped".into(),
-                })
+                Err(StoreError::Failed("the vector store writer stopped".into()))
             })
         })
     }

@@ -248,11 +248,7 @@ fn summarise(outcomes: &[RunOutcome], elapsed: Duration) -> Summary {
                 .map(|j| {
                     let (status, stats, error) = match &j.result {
                         Ok(stats) => (JobStatus::Completed, stats.clone(), None),
-                        Err(e) => (
-                            JobStatus::Failed,
-                            Default::default(),
-                            Some(e.message.clone()),
-                        ),
+                        Err(e) => (JobStatus::Failed, Default::default(), Some(e.to_string())),
                     };
                     let secs = stats.elapsed.as_secs_f64();
                     JobSummary {

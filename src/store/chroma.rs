@@ -106,10 +106,7 @@ impl ChromaStore {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| StoreError::Backend {
-                transient: false,
-                message: format!("chroma client: {e}"),
-            })?;
+            .map_err(|e| StoreError::Failed(format!("chroma client: {e}")))?;
         let url = settings.url.trim_end_matches('/').to_owned();
         let collections = format!(
             "{url}/api/v2/tenants/{}/databases/{}/collections",
@@ -139,9 +136,8 @@ impl ChromaStore {
         }
         let mut sent_bytes = 0;
         if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(|e| StoreError::Backend {
-                transient: false,
-                message: format!("chroma {method} {url}: encoding the request: {e}"),
+            let bytes = serde_json::to_vec(body).map_err(|e| {
+                StoreError::Failed(format!("chroma {method} {url}: encoding the request: {e}"))
             })?;
             sent_bytes = bytes.len();
             request = request
@@ -159,15 +155,11 @@ impl ChromaStore {
                      sent, as when a server refuses a request's size: {e}"
                 ));
             }
-            StoreError::Backend {
-                transient: true,
-                message: format!("chroma {method} {url}: {e}"),
-            }
+            StoreError::Unavailable(format!("chroma {method} {url}: {e}"))
         })?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| StoreError::Backend {
-            transient: true,
-            message: format!("chroma {method} {url}: reading the response: {e}"),
+        let text = response.text().await.map_err(|e| {
+            StoreError::Unavailable(format!("chroma {method} {url}: reading the response: {e}"))
         })?;
         if !status.is_success() {
             let detail = match serde_json::from_str::<ChromaError>(&text) {
@@ -179,14 +171,16 @@ impl ChromaStore {
                     "chroma {method} {url}: {status}: {detail}"
                 )));
             }
-            return Err(StoreError::Backend {
-                transient: status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
-                message: format!("chroma {method} {url}: {status}: {detail}"),
+            let message = format!("chroma {method} {url}: {status}: {detail}");
+            return Err(match status {
+                StatusCode::NOT_FOUND => StoreError::NotFound(message),
+                StatusCode::TOO_MANY_REQUESTS => StoreError::Unavailable(message),
+                _ if status.is_server_error() => StoreError::Unavailable(message),
+                _ => StoreError::Failed(message),
             });
         }
-        serde_json::from_str(&text).map_err(|e| StoreError::Backend {
-            transient: false,
-            message: format!("chroma {method} {url}: unexpected response: {e}"),
+        serde_json::from_str(&text).map_err(|e| {
+            StoreError::Failed(format!("chroma {method} {url}: unexpected response: {e}"))
         })
     }
 
@@ -274,9 +268,7 @@ impl VectorStore for ChromaStore {
             .await
         {
             Ok(collection) => Ok(Some(self.info(collection))),
-            Err(StoreError::Backend { message, .. }) if message.contains("404 Not Found") => {
-                Ok(None)
-            }
+            Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -307,19 +299,17 @@ impl VectorStore for ChromaStore {
                     Err(StoreError::TooLarge(message)) if run.len() > 1 => {
                         let sent = run.iter().map(batches::record_bytes).sum();
                         let smaller = self.request_bytes.refused(sent);
-                        tracing::warn!(bytes = smaller, "chroma refused an upsert's size; sending smaller ones: {message}");
+                        tracing::warn!(
+                            bytes = smaller,
+                            "chroma refused an upsert's size; sending smaller ones: {message}"
+                        );
                         todo.push((from, end));
                         break;
                     }
-                    Err(StoreError::TooLarge(message)) => {
-                        return Err(StoreError::Backend {
-                            transient: false,
-                            message: format!(
-                                "record {} alone is larger than the server takes in one request: {message}",
-                                run[0].id
-                            ),
-                        })
-                    }
+                    Err(StoreError::TooLarge(message)) => return Err(StoreError::Failed(format!(
+                        "record {} alone is larger than the server takes in one request: {message}",
+                        run[0].id
+                    ))),
                     Err(e) => return Err(e),
                 }
             }

@@ -31,20 +31,15 @@ pub struct EmbeddedStore {
 }
 
 fn backend(context: &str) -> impl Fn(DbErr) -> StoreError + '_ {
-    move |e| StoreError::Backend {
-        transient: false,
-        message: format!("embedded store: {context}: {e}"),
-    }
+    move |e| StoreError::Failed(format!("embedded store: {context}: {e}"))
 }
 
 impl EmbeddedStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend {
-                transient: false,
-                message: format!("embedded store {shown}: {e}"),
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Failed(format!("embedded store {shown}: {e}")))?;
         }
         let mut options = ConnectOptions::new(format!("sqlite://{shown}?mode=rwc"));
         options
@@ -111,10 +106,8 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
-        crate::naming::check_collection_name(&spec.name).map_err(|why| StoreError::Backend {
-            transient: false,
-            message: format!("collection name {:?}: {why}", spec.name),
-        })?;
+        crate::naming::check_collection_name(&spec.name)
+            .map_err(|why| StoreError::Failed(format!("collection name {:?}: {why}", spec.name)))?;
         self.db
             .execute(Self::stmt(
                 "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
@@ -198,16 +191,13 @@ impl VectorStore for EmbeddedStore {
             .iter()
             .find(|r| r.embedding.len() != collection.dimension)
         {
-            return Err(StoreError::Backend {
-                transient: false,
-                message: format!(
-                    "record {} has an embedding of dimension {}; collection {} holds dimension {}",
-                    bad.id,
-                    bad.embedding.len(),
-                    collection.name,
-                    collection.dimension
-                ),
-            });
+            return Err(StoreError::Failed(format!(
+                "record {} has an embedding of dimension {}; collection {} holds dimension {}",
+                bad.id,
+                bad.embedding.len(),
+                collection.name,
+                collection.dimension
+            )));
         }
         let txn = self.db.begin().await.map_err(backend("upsert"))?;
         let mut records = records.into_iter().peekable();

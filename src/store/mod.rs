@@ -72,8 +72,17 @@ pub enum StoreError {
     },
     #[error("no collection named {0}")]
     NoCollection(String),
-    #[error("{message}")]
-    Backend { transient: bool, message: String },
+    /// The store could not be reached or was busy (a broken connection, 429, a 5xx): the same
+    /// request may pass later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store refused or failed the request for good (a 4xx, an unreadable answer, a local
+    /// file it cannot write).
+    #[error("{0}")]
+    Failed(String),
+    /// The server answered 404 for what was asked.
+    #[error("{0}")]
+    NotFound(String),
     /// The server refused a request for its size (HTTP 413): smaller requests may pass.
     #[error("{0}")]
     TooLarge(String),
@@ -81,13 +90,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Backend {
-                transient: true,
-                ..
-            }
-        )
+        matches!(self, Self::Unavailable(_))
     }
 }
 

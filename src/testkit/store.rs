@@ -140,29 +140,16 @@ impl VectorStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock().expect("not poisoned");
         match inner.faults.pop_front() {
-            Some(StoreFault::Transient(message)) => {
-                return Err(StoreError::Backend {
-                    transient: true,
-                    message,
-                })
-            }
-            Some(StoreFault::Permanent(message)) => {
-                return Err(StoreError::Backend {
-                    transient: false,
-                    message,
-                })
-            }
+            Some(StoreFault::Transient(message)) => return Err(StoreError::Unavailable(message)),
+            Some(StoreFault::Permanent(message)) => return Err(StoreError::Failed(message)),
             None => {}
         }
         if records.len() > self.max_batch {
-            return Err(StoreError::Backend {
-                transient: false,
-                message: format!(
-                    "batch of {} over the limit of {}",
-                    records.len(),
-                    self.max_batch
-                ),
-            });
+            return Err(StoreError::Failed(format!(
+                "batch of {} over the limit of {}",
+                records.len(),
+                self.max_batch
+            )));
         }
         inner.upsert_sizes.push(records.len());
         let (_, stored) = inner

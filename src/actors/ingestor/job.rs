@@ -49,15 +49,15 @@ pub(super) async fn execute(
     .await;
     if let Err(e) = started {
         // A pending job must not stay pending; a finished one refuses this, as it should.
-        let error = format!("could not start job {job_id}: {e}");
+        let error = JobError::Recording(format!("could not start job {job_id}: {e}"));
         let failed = StatusUpdate::JobFailed {
             job_id,
-            error: error.clone(),
+            error: error.to_string(),
             vectors_present: None,
             manifest: Some(forget(&job, Vec::new())),
         };
         let _ = record(&recorder, failed).await;
-        return Err(error.into());
+        return Err(error);
     }
     tracing::info!(
         files = job.plan.files.len(),
@@ -74,7 +74,10 @@ pub(super) async fn execute(
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
-            Err(format!("ingestor panicked: {}", panic_message(&*panic)).into())
+            Err(JobError::Engine(format!(
+                "ingestor panicked: {}",
+                panic_message(&*panic)
+            )))
         });
     let mut outcome = outcome;
     let update = match &mut outcome {
@@ -97,21 +100,18 @@ pub(super) async fn execute(
             // wrote before it: the next successful run makes the two agree again.
             let written = written_by_run.chunks_written.load(Ordering::Relaxed);
             let present = records_present(&counter, &collection).await;
-            error.message = match present {
-                Some(0) if written == 0 => error.message.clone(),
-                Some(present) => format!(
-                    "{}; {written} record(s) written before the failure, {present} in {collection} now",
-                    error.message
-                ),
-                None if written == 0 => error.message.clone(),
-                None => format!(
-                    "{}; {written} record(s) written before the failure",
-                    error.message
-                ),
-            };
+            if written > 0 || present.is_some_and(|n| n > 0) {
+                let cause = std::mem::replace(error, JobError::Engine(String::new()));
+                *error = JobError::AfterWrites {
+                    error: Box::new(cause),
+                    written,
+                    present,
+                    collection: collection.clone(),
+                };
+            }
             StatusUpdate::JobFailed {
                 job_id,
-                error: error.message.clone(),
+                error: error.to_string(),
                 vectors_present: present,
                 manifest: had_manifest.then(|| ManifestChange::Forget {
                     persona: persona.clone(),
@@ -135,24 +135,26 @@ pub(super) async fn execute(
             elapsed_ms = stats.elapsed.as_millis() as u64,
             "job completed"
         ),
-        Err(e) => tracing::warn!(retryable = e.retryable, "job failed: {}", e.message),
+        Err(e) => tracing::warn!(retryable = e.retryable(), "job failed: {}", e.to_string()),
     }
     match record(&recorder, update).await {
         Ok(()) => outcome,
         Err(e) => {
-            let error = format!("job finished but its status could not be recorded: {e}");
+            let error = JobError::Recording(format!(
+                "job finished but its status could not be recorded: {e}"
+            ));
             // What the manifest should say is not known: left unsettled.
             let _ = record(
                 &recorder,
                 StatusUpdate::JobFailed {
                     job_id,
-                    error: error.clone(),
+                    error: error.to_string(),
                     vectors_present: None,
                     manifest: None,
                 },
             )
             .await;
-            Err(error.into())
+            Err(error)
         }
     }
 }
@@ -240,8 +242,8 @@ async fn run(
         shared.stopping.store(true, Ordering::SeqCst);
     }
     let read = reader.await.map_err(|e| match e.try_into_panic() {
-        Ok(panic) => format!("reader panicked: {}", panic_message(&*panic)),
-        Err(e) => format!("reader thread failed: {e}"),
+        Ok(panic) => JobError::Engine(format!("reader panicked: {}", panic_message(&*panic))),
+        Err(e) => JobError::Engine(format!("reader thread failed: {e}")),
     })?;
     if let Some(error) = pipeline_error {
         return Err(error);
@@ -254,12 +256,14 @@ async fn run(
         Ok(report) => report,
         Err(SourceError::Stopped { rel }) => {
             let reason = shared.stop_reason().unwrap_or_else(|| "stopped".into());
-            return Err(format!("{reason} (stopped while reading {rel})").into());
+            return Err(JobError::Stopped(format!(
+                "{reason} (stopped while reading {rel})"
+            )));
         }
-        Err(e) => return Err(e.to_string().into()),
+        Err(e) => return Err(JobError::Reading(Arc::new(e))),
     };
     if let Some(reason) = shared.stop_reason() {
-        return Err(reason.into());
+        return Err(JobError::Stopped(reason));
     }
     let vectors = entries.iter().map(|e| e.chunks.len() as u64).sum();
     let stale = match &basis {
@@ -274,7 +278,7 @@ async fn run(
             stale,
         })
         .await
-        .map_err(|e| format!("vector store writer unreachable: {e}"))?
+        .map_err(|e| JobError::Engine(format!("vector store writer unreachable: {e}")))?
         .map_err(|e| {
             store_failed(
                 format!("removing stale records from {}", job.collection.name),
@@ -344,12 +348,12 @@ async fn write_window(
             .embedder
             .send(EmbedTexts { texts })
             .await
-            .map_err(|e| format!("embedding batcher unreachable: {e}"))?
+            .map_err(|e| JobError::Engine(format!("embedding batcher unreachable: {e}")))?
             .map_err(|e| {
-                let message = match e.input.and_then(|i| to_embed.get(i)).map(|at| &window[*at]) {
+                let context = match e.input.and_then(|i| to_embed.get(i)).map(|at| &window[*at]) {
                     // One input refused: name it, so the user can mend that file.
                     Some(bad) => format!(
-                        "embedding failed for {} {} {}: {e}",
+                        "embedding failed for {} {} {}",
                         bad.source,
                         if job.kind == Kind::Quotes {
                             "line"
@@ -358,12 +362,9 @@ async fn write_window(
                         },
                         bad.chunk_index
                     ),
-                    None => format!("embedding failed: {e}"),
+                    None => "embedding failed".to_owned(),
                 };
-                JobError {
-                    message,
-                    retryable: e.is_transient(),
-                }
+                JobError::Embedding { context, source: e }
             })?
     }
     .into_iter();
@@ -392,7 +393,7 @@ async fn write_window(
             records,
         })
         .await
-        .map_err(|e| format!("vector store writer unreachable: {e}"))?
+        .map_err(|e| JobError::Engine(format!("vector store writer unreachable: {e}")))?
         .map_err(|e| store_failed(format!("writing to {}", job.collection.name), e))?;
     shared
         .reused
@@ -442,9 +443,6 @@ async fn reusable_vectors(
         .collect()
 }
 
-fn store_failed(what: String, e: StoreError) -> JobError {
-    JobError {
-        message: format!("{what}: {e}"),
-        retryable: e.is_transient(),
-    }
+fn store_failed(context: String, source: StoreError) -> JobError {
+    JobError::Store { context, source }
 }

@@ -166,8 +166,8 @@ async fn progress_rises_and_reaches_100_exactly_once() {
 
 async fn failure_of(peers: &Peers) -> String {
     let error = job_error_of(peers).await;
-    assert!(!error.retryable, "{error:?}");
-    error.message
+    assert!(!error.retryable(), "{error:?}");
+    error.to_string()
 }
 
 async fn job_error_of(peers: &Peers) -> JobError {
@@ -175,7 +175,7 @@ async fn job_error_of(peers: &Peers) -> JobError {
     let error = finished.result.unwrap_err();
     let recorded = updates(&peers.recorder);
     assert!(
-        matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error.message),
+        matches!(recorded.last(), Some(StatusUpdate::JobFailed { error: e, .. }) if *e == error.to_string()),
         "{recorded:?}"
     );
     assert_eq!(peers.prune.count(), 0, "a failed job prunes nothing");
@@ -232,9 +232,15 @@ async fn a_provider_still_unavailable_after_its_retries_fails_the_job_as_retryab
         ))
     });
     start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
+    let error = job_error_of(&peers).await;
+    assert!(
+        matches!(&error, JobError::Embedding { source, .. } if source.is_transient()),
+        "{error:?}"
+    );
+    assert!(error.retryable());
     assert_eq!(
-        job_error_of(&peers).await,
-        JobError::retryable("embedding failed: 503 Service Unavailable (gave up after 6 attempts)")
+        error.to_string(),
+        "embedding failed: 503 Service Unavailable (gave up after 6 attempts)"
     );
 }
 

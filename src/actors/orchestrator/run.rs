@@ -165,7 +165,7 @@ impl RunOutcome {
         let mut any = false;
         let all = failed.all(|e| {
             any = true;
-            e.retryable
+            e.retryable()
         });
         any && all
     }

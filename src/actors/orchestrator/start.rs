@@ -7,6 +7,9 @@ use actix::prelude::*;
 use super::{send, Orchestrator, RunEvent};
 use crate::actors::panic_message;
 use crate::actors::status_recorder::StatusUpdate;
+use std::sync::Arc;
+
+use crate::actors::ingestor::JobError;
 use crate::jobs::JobRef;
 use crate::Kind;
 
@@ -27,16 +30,18 @@ impl Actor for Orchestrator {
                 },
             )
             .await
-            .map_err(|e| format!("could not record the start of the run: {e}"))?;
+            .map_err(|e| {
+                JobError::Recording(format!("could not record the start of the run: {e}"))
+            })?;
             watch.tell(&RunEvent::Begun);
             let completed = begun.completed_before;
             let manifests = begun.manifests;
             if !sources.persona_exists(&request.persona) {
-                return Err(format!(
+                return Err(JobError::NoCorpus(format!(
                     "persona {} not found: nothing at {}",
                     request.persona,
                     sources.describe(&request.persona)
-                ));
+                )));
             }
             // Listing files is blocking I/O: off the actor thread.
             let to_run: Vec<JobRef> = request
@@ -53,17 +58,17 @@ impl Actor for Orchestrator {
                         let planned = sources
                             .source(&persona, job.kind)
                             .and_then(|source| Ok((source.clone(), source.plan()?)))
-                            .map_err(|e| e.to_string());
+                            .map_err(|e| JobError::Reading(Arc::new(e)));
                         (job.clone(), planned)
                     })
                     .collect::<Vec<_>>()
             })
             .await
             .map_err(|e| {
-                format!(
+                JobError::Engine(format!(
                     "listing the persona's files failed: {}",
                     describe_join_error(e)
-                )
+                ))
             })?;
             Ok((completed, plans, manifests))
         };
@@ -84,11 +89,11 @@ impl Actor for Orchestrator {
                                     .unwrap_or_default()
                             })
                             .collect();
-                        act.fail_all(&format!(
+                        act.fail_all(&JobError::NoCorpus(format!(
                             "persona {} has nothing to ingest: found none of {}",
                             act.request.persona,
                             looked.join(", ")
-                        ));
+                        )));
                     } else {
                         act.completed_before(completed);
                         let mut plans = plans;

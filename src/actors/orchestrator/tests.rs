@@ -48,7 +48,7 @@ impl ProbeSpawner {
                     vectors,
                     ..JobStats::default()
                 })
-                .map_err(JobError::from),
+                .map_err(|e| JobError::Engine(e.to_owned())),
         });
     }
 }
@@ -166,7 +166,7 @@ async fn each_job_is_told_to_the_watcher_as_it_ends_before_the_run_is_over() {
         .finish(Kind::Works, Err("a.txt:3: not valid UTF-8"));
     let works = finished.recv().await.unwrap();
     assert_eq!(
-        works.result.unwrap_err().message,
+        works.result.unwrap_err().to_string(),
         "a.txt:3: not valid UTF-8"
     );
     harness.spawner.finish(Kind::Quotes, Ok(5));
@@ -262,7 +262,7 @@ async fn the_soft_limit_asks_ingestors_to_stop_and_the_hard_limit_aborts_them() 
     assert_eq!(outcome.status, PersonaStatus::Failed);
     for job in &outcome.jobs {
         assert_eq!(
-            job.result.as_ref().unwrap_err().message,
+            job.result.as_ref().unwrap_err().to_string(),
             "hard time limit of 20 s exceeded; the ingestor did not stop"
         );
     }

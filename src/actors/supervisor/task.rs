@@ -102,7 +102,7 @@ impl Handler<RunTask> for Supervisor {
                     kind: *kind,
                 },
                 RunEvent::JobEnded(outcome) => {
-                    let transient = outcome.result.as_ref().err().is_some_and(|e| e.retryable);
+                    let transient = outcome.result.as_ref().err().is_some_and(|e| e.retryable());
                     TaskEvent::JobEnded(JobEnded {
                         outcome: outcome.clone(),
                         will_retry: may_retry && transient,

@@ -31,7 +31,7 @@ impl ChromaStore {
         let url = format!("{}/{name}", self.collections);
         match self.call::<Value>(Method::DELETE, &url, None::<&()>).await {
             Ok(_) => Ok(()),
-            Err(StoreError::Backend { message, .. }) if message.contains("404 Not Found") => Ok(()),
+            Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -121,7 +121,7 @@ fn outcome(task: &RunTask, result: Result<u64, JobError>) -> RunOutcome {
                 }),
             })
             .collect(),
-        error: result.as_ref().err().map(|e| e.message.clone()),
+        error: result.as_ref().err().map(|e| e.to_string()),
         elapsed: Duration::ZERO,
     }
 }
@@ -212,7 +212,13 @@ async fn a_retry_is_republished_with_its_countdown_and_frees_the_slot_at_once() 
             TaskOutcome::Retry {
                 after: Duration::from_secs(30),
                 retry: 1,
-                outcome: outcome(task, Err(JobError::retryable("provider: 503"))),
+                outcome: outcome(
+                    task,
+                    Err(JobError::Embedding {
+                        context: "embedding failed".into(),
+                        source: crate::embed::EmbedError::transient("provider: 503", None),
+                    }),
+                ),
             }
         } else {
             done(task)
@@ -619,8 +625,9 @@ async fn a_revoked_countdown_task_never_runs_and_ends_revoked() {
 #[actix::test]
 async fn revoke_with_terminate_aborts_the_run_and_answers_revoked() {
     testkit::pause();
-    let engine =
-        probe(|task: &RunTask| TaskOutcome::Done(outcome(task, Err(JobError::from("revoked")))));
+    let engine = probe(|task: &RunTask| {
+        TaskOutcome::Done(outcome(task, Err(JobError::Stopped("revoked".into()))))
+    });
     let harness = start(1, Duration::from_secs(30), engine);
     harness.engine.hold_replies();
     harness

@@ -67,8 +67,8 @@ impl Task<'_> {
             Err(_) if self.terminated.load(Ordering::SeqCst) => TaskState::Revoked {
                 reason: "terminated".into(),
             },
-            Err(e) if job.will_retry => retry_state(e.message.clone()),
-            Err(e) => exception("RuntimeError", e.message.clone()),
+            Err(e) if job.will_retry => retry_state(e.to_string()),
+            Err(e) => exception("RuntimeError", e.to_string()),
         };
         if state.is_ready() {
             self.answered.insert(kind);
@@ -107,7 +107,7 @@ impl Task<'_> {
                 let state = match outcome.jobs.iter().find(|j| j.kind == *kind) {
                     Some(job) => match &job.result {
                         Ok(stats) => TaskState::Success(json!(stats.vectors)),
-                        Err(e) => exception("RuntimeError", e.message.clone()),
+                        Err(e) => exception("RuntimeError", e.to_string()),
                     },
                     None => exception("RuntimeError", run_error()),
                 };
@@ -120,7 +120,7 @@ impl Task<'_> {
             }
             (Ok(IngestCall::OneKind { .. }), Some(job)) => match &job.result {
                 Ok(stats) if outcome.succeeded() => TaskState::Success(json!(stats.vectors)),
-                Err(e) => exception("RuntimeError", e.message.clone()),
+                Err(e) => exception("RuntimeError", e.to_string()),
                 Ok(_) => exception("RuntimeError", run_error()),
             },
             _ => exception("RuntimeError", run_error()),

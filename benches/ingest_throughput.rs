@@ -117,10 +117,7 @@ async fn run(corpus: PathBuf, persona: PersonaId) {
         .collect();
     let started = Instant::now();
     for batch in records.chunks(settings.ingest.window_chunks) {
-        store
-            .upsert(&collection, batch.to_vec())
-            .await
-            .expect("upsert");
+        store.upsert(&collection, batch).await.expect("upsert");
     }
     let upsert = started.elapsed();
     println!(

@@ -1,10 +1,12 @@
 //! EmbeddingBatcher: one for the whole engine. It packs the texts of every running job into
 //! provider calls of at most `max_inputs` texts (fewer if the server says so) and `max_tokens`
 //! estimated tokens, waits at most `linger` for a partly filled batch to fill, keeps at most
-//! `max_in_flight` calls running, and answers each caller with its own vectors in order. How a
-//! call is retried, halved or searched for the input at fault is `call`'s. A caller whose text
-//! the provider refuses gets that error naming the text's position; the other callers of the
-//! call go on; a text proven bad fails at once when it comes again.
+//! `max_in_flight` calls running. A window of the data path ([`EmbedWindow`]) has its texts lent
+//! to the calls (taken out of its records and put back, never copied), its vectors put in place,
+//! and goes on to its writer; an [`EmbedTexts`] caller gets its vectors back in order. How a call
+//! is retried, halved or searched for the input at fault is `call`'s. A window or caller whose
+//! text the provider refuses gets that error naming the text's position; the others of the call
+//! go on; a text proven bad fails at once when it comes again.
 
 mod call;
 
@@ -19,6 +21,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::window::{EmbedWindow, Window, WindowFailed, WriteWindow};
 use super::{jittered_backoff, Observe};
 use crate::config::EmbeddingSettings;
 use crate::embed::rate_limit::RateLimiter;
@@ -71,7 +74,8 @@ impl BatchLimits {
     }
 }
 
-/// Embeds `texts`; the answer holds one vector per text, in order.
+/// Embeds `texts`; the answer holds one vector per text, in order. For a caller that wants the
+/// vectors back (the tests); the data path sends [`EmbedWindow`].
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "Result<Vec<Vec<f32>>, EmbedError>")]
 pub struct EmbedTexts {
@@ -96,12 +100,46 @@ pub struct BatcherCounters {
     pub in_flight: usize,
     pub max_in_flight_seen: usize,
     pub queued_texts: usize,
+    /// Requests dropped because their caller or job had gone (aborted).
+    pub abandoned: u64,
 }
 
 struct Pending {
-    vectors: Vec<Option<Vec<f32>>>,
     missing: usize,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    waiting: Waiting,
+}
+
+/// Where a request's vectors go.
+enum Waiting {
+    /// Back to an [`EmbedTexts`] caller, in order.
+    Reply {
+        vectors: Vec<Option<Vec<f32>>>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+    },
+    /// Into the window's records (positions are theirs), then on to its writer.
+    Window(Window),
+}
+
+impl Pending {
+    /// Its caller or job has gone.
+    fn abandoned(&self) -> bool {
+        match &self.waiting {
+            Waiting::Reply { reply, .. } => reply.is_closed(),
+            Waiting::Window(window) => window.abandoned(),
+        }
+    }
+
+    /// Tells the caller or job of `error`.
+    fn fail(self, error: EmbedError) {
+        match self.waiting {
+            Waiting::Reply { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Waiting::Window(window) => {
+                window.failed(|window| WindowFailed::Embedding { error, window });
+            }
+        }
+    }
 }
 
 struct Piece {
@@ -115,6 +153,8 @@ struct Piece {
 struct CallDone {
     /// (request, position, the text's hash) of each input.
     pieces: Vec<(u64, usize, u64)>,
+    /// The texts lent to the call, in the order of `pieces`.
+    texts: Vec<String>,
     results: call::Results,
     spent: call::Spent,
 }
@@ -195,7 +235,9 @@ impl EmbeddingBatcher {
 
     /// Pieces whose caller has gone away (its job was aborted) are not worth a call.
     fn drop_abandoned(&mut self) {
-        self.pending.retain(|_, p| !p.reply.is_closed());
+        let before = self.pending.len();
+        self.pending.retain(|_, p| !p.abandoned());
+        self.counters.abandoned += (before - self.pending.len()) as u64;
         let pending = &self.pending;
         let mut dropped_tokens = 0;
         self.queue.retain(|piece| {
@@ -235,12 +277,16 @@ impl EmbeddingBatcher {
             .max_in_flight_seen
             .max(self.counters.in_flight);
         let caller = self.caller.clone();
-        let call = async move { caller.embed(&texts).await };
+        let call = async move {
+            let (results, spent) = caller.embed(&texts).await;
+            (results, spent, texts)
+        };
         ctx.spawn(
             call.into_actor(self)
-                .map(move |(results, spent), act, ctx| {
+                .map(move |(results, spent, texts), act, ctx| {
                     act.finish_call(CallDone {
                         pieces,
+                        texts,
                         results,
                         spent,
                     });
@@ -263,9 +309,10 @@ impl EmbeddingBatcher {
         {
             self.counters.failed_calls += 1;
         }
-        for ((request, position, hash), result) in done.pieces.into_iter().zip(done.results) {
+        let answered = done.pieces.into_iter().zip(done.texts).zip(done.results);
+        for (((request, position, hash), text), result) in answered {
             match result {
-                Ok(vector) => self.deliver(request, position, vector),
+                Ok(vector) => self.deliver(request, position, vector, text),
                 Err(mut error) => {
                     if error.input.is_some() {
                         self.counters.bad_inputs += 1;
@@ -276,36 +323,80 @@ impl EmbeddingBatcher {
                         error.input = Some(position);
                     }
                     if let Some(pending) = self.pending.remove(&request) {
-                        let _ = pending.reply.send(Err(error));
+                        pending.fail(error);
                     }
                 }
             }
         }
     }
 
-    fn deliver(&mut self, request: u64, position: usize, vector: Vec<f32>) {
+    fn deliver(&mut self, request: u64, position: usize, vector: Vec<f32>, text: String) {
         let Some(pending) = self.pending.get_mut(&request) else {
             return;
         };
-        pending.vectors[position] = Some(vector);
+        match &mut pending.waiting {
+            Waiting::Reply { vectors, .. } => vectors[position] = Some(vector),
+            Waiting::Window(window) => {
+                let record = &mut window.records[position];
+                record.embedding = vector;
+                record.document = text;
+            }
+        }
         pending.missing -= 1;
         if pending.missing == 0 {
-            let pending = self.pending.remove(&request).expect("present");
-            let vectors = pending
-                .vectors
-                .into_iter()
-                .map(|v| v.expect("filled"))
-                .collect();
-            let _ = pending.reply.send(Ok(vectors));
+            match self.pending.remove(&request).expect("present").waiting {
+                Waiting::Reply { vectors, reply } => {
+                    let vectors = vectors.into_iter().map(|v| v.expect("filled")).collect();
+                    let _ = reply.send(Ok(vectors));
+                }
+                Waiting::Window(window) if window.abandoned() => self.counters.abandoned += 1,
+                Waiting::Window(window) => window.write_to.clone().do_send(WriteWindow(window)),
+            }
         }
     }
 
+    /// Queues `texts` (with their positions) as request `request`, waiting as `waiting` says.
+    fn enqueue(
+        &mut self,
+        texts: impl ExactSizeIterator<Item = (usize, String)>,
+        waiting: Waiting,
+        ctx: &mut Context<Self>,
+    ) {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.counters.requests += 1;
+        self.counters.texts += texts.len() as u64;
+        let now = Instant::now();
+        self.pending.insert(
+            request,
+            Pending {
+                missing: texts.len(),
+                waiting,
+            },
+        );
+        for (position, text) in texts {
+            let tokens = estimate_tokens(&text);
+            self.queued_tokens += tokens;
+            self.queue.push_back(Piece {
+                request,
+                position,
+                text,
+                tokens,
+                queued_at: now,
+            });
+        }
+        self.pump(ctx);
+    }
+
     /// The error of the first of `texts` already proven bad, naming its position.
-    fn known_bad_text(&self, texts: &[String]) -> Option<EmbedError> {
+    fn known_bad_text<'a>(
+        &self,
+        mut texts: impl Iterator<Item = (usize, &'a str)>,
+    ) -> Option<EmbedError> {
         if self.known_bad.is_empty() {
             return None;
         }
-        texts.iter().enumerate().find_map(|(position, text)| {
+        texts.find_map(|(position, text)| {
             let error = self.known_bad.get(&xxh3_64(text.as_bytes()))?;
             Some(EmbedError {
                 input: Some(position),
@@ -324,42 +415,53 @@ impl Handler<EmbedTexts> for EmbeddingBatcher {
 
     fn handle(&mut self, msg: EmbedTexts, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = oneshot::channel();
+        let known_bad = self.known_bad_text(msg.texts.iter().map(String::as_str).enumerate());
         if msg.texts.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
-        } else if let Some(error) = self.known_bad_text(&msg.texts) {
+        } else if let Some(error) = known_bad {
             let _ = reply.send(Err(error));
         } else {
-            let request = self.next_request;
-            self.next_request += 1;
-            self.counters.requests += 1;
-            self.counters.texts += msg.texts.len() as u64;
-            let now = Instant::now();
-            self.pending.insert(
-                request,
-                Pending {
-                    vectors: vec![None; msg.texts.len()],
-                    missing: msg.texts.len(),
-                    reply,
-                },
-            );
-            for (position, text) in msg.texts.into_iter().enumerate() {
-                let tokens = estimate_tokens(&text);
-                self.queued_tokens += tokens;
-                self.queue.push_back(Piece {
-                    request,
-                    position,
-                    text,
-                    tokens,
-                    queued_at: now,
-                });
-            }
-            self.pump(ctx);
+            let waiting = Waiting::Reply {
+                vectors: vec![None; msg.texts.len()],
+                reply,
+            };
+            self.enqueue(msg.texts.into_iter().enumerate(), waiting, ctx);
         }
         Box::pin(async move {
             answer
                 .await
                 .unwrap_or_else(|_| Err(EmbedError::permanent("the embedding batcher stopped")))
         })
+    }
+}
+
+impl Handler<EmbedWindow> for EmbeddingBatcher {
+    type Result = ();
+
+    fn handle(&mut self, EmbedWindow(mut window): EmbedWindow, ctx: &mut Context<Self>) {
+        if window.abandoned() {
+            self.counters.abandoned += 1;
+            return;
+        }
+        if window.to_embed.is_empty() {
+            window.write_to.clone().do_send(WriteWindow(window));
+            return;
+        }
+        let texts = window
+            .to_embed
+            .iter()
+            .map(|&at| (at, window.records[at].document.as_str()));
+        if let Some(error) = self.known_bad_text(texts) {
+            window.failed(|window| WindowFailed::Embedding { error, window });
+            return;
+        }
+        // Lent to the calls; each comes back to its record with the vector.
+        let texts: Vec<(usize, String)> = window
+            .to_embed
+            .iter()
+            .map(|&at| (at, std::mem::take(&mut window.records[at].document)))
+            .collect();
+        self.enqueue(texts.into_iter(), Waiting::Window(window), ctx);
     }
 }
 
@@ -376,3 +478,5 @@ impl Handler<Observe<BatcherCounters>> for EmbeddingBatcher {
 mod fault_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

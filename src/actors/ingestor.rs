@@ -1,9 +1,10 @@
 //! Ingestor: one per job, the same for works, quotes and profile (they differ only in their
 //! [`Source`]). A blocking thread reads and chunks the files that changed since the last run
 //! (see `manifest`) into a bounded channel, leaving out the chunks the store holds as they are;
-//! the actor takes windows of chunks from it, has the EmbeddingBatcher embed them and the
-//! StoreWriter store them, with at most `windows_in_flight` windows between reading and
-//! writing, so memory stays bounded whatever the corpus. Progress goes to the StatusRecorder as
+//! the actor makes windows of records from it and sends each one way, to the EmbeddingBatcher,
+//! which sends it on to the StoreWriter (`window.rs`); it hears back only that a window was
+//! written, and keeps at most `windows_in_flight` windows between reading and writing, so
+//! memory stays bounded whatever the corpus. Progress goes to the StatusRecorder as
 //! it advances; at the end, the records of files and chunks that are gone are deleted.
 //!
 //! Stopping: `StopIngest` (soft) asks the reader to stop and fails the job once what is in
@@ -21,9 +22,9 @@ use uuid::Uuid;
 
 pub use self::error::JobError;
 use self::job::{execute, record};
-use super::embedding_batcher::EmbedTexts;
 use super::status_recorder::{RecordStatus, StatusUpdate};
-use super::store_writer::{CountRecords, PruneCollection, ReadHashes, ReadRecords, WriteRecords};
+use super::store_writer::{CountRecords, PruneCollection, ReadHashes, ReadRecords};
+use super::window::{EmbedWindow, WriteWindow};
 use super::Observe;
 use crate::counts::JobCounts;
 use crate::manifest::{FileEntry, KindManifest, ManifestChange};
@@ -58,8 +59,11 @@ pub struct IngestJob {
 /// one StoreWriter (in `pipeline.rs`), kept apart so that a test probes each alone.
 #[derive(Clone)]
 pub struct IngestorPeers {
-    pub embedder: Recipient<EmbedTexts>,
-    pub write: Recipient<WriteRecords>,
+    /// Where windows go to have their vectors filled in (the EmbeddingBatcher).
+    pub embedder: Recipient<EmbedWindow>,
+    /// Where windows go to be written (the StoreWriter): the batcher sends them on, and a window
+    /// with nothing to embed goes straight there.
+    pub write: Recipient<WriteWindow>,
     pub prune: Recipient<PruneCollection>,
     /// Asked what the store holds of the job's kind after a failure.
     pub counter: Recipient<CountRecords>,

@@ -15,6 +15,7 @@ pub mod orchestrator;
 pub mod status_recorder;
 pub mod store_writer;
 pub mod supervisor;
+pub mod window;
 
 use std::marker::PhantomData;
 

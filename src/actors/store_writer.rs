@@ -1,7 +1,9 @@
 //! StoreWriter: one for the whole engine, the only writer to the vector store (Chroma in
 //! production, the embedded store by default; it was named ChromaWriter when Chroma was the only
-//! store). It gets or creates collections once per process (cached), gathers the writes that
-//! wait for a free call into one upsert, splits upserts into batches no larger than the store's
+//! store). It gets or creates collections once per process (cached), gathers the windows of
+//! records that wait for a free call into one upsert (their records moved, not copied; a retried
+//! upsert borrows them), tells each window's job once it is written, drops a window whose job has
+//! gone, splits upserts into batches no larger than the store's
 //! own limit, keeps at most `max_in_flight` store calls running, and retries transient store
 //! errors.
 //!
@@ -14,8 +16,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
-use tokio::sync::oneshot;
 
+use super::window::{Window, WindowFailed, WriteWindow};
 use super::Observe;
 use crate::ids::WrittenIds;
 use crate::record::Record;
@@ -40,14 +42,6 @@ impl Default for WriterLimits {
             backoff_base: Duration::from_millis(200),
         }
     }
-}
-
-/// Upserts records into a collection (created on first use); answers how many were written.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "Result<usize, StoreError>")]
-pub struct WriteRecords {
-    pub collection: CollectionSpec,
-    pub records: Vec<Record>,
 }
 
 /// Deletes a collection's stale records: what a finished job found gone. Answers how many
@@ -105,11 +99,15 @@ pub struct WriterCounters {
     pub pruned: u64,
     /// Writes that went in an upsert started for an earlier one.
     pub coalesced_writes: u64,
+    /// Windows dropped unwritten: their job had gone (aborted).
+    pub abandoned_windows: u64,
 }
 
+/// A window waiting to be written: its records taken out, so that windows waiting together go
+/// into one upsert without a copy.
 struct PendingWrite {
     records: Vec<Record>,
-    reply: oneshot::Sender<Result<usize, StoreError>>,
+    window: Window,
 }
 
 /// The writes waiting for one collection, and how many upserts of it are running.
@@ -180,25 +178,23 @@ impl Actor for StoreWriter {
     type Context = Context<Self>;
 }
 
-impl Handler<WriteRecords> for StoreWriter {
-    type Result = ResponseFuture<Result<usize, StoreError>>;
+/// Upserts the window's records into its collection (created on first use), then tells its
+/// job; a window whose job has gone is dropped unwritten.
+impl Handler<WriteWindow> for StoreWriter {
+    type Result = ();
 
-    fn handle(&mut self, msg: WriteRecords, ctx: &mut Context<Self>) -> Self::Result {
-        let (reply, answer) = oneshot::channel();
+    fn handle(&mut self, WriteWindow(mut window): WriteWindow, ctx: &mut Context<Self>) {
+        if window.abandoned() {
+            self.counters.abandoned_windows += 1;
+            return;
+        }
+        let records = std::mem::take(&mut window.records);
         self.queues
-            .entry(msg.collection)
+            .entry(window.collection.clone())
             .or_default()
             .waiting
-            .push_back(PendingWrite {
-                records: msg.records,
-                reply,
-            });
+            .push_back(PendingWrite { records, window });
         self.pump(ctx);
-        Box::pin(async move {
-            answer.await.unwrap_or_else(|_| {
-                Err(StoreError::Failed("the vector store writer stopped".into()))
-            })
-        })
     }
 }
 
@@ -218,6 +214,12 @@ impl StoreWriter {
                 return;
             }
             let queue = self.queues.get_mut(&spec).expect("listed above");
+            let before = queue.waiting.len();
+            queue.waiting.retain(|w| !w.window.abandoned());
+            self.counters.abandoned_windows += (before - queue.waiting.len()) as u64;
+            if queue.waiting.is_empty() {
+                continue;
+            }
             let mut writes: Vec<PendingWrite> = Vec::new();
             let mut size = 0;
             while let Some(next) = queue.waiting.front() {
@@ -246,8 +248,8 @@ impl StoreWriter {
         let cached = self.collections.get(&spec).cloned();
         let max_batch = self.max_batch;
         let sizes: Vec<usize> = writes.iter().map(|w| w.records.len()).collect();
-        let (records, replies): (Vec<Vec<Record>>, Vec<_>) =
-            writes.into_iter().map(|w| (w.records, w.reply)).unzip();
+        let (records, windows): (Vec<Vec<Record>>, Vec<Window>) =
+            writes.into_iter().map(|w| (w.records, w.window)).unzip();
         let records: Vec<Record> = records.into_iter().flatten().collect();
         let target = spec.clone();
         let work = async move {
@@ -268,8 +270,7 @@ impl StoreWriter {
                 };
                 let mut upserts = 0;
                 for batch in records.chunks(max_batch) {
-                    with_retries(limits, &mut retries, || store.upsert(&info, batch.to_vec()))
-                        .await?;
+                    with_retries(limits, &mut retries, || store.upsert(&info, batch)).await?;
                     upserts += 1;
                     crate::metrics::METRICS.store_writes.inc();
                     crate::metrics::METRICS
@@ -298,13 +299,13 @@ impl StoreWriter {
                             act.counters.upserts += upserts;
                             act.counters.records += sizes.iter().sum::<usize>() as u64;
                             act.counters.coalesced_writes += sizes.len().saturating_sub(1) as u64;
-                            for (reply, size) in replies.into_iter().zip(sizes) {
-                                let _ = reply.send(Ok(size));
+                            for (window, size) in windows.into_iter().zip(sizes) {
+                                window.written(size);
                             }
                         }
                         Err(error) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(error.clone()));
+                            for window in windows {
+                                window.failed(|_| WindowFailed::Store(error.clone()));
                             }
                         }
                     }

@@ -284,7 +284,7 @@ impl VectorStore for ChromaStore {
     async fn upsert(
         &self,
         collection: &CollectionInfo,
-        records: Vec<Record>,
+        records: &[Record],
     ) -> Result<(), StoreError> {
         // Runs still to send, as (start, end); a refused run is cut again smaller.
         let mut todo = vec![(0, records.len())];
@@ -306,10 +306,12 @@ impl VectorStore for ChromaStore {
                         todo.push((from, end));
                         break;
                     }
-                    Err(StoreError::TooLarge(message)) => return Err(StoreError::Failed(format!(
+                    Err(StoreError::TooLarge(message)) => {
+                        return Err(StoreError::Failed(format!(
                         "record {} alone is larger than the server takes in one request: {message}",
                         run[0].id
-                    ))),
+                    )))
+                    }
                     Err(e) => return Err(e),
                 }
             }

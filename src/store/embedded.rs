@@ -185,7 +185,7 @@ impl VectorStore for EmbeddedStore {
     async fn upsert(
         &self,
         collection: &CollectionInfo,
-        records: Vec<Record>,
+        records: &[Record],
     ) -> Result<(), StoreError> {
         if let Some(bad) = records
             .iter()
@@ -200,9 +200,7 @@ impl VectorStore for EmbeddedStore {
             )));
         }
         let txn = self.db.begin().await.map_err(backend("upsert"))?;
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let rows: Vec<Record> = records.by_ref().take(ROWS_PER_STATEMENT).collect();
+        for rows in records.chunks(ROWS_PER_STATEMENT) {
             let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
             let sql = format!(
                 "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
@@ -214,8 +212,8 @@ impl VectorStore for EmbeddedStore {
                 let metadata = serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
                 values.extend([
                     Value::from(collection.name.clone()),
-                    r.id.into(),
-                    r.document.into(),
+                    r.id.clone().into(),
+                    r.document.clone().into(),
                     metadata.into(),
                     to_blob(&r.embedding).into(),
                 ]);

@@ -107,11 +107,12 @@ pub trait VectorStore: Send + Sync {
     async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError>;
     /// Deletes a collection with its records; nothing when there is none.
     async fn delete_collection(&self, name: &str) -> Result<(), StoreError>;
-    /// Inserts or replaces records by id.
+    /// Inserts or replaces records by id. Borrowed, so that an upsert tried again sends the same
+    /// records without a copy.
     async fn upsert(
         &self,
         collection: &CollectionInfo,
-        records: Vec<Record>,
+        records: &[Record],
     ) -> Result<(), StoreError>;
     /// The records of `ids` the collection holds (the others left out), vectors included.
     async fn get(

@@ -85,13 +85,13 @@ pub async fn vector_store(name: &str, store: &dyn VectorStore, prefix: &str) {
     let records: Vec<Record> = (0..5)
         .map(|i| record(i, dimension, &format!("document {i} 春 🎉")))
         .collect();
-    store.upsert(&info, records.clone()).await.unwrap();
+    store.upsert(&info, &records).await.unwrap();
     assert_eq!(store.count(&info).await.unwrap(), 5, "{name}: count");
 
     // Upsert replaces by id: the count holds, the document is the new one.
     let mut changed = records[2].clone();
     changed.document = "document 2, rewritten".into();
-    store.upsert(&info, vec![changed]).await.unwrap();
+    store.upsert(&info, &[changed]).await.unwrap();
     assert_eq!(
         store.count(&info).await.unwrap(),
         5,

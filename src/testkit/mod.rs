@@ -2,7 +2,8 @@
 //! hand, and read what happened. Used by the actors' own unit tests and open to `tests/`.
 //!
 //! - [`probe`] stands in for a peer: it records every message, answers with scripted replies,
-//!   and can withhold its answers to prove backpressure.
+//!   and can withhold its answers to prove backpressure. [`sink`] stands in for a peer of the
+//!   one-way data path, whose messages (windows of records) are owned, not copied.
 //! - [`ScriptedProvider`], [`MemoryStore`] and [`StaticSource`] stand in for the embedding
 //!   provider, the vector store and a corpus, with scripted failures; [`MemoryBroker`] for the
 //!   trigger's Redis side (queues, in-flight lists, dead letters, results, locks, events).
@@ -21,6 +22,7 @@ mod broker;
 pub mod conformance;
 mod probe;
 mod provider;
+mod sink;
 mod source;
 mod store;
 
@@ -34,6 +36,7 @@ use crate::actors::Observe;
 pub use broker::MemoryBroker;
 pub use probe::{probe, ProbeHandle};
 pub use provider::{ScriptedProvider, ScriptedReply};
+pub use sink::{sink, SinkHandle};
 pub use source::{StaticSource, StaticSources, STATIC_FILE};
 pub use store::{MemoryStore, StoreFault};
 

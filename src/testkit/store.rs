@@ -136,8 +136,14 @@ impl VectorStore for MemoryStore {
     async fn upsert(
         &self,
         collection: &CollectionInfo,
-        records: Vec<Record>,
+        records: &[Record],
     ) -> Result<(), StoreError> {
+        let mut open = self.gate.subscribe();
+        while !*open.borrow_and_update() {
+            if open.changed().await.is_err() {
+                break;
+            }
+        }
         let mut inner = self.inner.lock().expect("not poisoned");
         match inner.faults.pop_front() {
             Some(StoreFault::Transient(message)) => return Err(StoreError::Unavailable(message)),
@@ -157,7 +163,7 @@ impl VectorStore for MemoryStore {
             .get_mut(&collection.name)
             .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
         for record in records {
-            stored.insert(record.id.clone(), record);
+            stored.insert(record.id.clone(), record.clone());
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ async fn the_embedded_store_tampered_with_is_audited_and_repaired_from_the_comma
     let mut intruder = records(&engine, "p_works").await.remove(0);
     intruder.id = t.added.clone();
     intruder.embedding = vec![0.5; engine.provider.dimension()];
-    engine.store.upsert(&works, vec![intruder]).await.unwrap();
+    engine.store.upsert(&works, &[intruder]).await.unwrap();
     let quotes = info("p_quotes").await;
     let mut altered = records(&engine, "p_quotes")
         .await
@@ -161,7 +161,7 @@ async fn the_embedded_store_tampered_with_is_audited_and_repaired_from_the_comma
         .unwrap();
     altered.document.push_str(" (edited)");
     altered.embedding = vec![0.5; engine.provider.dimension()];
-    engine.store.upsert(&quotes, vec![altered]).await.unwrap();
+    engine.store.upsert(&quotes, &[altered]).await.unwrap();
     // A collection named as the engine names them, for a persona the database does not know.
     engine
         .store

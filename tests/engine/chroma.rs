@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
+use persona_ingest::actors::store_writer::{StoreWriter, WriterLimits};
+use persona_ingest::actors::window::{Window, WriteWindow};
 use persona_ingest::config::{ConfigInputs, Settings};
 use persona_ingest::record::Metadata;
 use persona_ingest::record::Record;
@@ -14,6 +15,22 @@ use persona_ingest::{JobStatus, Kind};
 use crate::chroma_server::ChromaServer;
 
 pub const PERSONA: &str = "twain-sampler";
+
+/// Writes `records` through `writer` as the data path does (one window); answers how many it
+/// wrote, or why not.
+pub async fn write(
+    writer: &Addr<StoreWriter>,
+    collection: CollectionSpec,
+    records: Vec<Record>,
+) -> Result<usize, String> {
+    let (window, mut written) = Window::of_records(collection, records, writer.clone().recipient());
+    writer.do_send(WriteWindow(window));
+    let settled = written.recv().await.expect("every window is settled");
+    settled
+        .result
+        .map(|r| r.records)
+        .map_err(|e| format!("{e:?}"))
+}
 use crate::common::*;
 
 pub async fn engine_on(
@@ -101,14 +118,7 @@ async fn a_batch_over_the_servers_max_batch_size_is_split() {
             embedding: vec![1.0, i as f32, 0.0, 0.5],
         })
         .collect();
-    let written = writer
-        .send(WriteRecords {
-            collection: spec.clone(),
-            records,
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let written = write(&writer, spec.clone(), records).await.unwrap();
     assert_eq!(written, max + 600);
     let info = store.collection("big_works").await.unwrap().unwrap();
     assert_eq!(store.count(&info).await.unwrap(), (max + 600) as u64);

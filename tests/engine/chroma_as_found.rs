@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use persona_ingest::actors::store_writer::{StoreWriter, WriteRecords, WriterLimits};
+use persona_ingest::actors::store_writer::{StoreWriter, WriterLimits};
 use persona_ingest::record::Metadata;
 use persona_ingest::record::Record;
 use persona_ingest::store::{CollectionSpec, VectorStore};
@@ -154,13 +154,8 @@ async fn upserts_over_the_servers_request_limit_are_sent_smaller() {
         })
         .collect();
     // 300 such records are about 11 MB of JSON: ten times what the server takes.
-    let written = writer
-        .send(WriteRecords {
-            collection: spec.clone(),
-            records,
-        })
+    let written = crate::chroma::write(&writer, spec.clone(), records)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(written, 300);
     let info = store.collection("large_works").await.unwrap().unwrap();

@@ -26,14 +26,12 @@ async fn first_run(chunks: usize) -> (KindManifest, HashMap<String, u64>) {
         panic!("the job's end replaces its manifest")
     };
     let stored = peers
-        .write
-        .received()
+        .written
+        .lock()
+        .unwrap()
         .iter()
-        .flat_map(|w| {
-            w.records
-                .iter()
-                .map(|r| (r.id.clone(), crate::manifest::hash_of(r)))
-        })
+        .flatten()
+        .map(|r| (r.id.clone(), crate::manifest::hash_of(r)))
         .collect();
     let manifest = KindManifest {
         files: entries
@@ -68,12 +66,7 @@ async fn again(
 }
 
 fn embedded(peers: &Peers) -> usize {
-    peers
-        .embedder
-        .received()
-        .iter()
-        .map(|m| m.texts.len())
-        .sum()
+    peers.embedded.load(std::sync::atomic::Ordering::SeqCst) as usize
 }
 
 fn deleted(peers: &Peers) -> Stale {
@@ -235,12 +228,7 @@ async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
         HashMap::new(),
     );
     peers_first.report.expect_message().await.result.unwrap();
-    let written: Vec<crate::record::Record> = peers_first
-        .write
-        .received()
-        .into_iter()
-        .flat_map(|w| w.records)
-        .collect();
+    let written: Vec<crate::record::Record> = peers_first.written.lock().unwrap().concat();
     let stored: HashMap<String, u64> = written
         .iter()
         .map(|r| (r.id.clone(), crate::manifest::hash_of(r)))
@@ -266,7 +254,7 @@ async fn a_chunk_whose_text_the_store_holds_keeps_its_vector() {
     );
     let stats = peers.report.expect_message().await.result.unwrap();
     assert_eq!(embedded(&peers), 0);
-    let rewritten: usize = peers.write.received().iter().map(|w| w.records.len()).sum();
+    let rewritten: usize = peers.written.lock().unwrap().iter().map(Vec::len).sum();
     assert_eq!(rewritten, 20);
     assert_eq!(
         (

@@ -18,10 +18,10 @@ use tokio::sync::mpsc;
 use super::read::{spawn_reader, Prepared, ReadReport};
 use super::trust::{basis, gone, gone_from_store, ids_of, records_present, Basis};
 use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared};
-use crate::actors::embedding_batcher::EmbedTexts;
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
-use crate::actors::store_writer::{PruneCollection, ReadRecords, Stale, WriteRecords};
+use crate::actors::store_writer::{PruneCollection, ReadRecords, Stale};
+use crate::actors::window::{Ack, EmbedWindow, Window, WindowFailed, WindowWritten, WriteWindow};
 use crate::manifest::ManifestChange;
 use crate::record::MetaValue;
 use crate::record::Record;
@@ -192,33 +192,53 @@ async fn run(
     let (tx, mut rx) = mpsc::channel::<Prepared>(capacity);
     let reader = spawn_reader(&job, &basis, tx, shared.clone());
 
-    let windows =
+    let mut windows =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).ready_chunks(limits.window_chunks);
     // Vectors are looked for in the store only where it may hold records of this kind, and not
     // when forced (a forced run embeds everything again).
     let reuse = !job.force && !matches!(&basis, Basis::Store(held) if held.is_empty());
-    let job_ref = &job;
-    let peers_ref = &peers;
-    let shared_ref = &*shared;
-    let mut written = windows
-        .map(|window: Vec<Prepared>| async move {
-            let bytes_done = window.last().map_or(0, |p| p.bytes_done);
-            let count = write_window(job_ref, peers_ref, window, reuse, shared_ref).await?;
-            Ok::<_, JobError>((count, bytes_done))
-        })
-        .buffered(limits.windows_in_flight);
-
+    // Windows go downstream and come back only as a `WindowWritten` on this channel; at most
+    // `windows_in_flight` are out at once, which holds the reader back.
+    let (written_tx, mut written_rx) = mpsc::unbounded_channel::<WindowWritten>();
+    let mut in_flight = 0;
+    let mut reading = true;
+    let mut bytes_sent = 0;
+    let mut bytes_written = 0;
     let mut last_progress = 0u8;
     let mut pipeline_error = None;
-    while let Some(result) = written.next().await {
-        match result {
-            Ok((count, bytes_done)) => {
+    while reading || in_flight > 0 {
+        tokio::select! {
+            next = windows.next(), if reading && in_flight < limits.windows_in_flight => {
+                let Some(prepared) = next else {
+                    reading = false;
+                    continue;
+                };
+                let bytes_done = prepared.last().map_or(bytes_sent, |p| p.bytes_done);
+                let bytes = bytes_done.saturating_sub(bytes_sent);
+                bytes_sent = bytes_done;
+                send_window(&job, &peers, prepared, bytes, reuse, &written_tx).await;
+                in_flight += 1;
                 shared.windows_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(WindowWritten { result }) = written_rx.recv(), if in_flight > 0 => {
+                in_flight -= 1;
+                let report = match result {
+                    Ok(report) => report,
+                    Err(failed) => {
+                        pipeline_error = Some(window_failed(&job, failed));
+                        break;
+                    }
+                };
                 shared
                     .chunks_written
-                    .fetch_add(count as u64, Ordering::Relaxed);
-                shared.bytes_done.store(bytes_done, Ordering::Relaxed);
-                let progress = ((bytes_done * 100 / total_bytes) as u8).min(99);
+                    .fetch_add(report.records as u64, Ordering::Relaxed);
+                shared
+                    .reused
+                    .fetch_add((report.records - report.embedded) as u64, Ordering::Relaxed);
+                shared.tokens_embedded.fetch_add(report.tokens, Ordering::Relaxed);
+                bytes_written += report.bytes;
+                shared.bytes_done.store(bytes_written, Ordering::Relaxed);
+                let progress = ((bytes_written * 100 / total_bytes) as u8).min(99);
                 if progress > last_progress {
                     last_progress = progress;
                     shared.progress.store(progress.into(), Ordering::Relaxed);
@@ -230,14 +250,12 @@ async fn run(
                         }));
                 }
             }
-            Err(e) => {
-                pipeline_error = Some(e);
-                break;
-            }
         }
     }
+    // Windows still out are abandoned with this channel: the batcher and writer drop them.
+    drop(written_rx);
     // Dropping the stream drops the receiver: a reader blocked on a full channel wakes and ends.
-    drop(written);
+    drop(windows);
     if pipeline_error.is_some() {
         shared.stopping.store(true, Ordering::SeqCst);
     }
@@ -319,87 +337,85 @@ async fn run(
     })
 }
 
-/// Embeds one window and writes it; answers how many records it wrote. With `reuse`, a chunk
-/// whose text the store's record of the same id already holds (its metadata alone moved, as
-/// offsets do after an insertion above it) keeps that record's vector instead of being embedded.
-async fn write_window(
+/// Sends one window downstream: to the batcher, or straight to the writer when every chunk
+/// keeps a vector. With `reuse`, a chunk whose text the store's record of the same id already
+/// holds (its metadata alone moved, as offsets do after an insertion above it) keeps that
+/// record's vector instead of being embedded.
+async fn send_window(
     job: &IngestJob,
     peers: &IngestorPeers,
-    window: Vec<Prepared>,
+    prepared: Vec<Prepared>,
+    bytes: u64,
     reuse: bool,
-    shared: &Shared,
-) -> Result<usize, JobError> {
+    written: &mpsc::UnboundedSender<WindowWritten>,
+) {
     let mut kept = if reuse {
-        reusable_vectors(job, peers, &window).await
+        reusable_vectors(job, peers, &prepared).await
     } else {
         HashMap::new()
     };
-    let to_embed: Vec<usize> = (0..window.len())
-        .filter(|at| !kept.contains_key(&window[*at].record.id))
-        .collect();
-    let texts: Vec<String> = to_embed
-        .iter()
-        .map(|at| window[*at].record.document.clone())
-        .collect();
-    let mut vectors = if texts.is_empty() {
-        Vec::new()
-    } else {
-        peers
-            .embedder
-            .send(EmbedTexts { texts })
-            .await
-            .map_err(|e| JobError::Engine(format!("embedding batcher unreachable: {e}")))?
-            .map_err(|e| {
-                let context = match e.input.and_then(|i| to_embed.get(i)).map(|at| &window[*at]) {
-                    // One input refused: name it, so the user can mend that file.
-                    Some(bad) => format!(
-                        "embedding failed for {} {} {}",
-                        bad.source,
-                        if job.kind == Kind::Quotes {
-                            "line"
-                        } else {
-                            "chunk"
-                        },
-                        bad.chunk_index
-                    ),
-                    None => "embedding failed".to_owned(),
-                };
-                JobError::Embedding { context, source: e }
-            })?
-    }
-    .into_iter();
-    let count = window.len();
+    let mut to_embed = Vec::new();
     let mut tokens = 0;
-    let records: Vec<Record> = window
+    let records: Vec<Record> = prepared
         .into_iter()
-        .map(|prepared| {
-            let embedding = match kept.remove(&prepared.record.id) {
-                Some(vector) => vector,
-                None => {
-                    tokens += prepared.tokens;
-                    vectors.next().expect("a vector for each text sent")
-                }
-            };
+        .enumerate()
+        .map(|(at, p)| {
+            let embedding = kept.remove(&p.record.id).unwrap_or_else(|| {
+                to_embed.push(at);
+                tokens += p.tokens;
+                Vec::new()
+            });
             Record {
                 embedding,
-                ..prepared.record
+                ..p.record
             }
         })
         .collect();
-    peers
-        .write
-        .send(WriteRecords {
-            collection: job.collection.clone(),
-            records,
-        })
-        .await
-        .map_err(|e| JobError::Engine(format!("vector store writer unreachable: {e}")))?
-        .map_err(|e| store_failed(format!("writing to {}", job.collection.name), e))?;
-    shared
-        .reused
-        .fetch_add((count - to_embed.len()) as u64, Ordering::Relaxed);
-    shared.tokens_embedded.fetch_add(tokens, Ordering::Relaxed);
-    Ok(count)
+    let window = Window {
+        collection: job.collection.clone(),
+        records,
+        to_embed,
+        bytes,
+        tokens,
+        write_to: peers.write.clone(),
+        ack: Ack::new(written.clone()),
+    };
+    if window.to_embed.is_empty() {
+        peers.write.do_send(WriteWindow(window));
+    } else {
+        peers.embedder.do_send(EmbedWindow(window));
+    }
+}
+
+/// The job's error for a window that was not written.
+fn window_failed(job: &IngestJob, failed: WindowFailed) -> JobError {
+    match failed {
+        WindowFailed::Embedding { error, window } => {
+            let at = error.input.and_then(|at| window.source_of(at));
+            let context = match at {
+                // One input refused: name it, so the user can mend that file.
+                Some((source, index)) => format!(
+                    "embedding failed for {source} {} {index}",
+                    if job.kind == Kind::Quotes {
+                        "line"
+                    } else {
+                        "chunk"
+                    },
+                ),
+                None => "embedding failed".to_owned(),
+            };
+            JobError::Embedding {
+                context,
+                source: error,
+            }
+        }
+        WindowFailed::Store(e) => store_failed(format!("writing to {}", job.collection.name), e),
+        WindowFailed::Lost => JobError::Engine(
+            "a window of records was lost on its way to the store (the embedding batcher or the \
+             store writer stopped)"
+                .into(),
+        ),
+    }
 }
 
 /// The vectors of the window's chunks whose text the store's record of the same id holds, by

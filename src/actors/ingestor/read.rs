@@ -26,8 +26,6 @@ use crate::Kind;
 /// stays off the actor thread.
 pub(super) struct Prepared {
     pub record: Record,
-    pub source: String,
-    pub chunk_index: u32,
     /// How far into the whole plan (in bytes) the reader was when it made it.
     pub bytes_done: u64,
     /// Its tokens, as the model counts them (where known).
@@ -85,7 +83,6 @@ impl ChunkSink for ChannelSink {
             return ControlFlow::Break(());
         }
         self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
-        let source = chunk.source.clone();
         let chunk_index = chunk.chunk_index;
         let record = self.template.record(chunk);
         let hash = manifest::hash_of(&record);
@@ -101,8 +98,6 @@ impl ChunkSink for ChannelSink {
         }
         let tokens = self.tokens.count(&record.document) as u64;
         let prepared = Prepared {
-            source,
-            chunk_index,
             record,
             bytes_done: self.bytes_before + bytes_done,
             tokens,

@@ -5,13 +5,21 @@ use crate::actors::status_recorder::Recorded;
 use std::time::Duration;
 
 use super::*;
+use crate::actors::window::{WindowFailed, WriteWindow};
 use crate::embed::EmbedError;
+use crate::record::Record;
 use crate::store::StoreError;
-use crate::testkit::{self, probe, ProbeHandle, StaticSource};
+use crate::testkit::{self, probe, sink, ProbeHandle, SinkHandle, StaticSource};
 
 pub(super) struct Peers {
-    pub embedder: ProbeHandle<EmbedTexts>,
-    pub write: ProbeHandle<WriteRecords>,
+    /// Stands in for the batcher: fills each window's vectors with [1, 0] and sends it on.
+    pub embedder: SinkHandle<EmbedWindow>,
+    /// Stands in for the writer: keeps each window's records and tells the job.
+    pub write: SinkHandle<WriteWindow>,
+    /// The records written, by window.
+    pub written: Arc<Mutex<Vec<Vec<Record>>>>,
+    /// Texts embedded.
+    pub embedded: Arc<AtomicU64>,
     pub prune: ProbeHandle<PruneCollection>,
     pub recorder: ProbeHandle<RecordStatus>,
     pub report: ProbeHandle<IngestFinished>,
@@ -19,9 +27,24 @@ pub(super) struct Peers {
 }
 
 pub(super) fn peers() -> Peers {
+    let written: Arc<Mutex<Vec<Vec<Record>>>> = Arc::default();
+    let embedded: Arc<AtomicU64> = Arc::default();
+    let (kept, counted) = (written.clone(), embedded.clone());
     Peers {
-        embedder: probe(|m: &EmbedTexts| Ok(m.texts.iter().map(|_| vec![1.0, 0.0]).collect())),
-        write: probe(|m: &WriteRecords| Ok::<_, StoreError>(m.records.len())),
+        embedder: sink(move |EmbedWindow(mut window)| {
+            counted.fetch_add(window.to_embed.len() as u64, Ordering::SeqCst);
+            for &at in &window.to_embed {
+                window.records[at].embedding = vec![1.0, 0.0];
+            }
+            window.write_to.clone().do_send(WriteWindow(window));
+        }),
+        write: sink(move |WriteWindow(window)| {
+            let records = window.records.len();
+            kept.lock().unwrap().push(window.records.clone());
+            window.written(records);
+        }),
+        written,
+        embedded,
         prune: probe(|_: &PruneCollection| Ok::<_, StoreError>(0)),
         recorder: probe(|_: &RecordStatus| Ok(Recorded::default())),
         report: probe(|_: &IngestFinished| ()),
@@ -99,7 +122,7 @@ async fn eventually(mut done: impl FnMut() -> bool) {
 #[actix::test]
 async fn a_withheld_embedder_stops_reading_at_the_window_bound() {
     let peers = peers();
-    peers.embedder.hold_replies();
+    peers.embedder.hold();
     let ingestor = start(StaticSource::new(Kind::Works, 1_000, 100), &peers);
     eventually(|| peers.embedder.count() == LIMITS.windows_in_flight).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,7 +141,7 @@ async fn a_withheld_embedder_stops_reading_at_the_window_bound() {
     );
     assert_eq!(counters.chunks_written, 0);
 
-    peers.embedder.release_replies();
+    peers.embedder.release();
     let finished = peers.report.expect_message().await;
     assert_eq!(finished.result.unwrap().vectors, 1_000);
 }
@@ -155,13 +178,21 @@ async fn progress_rises_and_reaches_100_exactly_once() {
             ..
         })
     ));
-    let written: usize = peers.write.received().iter().map(|w| w.records.len()).sum();
+    let written: usize = peers.written.lock().unwrap().iter().map(Vec::len).sum();
     assert_eq!(written, 200);
     assert_eq!(
         peers.prune.count(),
         1,
         "stale records are looked for once, at the end"
     );
+}
+
+/// From now on the stand-in batcher fails each window with `error()`.
+fn fail_embedding(peers: &Peers, error: impl Fn() -> EmbedError + Send + 'static) {
+    peers.embedder.handle_with(move |EmbedWindow(window)| {
+        let error = error();
+        window.failed(|window| WindowFailed::Embedding { error, window });
+    });
 }
 
 async fn failure_of(peers: &Peers) -> String {
@@ -212,9 +243,7 @@ async fn a_reader_panic_fails_the_job_with_the_panic_message() {
 #[actix::test]
 async fn an_embedding_failure_fails_the_job_and_stops_the_reader() {
     let peers = peers();
-    peers
-        .embedder
-        .reply_with(|_| Err(EmbedError::permanent("401 Unauthorized")));
+    fail_embedding(&peers, || EmbedError::permanent("401 Unauthorized"));
     start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
     assert_eq!(
         failure_of(&peers).await,
@@ -225,11 +254,8 @@ async fn an_embedding_failure_fails_the_job_and_stops_the_reader() {
 #[actix::test]
 async fn a_provider_still_unavailable_after_its_retries_fails_the_job_as_retryable() {
     let peers = peers();
-    peers.embedder.reply_with(|_| {
-        Err(EmbedError::transient(
-            "503 Service Unavailable (gave up after 6 attempts)",
-            None,
-        ))
+    fail_embedding(&peers, || {
+        EmbedError::transient("503 Service Unavailable (gave up after 6 attempts)", None)
     });
     start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
     let error = job_error_of(&peers).await;
@@ -247,13 +273,13 @@ async fn a_provider_still_unavailable_after_its_retries_fails_the_job_as_retryab
 #[actix::test]
 async fn a_soft_stop_lets_what_is_in_flight_finish_then_fails_the_job() {
     let peers = peers();
-    peers.embedder.hold_replies();
+    peers.embedder.hold();
     let ingestor = start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
     eventually(|| peers.embedder.count() == 2).await;
     ingestor.do_send(StopIngest {
         reason: "soft time limit of 1 s exceeded".into(),
     });
-    peers.embedder.release_replies();
+    peers.embedder.release();
     let error = failure_of(&peers).await;
     assert!(
         error.starts_with(
@@ -270,7 +296,7 @@ async fn a_soft_stop_lets_what_is_in_flight_finish_then_fails_the_job() {
 #[actix::test]
 async fn a_hard_abort_drops_the_work_at_once() {
     let peers = peers();
-    peers.embedder.hold_replies();
+    peers.embedder.hold();
     let ingestor = start(StaticSource::new(Kind::Works, 10_000, 100), &peers);
     eventually(|| peers.embedder.count() == 2).await;
     ingestor.do_send(AbortIngest {
@@ -278,12 +304,10 @@ async fn a_hard_abort_drops_the_work_at_once() {
     });
     assert_eq!(failure_of(&peers).await, "hard time limit of 2 s exceeded");
     eventually(|| !ingestor.connected()).await;
-    // The embeddings the aborted windows waited for arrive now: they must go nowhere.
-    peers.embedder.release_replies();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        peers.write.count(),
-        0,
-        "nothing in flight was written, even once its embeddings came"
-    );
+    // The windows out when the job was aborted say so themselves: the batcher and the writer
+    // drop an abandoned window (their own tests), so nothing of them is embedded or written.
+    let out = peers.embedder.take_held();
+    assert_eq!(out.len(), 2, "no window was sent after the abort");
+    assert!(out.iter().all(|EmbedWindow(w)| w.abandoned()));
+    assert_eq!(peers.write.count(), 0);
 }

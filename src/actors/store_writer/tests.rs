@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
+use tokio::sync::mpsc;
+
+use crate::actors::window::WindowWritten;
 use crate::ids::WrittenIds;
 use crate::record::Metadata;
 use crate::testkit::{self, MemoryStore, StoreFault};
@@ -36,18 +39,32 @@ fn start(store: &Arc<MemoryStore>) -> Addr<StoreWriter> {
     StoreWriter::new(store.clone(), limits).start()
 }
 
+/// A window of `n` records for `collection`, and the channel its job hears on.
+fn window(
+    writer: &Addr<StoreWriter>,
+    collection: &str,
+    n: usize,
+) -> (Window, mpsc::UnboundedReceiver<WindowWritten>) {
+    Window::of_records(spec(collection), records(n), writer.clone().recipient())
+}
+
+/// What became of a window sent to the writer: the records written or the store's error.
+async fn written(mut rx: mpsc::UnboundedReceiver<WindowWritten>) -> Result<usize, StoreError> {
+    match rx.recv().await.expect("every window is settled").result {
+        Ok(report) => Ok(report.records),
+        Err(WindowFailed::Store(e)) => Err(e),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
 async fn write(
     writer: &Addr<StoreWriter>,
     collection: &str,
     n: usize,
 ) -> Result<usize, StoreError> {
-    writer
-        .send(WriteRecords {
-            collection: spec(collection),
-            records: records(n),
-        })
-        .await
-        .unwrap()
+    let (window, rx) = window(writer, collection, n);
+    writer.do_send(WriteWindow(window));
+    written(rx).await
 }
 
 #[actix::test]
@@ -136,19 +153,51 @@ async fn writes_waiting_for_a_collection_go_together_in_one_upsert() {
     store.close_gate();
     let sends: Vec<_> = (0..5)
         .map(|_| {
-            writer.send(WriteRecords {
-                collection: spec("p_works"),
-                records: records(3),
-            })
+            let (w, rx) = window(&writer, "p_works", 3);
+            writer.do_send(WriteWindow(w));
+            rx
         })
         .collect();
-    testkit::settle().await;
+    let _: WriterCounters = testkit::observe(&writer).await;
     store.open_gate();
     for sent in sends {
-        assert_eq!(sent.await.unwrap().unwrap(), 3);
+        assert_eq!(written(sent).await.unwrap(), 3);
     }
     // Two of the five took the two call slots at once; the three that waited went as one.
     assert_eq!(store.upsert_sizes(), [1, 3, 3, 9]);
     let counters: WriterCounters = testkit::observe(&writer).await;
     assert_eq!(counters.coalesced_writes, 2);
+}
+
+#[actix::test]
+async fn a_window_whose_job_has_gone_is_not_written() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    write(&writer, "p_works", 1).await.unwrap();
+    // One arrives after its job has gone; one's job goes while it waits for a call slot (both
+    // slots held by upserts the store keeps waiting).
+    let (gone, rx) = window(&writer, "p_works", 3);
+    drop(rx);
+    writer.do_send(WriteWindow(gone));
+    store.close_gate();
+    let (a, a_rx) = window(&writer, "p_works", 2);
+    let (b, b_rx) = window(&writer, "p_works", 2);
+    let (waiting, waiting_rx) = window(&writer, "p_works", 2);
+    for w in [a, b, waiting] {
+        writer.do_send(WriteWindow(w));
+    }
+    let _: WriterCounters = testkit::observe(&writer).await;
+    drop(waiting_rx);
+    store.open_gate();
+    assert_eq!(written(a_rx).await.unwrap(), 2);
+    assert_eq!(written(b_rx).await.unwrap(), 2);
+    let counters: WriterCounters = testkit::observe(&writer).await;
+    assert_eq!(
+        counters.abandoned_windows,
+        2,
+        "{counters:?} {:?}",
+        store.upsert_sizes()
+    );
+    assert_eq!(counters.records, 1 + 2 + 2);
+    assert_eq!(store.upsert_sizes(), [1, 2, 2]);
 }

@@ -28,12 +28,12 @@ async fn upserts_replace_by_id_and_queries_rank_by_cosine() {
     store
         .upsert(
             &c,
-            vec![record("a", vec![1.0, 0.0]), record("b", vec![0.0, 1.0])],
+            &[record("a", vec![1.0, 0.0]), record("b", vec![0.0, 1.0])],
         )
         .await
         .unwrap();
     store
-        .upsert(&c, vec![record("a", vec![0.6, 0.8])])
+        .upsert(&c, &[record("a", vec![0.6, 0.8])])
         .await
         .unwrap();
     assert_eq!(store.count(&c).await.unwrap(), 2);
@@ -63,7 +63,7 @@ async fn another_model_or_dimension_is_refused() {
         "collection p_works holds m vectors of dimension 2; refusing to write other vectors of dimension 3 into it"
     );
     let wrong = store
-        .upsert(&c, vec![record("x", vec![1.0, 2.0, 3.0])])
+        .upsert(&c, &[record("x", vec![1.0, 2.0, 3.0])])
         .await
         .unwrap_err();
     assert!(wrong.to_string().contains("dimension 3"), "{wrong}");

@@ -157,7 +157,7 @@ async fn run(corpus: PathBuf, persona: PersonaId) {
     runs.sort();
     let median = runs[runs.len() / 2];
     println!(
-        "\nend to end (median of {RUNS}): {:.1} MB/s ({:.3} s for {:.2} MB) on {} cores; target 20 MB/s",
+        "\nend to end (median of {RUNS}): {:.1} MB/s ({:.3} s for {:.2} MB) on {} cores; target 50 MB/s",
         mb_per_s(bytes, median),
         median.as_secs_f64(),
         bytes as f64 / 1e6,

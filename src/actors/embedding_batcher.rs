@@ -355,10 +355,10 @@ impl EmbeddingBatcher {
         }
     }
 
-    /// Queues `texts` (with their positions) as request `request`, waiting as `waiting` says.
+    /// Queues `texts` (position, text, tokens) as a new request, waiting as `waiting` says.
     fn enqueue(
         &mut self,
-        texts: impl ExactSizeIterator<Item = (usize, String)>,
+        texts: impl ExactSizeIterator<Item = (usize, String, usize)>,
         waiting: Waiting,
         ctx: &mut Context<Self>,
     ) {
@@ -374,8 +374,7 @@ impl EmbeddingBatcher {
                 waiting,
             },
         );
-        for (position, text) in texts {
-            let tokens = estimate_tokens(&text);
+        for (position, text, tokens) in texts {
             self.queued_tokens += tokens;
             self.queue.push_back(Piece {
                 request,
@@ -425,7 +424,11 @@ impl Handler<EmbedTexts> for EmbeddingBatcher {
                 vectors: vec![None; msg.texts.len()],
                 reply,
             };
-            self.enqueue(msg.texts.into_iter().enumerate(), waiting, ctx);
+            let texts = msg.texts.into_iter().enumerate().map(|(at, text)| {
+                let tokens = estimate_tokens(&text);
+                (at, text, tokens)
+            });
+            self.enqueue(texts, waiting, ctx);
         }
         Box::pin(async move {
             answer
@@ -450,16 +453,19 @@ impl Handler<EmbedWindow> for EmbeddingBatcher {
         let texts = window
             .to_embed
             .iter()
-            .map(|&at| (at, window.records[at].document.as_str()));
+            .map(|&(at, _)| (at, window.records[at].document.as_str()));
         if let Some(error) = self.known_bad_text(texts) {
             window.failed(|window| WindowFailed::Embedding { error, window });
             return;
         }
         // Lent to the calls; each comes back to its record with the vector.
-        let texts: Vec<(usize, String)> = window
+        let texts: Vec<(usize, String, usize)> = window
             .to_embed
             .iter()
-            .map(|&at| (at, std::mem::take(&mut window.records[at].document)))
+            .map(|&(at, tokens)| {
+                let text = std::mem::take(&mut window.records[at].document);
+                (at, text, tokens as usize)
+            })
             .collect();
         self.enqueue(texts.into_iter(), Waiting::Window(window), ctx);
     }

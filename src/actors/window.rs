@@ -23,8 +23,10 @@ pub struct Window {
     /// In order; those at `to_embed` have no vector yet (the others carry one kept from the
     /// store).
     pub records: Vec<Record>,
-    /// Positions in `records` whose vectors the batcher fills, ascending.
-    pub to_embed: Vec<usize>,
+    /// The records whose vectors the batcher fills, ascending: (position in `records`, tokens
+    /// of its text as the reader counted them, by the model's tokenizer where known), so that
+    /// calls are filled by the count the provider will make.
+    pub to_embed: Vec<(usize, u32)>,
     /// Bytes of the corpus the window's chunks were read from (its share of the progress).
     pub bytes: u64,
     /// Tokens of the texts to embed, as the model counts them where known.

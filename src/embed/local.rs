@@ -25,19 +25,13 @@ impl HashingEmbedder {
 
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
         let mut vector = vec![0f32; self.dimension];
-        let mut word = String::new();
         let mut previous: Option<u64> = None;
         let mut add = |hash: u64, weight: f32| {
             let bucket = (hash % self.dimension as u64) as usize;
             vector[bucket] += if hash >> 63 == 1 { -weight } else { weight };
         };
-        for piece in text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            word.clear();
-            word.extend(piece.chars().flat_map(char::to_lowercase));
-            let hash = xxh3_64(word.as_bytes());
+        let mut each_word = |word: &[u8]| {
+            let hash = xxh3_64(word);
             add(hash, 1.0);
             if let Some(prev) = previous {
                 add(
@@ -46,6 +40,21 @@ impl HashingEmbedder {
                 );
             }
             previous = Some(hash);
+        };
+        let mut word = String::new();
+        for piece in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            word.clear();
+            if piece.is_ascii() {
+                // The same as `to_lowercase` for ASCII, without decoding each character.
+                word.push_str(piece);
+                word.make_ascii_lowercase();
+            } else {
+                word.extend(piece.chars().flat_map(char::to_lowercase));
+            }
+            each_word(word.as_bytes());
         }
         let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > 0.0 {
@@ -92,6 +101,37 @@ mod tests {
         assert_eq!(a, e.embed_one("The river was wide and muddy."));
         assert!((cosine(&a, &a) - 1.0).abs() < 1e-5);
         assert_eq!(e.embed_one("!!!").iter().filter(|x| **x != 0.0).count(), 1);
+    }
+
+    proptest::proptest! {
+        /// Lower-casing ASCII words without decoding them makes the same vectors as before
+        /// (collections hold them: another vector for the same text would be another model).
+        #[test]
+        fn the_ascii_fast_path_makes_the_same_vectors(text in "[ -~]{0,80}|[ -~\\PC]{0,80}") {
+            let e = HashingEmbedder::new(32);
+            let mut by_chars = vec![0f32; 32];
+            let mut previous: Option<u64> = None;
+            let mut add = |hash: u64, weight: f32| {
+                let bucket = (hash % 32) as usize;
+                by_chars[bucket] += if hash >> 63 == 1 { -weight } else { weight };
+            };
+            for piece in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+                let word: String = piece.chars().flat_map(char::to_lowercase).collect();
+                let hash = xxh3_64(word.as_bytes());
+                add(hash, 1.0);
+                if let Some(prev) = previous {
+                    add(prev.rotate_left(17) ^ hash.wrapping_mul(0x9E37_79B9_7F4A_7C15), BIGRAM_WEIGHT);
+                }
+                previous = Some(hash);
+            }
+            let norm = by_chars.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                by_chars.iter_mut().for_each(|x| *x /= norm);
+            } else {
+                by_chars[0] = 1.0;
+            }
+            proptest::prop_assert_eq!(e.embed_one(&text), by_chars);
+        }
     }
 
     #[test]

@@ -265,9 +265,10 @@ fn markdown_heading(line: &str) -> Option<(usize, String)> {
 fn plain_heading(line: &str) -> Option<String> {
     const WORDS: [&str; 6] = ["CHAPTER", "BOOK", "PART", "VOLUME", "CANTO", "STAVE"];
     let first = line.split_whitespace().next()?;
+    // The first word first: it rejects almost every line before its words are counted.
     if line.len() <= 80
-        && line.split_whitespace().count() <= 10
         && WORDS.iter().any(|w| first.eq_ignore_ascii_case(w))
+        && line.split_whitespace().count() <= 10
         && (first.chars().all(|c| c.is_ascii_uppercase())
             || first.chars().skip(1).all(|c| c.is_ascii_lowercase()))
         && line.split_whitespace().nth(1).is_some_and(is_ordinal)

@@ -132,6 +132,14 @@ fn line_ends(bytes: &[u8], next: Option<u8>) -> u64 {
 
 /// CRLF and lone CR to LF; control characters other than tab and newline dropped.
 fn normalise(text: &str) -> String {
+    // Most text has nothing to change: a byte scan says so (0xC2 leads U+0080 to U+00BF, among
+    // them the C1 controls; any text holding one takes the slow path).
+    let clean = !text
+        .bytes()
+        .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7F || b == 0xC2);
+    if clean {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -160,6 +168,32 @@ mod tests {
             out.push_str(&b.text);
         }
         Ok(out)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_clean_text_fast_path_changes_nothing_the_slow_path_would(
+            text in "[\\x00-\\x7f\u{80}-\u{a0}\\PC]{0,64}"
+        ) {
+            let slow: String = {
+                let mut out = String::new();
+                let mut chars = text.chars().peekable();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\r' => {
+                            if chars.peek() != Some(&'\n') {
+                                out.push('\n');
+                            }
+                        }
+                        '\n' | '\t' => out.push(c),
+                        c if c.is_control() => {}
+                        c => out.push(c),
+                    }
+                }
+                out
+            };
+            proptest::prop_assert_eq!(normalise(&text), slow);
+        }
     }
 
     #[test]

@@ -43,7 +43,10 @@ fn window(
             dimension: 4,
         },
         records,
-        to_embed: (0..texts.len()).filter(|at| !keep.contains(at)).collect(),
+        to_embed: (0..texts.len())
+            .filter(|at| !keep.contains(at))
+            .map(|at| (at, 1))
+            .collect(),
         bytes: 10,
         tokens: 3,
         write_to: writer.recipient(),

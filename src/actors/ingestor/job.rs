@@ -361,7 +361,7 @@ async fn send_window(
         .enumerate()
         .map(|(at, p)| {
             let embedding = kept.remove(&p.record.id).unwrap_or_else(|| {
-                to_embed.push(at);
+                to_embed.push((at, u32::try_from(p.tokens).unwrap_or(u32::MAX)));
                 tokens += p.tokens;
                 Vec::new()
             });

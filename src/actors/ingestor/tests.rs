@@ -33,7 +33,7 @@ pub(super) fn peers() -> Peers {
     Peers {
         embedder: sink(move |EmbedWindow(mut window)| {
             counted.fetch_add(window.to_embed.len() as u64, Ordering::SeqCst);
-            for &at in &window.to_embed {
+            for &(at, _) in &window.to_embed {
                 window.records[at].embedding = vec![1.0, 0.0];
             }
             window.write_to.clone().do_send(WriteWindow(window));

@@ -7,6 +7,10 @@
 //! is retried, halved or searched for the input at fault is `call`'s. A window or caller whose
 //! text the provider refuses gets that error naming the text's position; the others of the call
 //! go on; a text proven bad fails at once when it comes again.
+//!
+//! Over 400 lines because its two messages of the data path (a window, texts to answer) share
+//! one queue, one set of pending requests and one way of finishing a call, kept beside their
+//! handlers; how a call is made is `call.rs`'s.
 
 mod call;
 

@@ -1,5 +1,6 @@
 //! Bad input: each case fails (or warns) clearly, naming the file, line or key, and leaves no
-//! job processing and nothing reported as done that was not.
+//! job processing and nothing reported as done that was not. (Long: one test a kind of bad
+//! input, over one set of helpers.)
 
 use persona_ingest::pipeline::Engine;
 use persona_ingest::{JobStatus, Kind, PersonaId, PersonaStatus};

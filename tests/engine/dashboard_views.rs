@@ -4,7 +4,8 @@
 //! dead letter (dropped from the page), the workers, the personas and a persona's runs, a
 //! chart with non-zero points; no element's content wider than its box, no request outside the
 //! daemon; a screenshot of each view in `target/test-artifacts/`. And a terminate pressed on a
-//! running sub-task's page stops its ingestion.
+//! running sub-task's page stops its ingestion. (Just over 400 lines: one walk through every
+//! view, kept whole so its story reads in order.)
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! What the daemon tests share: `persona-ingest run` as a child process, a Redis server of a
 //! test's own (to restart it), a slow embeddings endpoint (to catch work in the middle), the
-//! result backend read as Celery's client reads it, and cleanup of a test's Redis keys.
+//! result backend read as Celery's client reads it, and cleanup of a test's Redis keys. (Long
+//! because every daemon test file shares it: one place for what they would each repeat.)
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

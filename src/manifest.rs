@@ -154,13 +154,24 @@ pub fn record_hash(id: &str, document: &str, metadata: &crate::record::Metadata)
     hasher.update(&[0xff]);
     hasher.update(document.as_bytes());
     hasher.update(&[0xff]);
-    // A BTreeMap serialises in key order: the same metadata always hashes the same.
-    hasher.update(
-        serde_json::to_string(metadata)
-            .expect("metadata serialises")
-            .as_bytes(),
-    );
+    // A BTreeMap serialises in key order: the same metadata always hashes the same. Written
+    // straight into the hasher: the same bytes as its JSON text, without the text.
+    serde_json::to_writer(HashWriter(&mut hasher), metadata).expect("metadata serialises");
     hasher.digest()
+}
+
+/// Bytes written go into the hash.
+struct HashWriter<'a>(&'a mut Xxh3);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// [`hash_of`] every record `collection` holds, by id: what the store holds as the engine

@@ -117,22 +117,58 @@ impl TokenCounter {
 /// a token a punctuation mark where that is more (tables of numbers, code); a token a character
 /// of any other script (Cyrillic, Greek, CJK, Indic...), two for one outside the BMP (emoji).
 pub fn estimate(text: &str) -> usize {
-    // By bytes, branch-free: each character's length is told by its first byte, and a word
-    // starts at an ASCII letter or digit whose previous byte is not one (a continuation byte
-    // never is). Decoding each character was most of this function's time, and it runs on
-    // every chunk.
+    // By bytes, branch-free, each byte's class looked up: a character's length is told by its
+    // first byte, and a word starts at an ASCII letter or digit whose previous byte is not one
+    // (a continuation byte never is). Decoding each character was most of this function's
+    // time, and it runs on every chunk.
     let (mut ascii_bytes, mut pieces, mut others) = (0usize, 0usize, 0usize);
-    let mut previous_in_word = false;
+    let mut previous_in_word = 0usize;
     for &b in text.as_bytes() {
-        let in_word = b.is_ascii_alphanumeric();
-        pieces += usize::from(in_word && !previous_in_word) + usize::from(b.is_ascii_punctuation());
-        ascii_bytes += usize::from(b.is_ascii());
-        // A lead byte of 2 or 3 bytes counts one, of 4 bytes (outside the BMP) two.
-        others += usize::from(b >= 0xC0) + usize::from(b >= 0xF0);
+        let class = BYTE_CLASS[usize::from(b)];
+        let in_word = usize::from(class & IN_WORD != 0);
+        pieces += (in_word & !previous_in_word & 1) + usize::from(class & PUNCTUATION != 0);
+        ascii_bytes += usize::from(class & ASCII != 0);
+        others += usize::from(class & LEADS_2_OR_3 != 0) + 2 * usize::from(class & LEADS_4 != 0);
         previous_in_word = in_word;
     }
     (ascii_bytes.div_ceil(BYTES_PER_TOKEN).max(pieces) + others).max(1)
 }
+
+const ASCII: u8 = 1;
+const IN_WORD: u8 = 2;
+const PUNCTUATION: u8 = 4;
+const LEADS_2_OR_3: u8 = 8;
+const LEADS_4: u8 = 16;
+
+/// What [`estimate`] needs of each byte value.
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = if byte.is_ascii() {
+            ASCII
+                | if byte.is_ascii_alphanumeric() {
+                    IN_WORD
+                } else {
+                    0
+                }
+                | if byte.is_ascii_punctuation() {
+                    PUNCTUATION
+                } else {
+                    0
+                }
+        } else if byte >= 0xF0 {
+            LEADS_4
+        } else if byte >= 0xC0 {
+            LEADS_2_OR_3
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -141,6 +141,19 @@ fn a_record_hashes_alike_whenever_its_id_document_and_metadata_are_alike() {
     assert_ne!(record_hash("works:s:0", "text.", &metadata), h);
     reordered.insert("b".into(), MetaValue::Int(3));
     assert_ne!(record_hash("works:s:0", "text", &reordered), h);
+    // The hash of the metadata's JSON text, as manifests of before hold it.
+    let text = serde_json::to_string(&metadata).unwrap();
+    let old = xxhash_rust::xxh3::xxh3_64(
+        &[
+            b"works:s:0".as_slice(),
+            &[0xff],
+            b"text",
+            &[0xff],
+            text.as_bytes(),
+        ]
+        .concat(),
+    );
+    assert_eq!(h, old);
 }
 
 #[test]

@@ -61,8 +61,8 @@ pub struct IngestJob {
 pub struct IngestorPeers {
     /// Where windows go to have their vectors filled in (the EmbeddingBatcher).
     pub embedder: Recipient<EmbedWindow>,
-    /// Where windows go to be written (the StoreWriter): the batcher sends them on, and a window
-    /// with nothing to embed goes straight there.
+    /// Where windows go to be written (the StoreWriter): each window carries it, and the batcher
+    /// sends it on there.
     pub write: Recipient<WriteWindow>,
     pub prune: Recipient<PruneCollection>,
     /// Asked what the store holds of the job's kind after a failure.

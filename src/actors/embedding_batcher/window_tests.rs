@@ -157,3 +157,16 @@ async fn an_input_refused_alone_fails_its_window_naming_its_record() {
     assert_eq!(window.records[2].id, "works:a.txt:2");
     assert_eq!(writer.count(), 0);
 }
+
+#[actix::test]
+async fn a_window_whose_every_record_keeps_its_vector_goes_on_without_a_call() {
+    let (batcher, provider) = start(limits());
+    let (writer, sent) = writer();
+    let (w, _rx) = window(&["a", "bb"], &[0, 1], &writer);
+    batcher.do_send(EmbedWindow(w));
+    let _: BatcherCounters = testkit::observe(&batcher).await;
+    testkit::settle().await;
+    assert_eq!(writer.count(), 1);
+    assert_eq!(sent.lock().unwrap()[0].records[1].embedding, vec![9.0; 4]);
+    assert!(provider.calls().is_empty());
+}

@@ -21,7 +21,7 @@ use super::{IngestJob, IngestorLimits, IngestorPeers, JobError, JobStats, Shared
 use crate::actors::panic_message;
 use crate::actors::status_recorder::{RecordStatus, StatusUpdate};
 use crate::actors::store_writer::{PruneCollection, ReadRecords, Stale};
-use crate::actors::window::{Ack, EmbedWindow, Window, WindowFailed, WindowWritten, WriteWindow};
+use crate::actors::window::{Ack, EmbedWindow, Window, WindowFailed, WindowWritten};
 use crate::manifest::ManifestChange;
 use crate::record::MetaValue;
 use crate::record::Record;
@@ -337,8 +337,8 @@ async fn run(
     })
 }
 
-/// Sends one window downstream: to the batcher, or straight to the writer when every chunk
-/// keeps a vector. With `reuse`, a chunk whose text the store's record of the same id already
+/// Sends one window downstream, to the batcher (which passes on at once a window whose every
+/// chunk keeps a vector). With `reuse`, a chunk whose text the store's record of the same id already
 /// holds (its metadata alone moved, as offsets do after an insertion above it) keeps that
 /// record's vector instead of being embedded.
 async fn send_window(
@@ -380,11 +380,7 @@ async fn send_window(
         write_to: peers.write.clone(),
         ack: Ack::new(written.clone()),
     };
-    if window.to_embed.is_empty() {
-        peers.write.do_send(WriteWindow(window));
-    } else {
-        peers.embedder.do_send(EmbedWindow(window));
-    }
+    peers.embedder.do_send(EmbedWindow(window));
 }
 
 /// The job's error for a window that was not written.

@@ -80,7 +80,11 @@ async fn run(messages: usize, redis: String) {
             .env("ENGINE__WORKER__CONCURRENCY", CONCURRENCY)
             .env("ENGINE__REDIS__KEY_PREFIX", &prefix)
             .env("ENGINE__HTTP__LISTEN", "")
-            .env("RUST_LOG", "error"),
+            // BENCH_ENGINE_LOG (a RUST_LOG filter) to see what the engine does a message.
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_ENGINE_LOG").unwrap_or_else(|_| "error".into()),
+            ),
     );
     let rate = serve_rate(&mut con, &queue, messages).await;
     println!("  persona-ingest run: {rate:>8.1} messages/s  (records every job in SQLite, embeds and stores a chunk)");

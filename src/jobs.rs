@@ -7,7 +7,6 @@ use entities::{ingestion_job, persona};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
-    TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -28,34 +27,25 @@ pub struct JobRef {
 /// counts: a job that names a task id and whose row is completed under that id. Such a run is
 /// a redelivery (its worker died after some jobs ended) or a retry of the jobs that failed, and
 /// those jobs are not run twice.
-pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
+///
+/// Three statements whatever the number of jobs (the jobs read in one query, the persona
+/// upserted, the missing jobs inserted in one), plus one per job whose task id changed. Run it
+/// in a transaction: the StatusRecorder does. Like every transition here, a refused one writes
+/// nothing, so that it can share its transaction with others.
+pub async fn begin_run<C: ConnectionTrait>(
     db: &C,
     persona_id: &PersonaId,
     jobs: &[JobRef],
 ) -> Result<Vec<(Uuid, u64)>, TransitionError> {
-    let mut completed = Vec::new();
-    // A run's rows in one transaction of four statements whatever the number of jobs: the
-    // persona upserted, the jobs read in one query, the missing ones inserted in one.
-    let txn = db.begin().await?;
-    let now = Utc::now();
-    persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
-        .on_conflict(
-            OnConflict::column(persona::Column::Id)
-                .update_columns([
-                    persona::Column::Status,
-                    persona::Column::ErrorMessage,
-                    persona::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     let existing = ingestion_job::Entity::find()
         .filter(ingestion_job::Column::Id.is_in(ids))
-        .all(&txn)
+        .all(db)
         .await?;
+    let mut completed = Vec::new();
+    let mut retagged = Vec::new();
     let mut missing = Vec::new();
+    let now = Utc::now();
     for job in jobs {
         match existing.iter().find(|row| row.id == job.id) {
             Some(row) if row.persona_id != persona_id.as_str() || row.kind != job.kind => {
@@ -74,18 +64,32 @@ pub async fn begin_run<C: ConnectionTrait + TransactionTrait>(
             Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
                 let mut row = row.clone().into_active_model();
                 row.task_id = Set(job.task_id.clone());
-                row.update(&txn).await?;
+                retagged.push(row);
             }
             Some(_) => {}
             None => missing.push(new_job(persona_id, job, now)),
         }
     }
+    persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
+        .on_conflict(
+            OnConflict::column(persona::Column::Id)
+                .update_columns([
+                    persona::Column::Status,
+                    persona::Column::ErrorMessage,
+                    persona::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    for row in retagged {
+        row.update(db).await?;
+    }
     if !missing.is_empty() {
         ingestion_job::Entity::insert_many(missing)
-            .exec_without_returning(&txn)
+            .exec_without_returning(db)
             .await?;
     }
-    txn.commit().await?;
     Ok(completed)
 }
 

@@ -1,22 +1,24 @@
-//! StatusRecorder: the only writer to the jobs database. Updates are applied one at a time in
-//! arrival order (so SQLite never sees two writers), progress updates are coalesced and
-//! flushed on a timer, and every applied change is published as a [`JobEvent`] for live views.
+//! StatusRecorder: the only writer to the jobs database. Updates are applied in arrival order,
+//! one batch at a time (so SQLite never sees two writers): what waits when a batch starts goes
+//! in one transaction (see `apply`). Progress updates are coalesced and written with the batch
+//! after the flush timer rings, and every applied change is published as a [`JobEvent`] for
+//! live views.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
+use self::apply::{apply_batch, Applied};
 use super::Observe;
 use crate::counts::JobCounts;
-use crate::jobs::{self, JobRef, TransitionError};
-use crate::manifest::{self, KindManifest, ManifestChange};
-use crate::retry::{retry, Backoff, Budget, Verdict};
-use crate::{JobStatus, Kind, PersonaId, PersonaStatus};
+use crate::jobs::{JobRef, TransitionError};
+use crate::manifest::{KindManifest, ManifestChange};
+use crate::{JobStatus, Kind, PersonaId};
 
 /// How often coalesced progress reaches the database.
 pub const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -94,6 +96,8 @@ pub struct JobEvent {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RecorderCounters {
+    /// Transactions that applied several writes together (see `apply`).
+    pub batches: u64,
     pub applied: u64,
     pub refused: u64,
     pub failed_writes: u64,
@@ -104,7 +108,14 @@ pub struct RecorderCounters {
 pub struct StatusRecorder {
     db: DatabaseConnection,
     events: broadcast::Sender<JobEvent>,
+    /// Updates waiting for the next batch, in arrival order, each with whom to answer.
+    queue: VecDeque<(StatusUpdate, oneshot::Sender<Applied>)>,
+    /// A batch is being applied: the next starts when it ends, so writes stay in order.
+    applying: bool,
     pending_progress: BTreeMap<Uuid, u8>,
+    /// Progress is to go with the next batch; these wait for it to be written.
+    flush_wanted: bool,
+    flush_waiters: Vec<oneshot::Sender<()>>,
     flush_every: Duration,
     /// How long an update waits for an unavailable database before it fails.
     ride_out: Duration,
@@ -116,6 +127,10 @@ pub struct StatusRecorder {
 /// How long progress flushes pause after one found the database unavailable.
 const FLUSH_PAUSE: Duration = Duration::from_secs(5);
 
+/// The most updates applied in one transaction: enough for every run of a busy daemon at once,
+/// few enough that a transaction stays short.
+const MAX_BATCH: usize = 256;
+
 /// How long updates wait for a database that went away: long enough for a restart or a
 /// failover, short enough that a database gone for good fails the jobs.
 pub const DATABASE_RIDE_OUT: Duration = Duration::from_secs(60);
@@ -125,7 +140,11 @@ impl StatusRecorder {
         Self {
             db,
             events,
+            queue: VecDeque::new(),
+            applying: false,
             pending_progress: BTreeMap::new(),
+            flush_wanted: false,
+            flush_waiters: Vec::new(),
             flush_every: PROGRESS_FLUSH_EVERY,
             ride_out: DATABASE_RIDE_OUT,
             flush_paused_until: None,
@@ -138,49 +157,86 @@ impl StatusRecorder {
         let _ = self.events.send(event);
     }
 
-    fn flush(&mut self) -> AtomicResponse<Self, ()> {
-        // Progress can wait; while the database is away, the timer's flushes (which come before
-        // the mailbox) must not keep the job updates waiting behind them.
-        if self
-            .flush_paused_until
-            .is_some_and(|until| Instant::now() < until)
-        {
-            return AtomicResponse::new(Box::pin(fut::ready(())));
+    /// Starts applying what waits, unless a batch is being applied (its end calls this again).
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        if self.applying {
+            return;
         }
-        let pending = std::mem::take(&mut self.pending_progress);
-        let db = self.db.clone();
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut written = 0;
-                let mut pending = pending.into_iter();
-                while let Some((job_id, progress)) = pending.next() {
-                    match jobs::job_progress(&db, job_id, progress).await {
-                        Ok(true) => written += 1,
-                        Ok(false) => {}
-                        // Kept for the next flush; the others are not tried against a database
-                        // that is not there (each try would wait for a connection).
-                        Err(TransitionError::Unavailable(e)) => {
-                            tracing::warn!("progress not recorded yet: database unavailable ({e})");
-                            let unwritten = std::iter::once((job_id, progress)).chain(pending);
-                            return (written, unwritten.collect());
-                        }
-                        Err(e) => tracing::warn!(%job_id, "progress not recorded: {e}"),
-                    }
-                }
-                (written, Vec::new())
+        // Progress can wait; while the database is away, flushes must not keep the job updates
+        // waiting behind them.
+        let paused = self
+            .flush_paused_until
+            .is_some_and(|until| Instant::now() < until);
+        let progress: Vec<(Uuid, u8)> = if self.flush_wanted && !paused {
+            std::mem::take(&mut self.pending_progress)
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut flushed = Vec::new();
+        if self.flush_wanted {
+            self.flush_wanted = false;
+            flushed = std::mem::take(&mut self.flush_waiters);
+        }
+        let take = self.queue.len().min(MAX_BATCH);
+        let (updates, answers): (Vec<_>, Vec<_>) = self.queue.drain(..take).unzip();
+        if updates.is_empty() && progress.is_empty() {
+            for waiter in flushed {
+                let _ = waiter.send(());
             }
-            .into_actor(self)
-            .map(|(written, unwritten): (u64, Vec<(Uuid, u8)>), act, _| {
-                act.counters.progress_written += written;
-                if !unwritten.is_empty() {
-                    act.flush_paused_until = Some(Instant::now() + FLUSH_PAUSE);
+            return;
+        }
+        self.applying = true;
+        let db = self.db.clone();
+        let ride_out = self.ride_out;
+        let logged = updates.clone();
+        let batch = async move { apply_batch(&db, updates, progress, ride_out).await };
+        ctx.spawn(
+            batch
+                .into_actor(self)
+                .map(move |(results, progress), act, ctx| {
+                    act.applying = false;
+                    for ((update, answer), result) in logged.into_iter().zip(answers).zip(results) {
+                        act.settle(&update, &result);
+                        // A sender that stopped waiting no longer cares.
+                        let _ = answer.send(result);
+                    }
+                    act.counters.batches += u64::from(progress.together);
+                    act.counters.progress_written += progress.written;
+                    if !progress.unwritten.is_empty() {
+                        act.flush_paused_until = Some(Instant::now() + FLUSH_PAUSE);
+                    }
+                    for (job_id, value) in progress.unwritten {
+                        // Unless a newer value or the job's end came meanwhile.
+                        act.pending_progress.entry(job_id).or_insert(value);
+                    }
+                    for waiter in flushed {
+                        let _ = waiter.send(());
+                    }
+                    act.drain(ctx);
+                }),
+        );
+    }
+
+    /// Counts an applied update and publishes its event.
+    fn settle(&mut self, update: &StatusUpdate, result: &Applied) {
+        match result {
+            Ok((event, _)) => {
+                self.counters.applied += 1;
+                if let Some(event) = event.clone() {
+                    self.publish(event);
                 }
-                for (job_id, progress) in unwritten {
-                    // Unless a newer value or the job's end came meanwhile.
-                    act.pending_progress.entry(job_id).or_insert(progress);
-                }
-            }),
-        ))
+            }
+            Err(TransitionError::Refused(why)) => {
+                self.counters.refused += 1;
+                tracing::warn!("status update {update:?} refused: {why}");
+            }
+            Err(e) => {
+                self.counters.failed_writes += 1;
+                tracing::error!("status update {update:?} not written: {e}");
+            }
+        }
     }
 }
 
@@ -188,25 +244,34 @@ impl Actor for StatusRecorder {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.flush_every, |_, ctx| ctx.notify(FlushProgress));
+        ctx.run_interval(self.flush_every, |act, ctx| {
+            act.flush_wanted = true;
+            act.drain(ctx);
+        });
     }
 }
 
 impl Handler<FlushProgress> for StatusRecorder {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: FlushProgress, _: &mut Context<Self>) -> Self::Result {
-        self.flush()
+    fn handle(&mut self, _: FlushProgress, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, written) = oneshot::channel();
+        self.flush_waiters.push(done);
+        self.flush_wanted = true;
+        self.drain(ctx);
+        Box::pin(async move {
+            let _ = written.await;
+        })
     }
 }
 
 impl Handler<RecordStatus> for StatusRecorder {
-    type Result = AtomicResponse<Self, Result<Recorded, TransitionError>>;
+    type Result = ResponseFuture<Result<Recorded, TransitionError>>;
 
     fn handle(
         &mut self,
         RecordStatus(update): RecordStatus,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> Self::Result {
         if let StatusUpdate::JobProgress { job_id, progress } = update {
             self.counters.progress_received += 1;
@@ -220,7 +285,7 @@ impl Handler<RecordStatus> for StatusRecorder {
                 total_vectors: 0,
                 message: None,
             });
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Recorded::default()))));
+            return Box::pin(async { Ok(Recorded::default()) });
         }
         // A job's final state supersedes its unwritten progress.
         if let StatusUpdate::JobCompleted { job_id, .. } | StatusUpdate::JobFailed { job_id, .. } =
@@ -228,154 +293,18 @@ impl Handler<RecordStatus> for StatusRecorder {
         {
             self.pending_progress.remove(job_id);
         }
-        let db = self.db.clone();
-        let applied = update.clone();
-        let ride_out = self.ride_out;
-        AtomicResponse::new(Box::pin(
-            async move { apply_riding_out(&db, update, ride_out).await }
-                .into_actor(self)
-                .map(move |result, act, _| {
-                    match &result {
-                        Ok((event, _)) => {
-                            act.counters.applied += 1;
-                            if let Some(event) = event.clone() {
-                                act.publish(event);
-                            }
-                        }
-                        Err(TransitionError::Refused(why)) => {
-                            act.counters.refused += 1;
-                            tracing::warn!("status update {applied:?} refused: {why}");
-                        }
-                        Err(e) => {
-                            act.counters.failed_writes += 1;
-                            tracing::error!("status update {applied:?} not written: {e}");
-                        }
-                    }
-                    result.map(|(_, recorded)| recorded)
-                }),
-        ))
-    }
-}
-
-/// Applies an update, trying again with backoff while the database is unavailable, for at most
-/// `ride_out`: a database restart or failover delays the updates (in order) instead of failing
-/// the jobs.
-async fn apply_riding_out(
-    db: &DatabaseConnection,
-    update: StatusUpdate,
-    ride_out: Duration,
-) -> Result<(Option<JobEvent>, Recorded), TransitionError> {
-    let backoff = Backoff {
-        base: Duration::from_millis(100),
-        cap: Duration::from_secs(2),
-        budget: Budget::For(ride_out),
-    };
-    let unavailable = |e: &TransitionError| match e {
-        TransitionError::Unavailable(_) => Verdict::Retry { after: None },
-        _ => Verdict::Abort,
-    };
-    // Said as before the retry was shared: "database unavailable (<why>); trying again in ...".
-    let tell = |e: &TransitionError, _, wait| {
-        if let TransitionError::Unavailable(why) = e {
-            tracing::warn!("database unavailable ({why}); trying again in {wait:?}");
-        }
-    };
-    retry(&backoff, "database", unavailable, tell, || {
-        apply(db, update.clone())
-    })
-    .await
-    .map_err(|gave_up| gave_up.error)
-}
-
-async fn apply(
-    db: &DatabaseConnection,
-    update: StatusUpdate,
-) -> Result<(Option<JobEvent>, Recorded), TransitionError> {
-    let event = |job_id, status, progress, total_vectors, message| {
-        Some(JobEvent {
-            job_id,
-            status,
-            progress,
-            total_vectors,
-            message,
+        let (answer, applied) = oneshot::channel();
+        self.queue.push_back((update, answer));
+        self.drain(ctx);
+        Box::pin(async move {
+            match applied.await {
+                Ok(result) => result.map(|(_, recorded)| recorded),
+                Err(_) => Err(TransitionError::Db(
+                    "the status recorder stopped before applying the update".into(),
+                )),
+            }
         })
-    };
-    Ok((
-        match update {
-            StatusUpdate::BeginRun { persona, jobs } => {
-                let completed_before = jobs::begin_run(db, &persona, &jobs).await?;
-                let kinds: Vec<Kind> = jobs
-                    .iter()
-                    .filter(|job| !completed_before.iter().any(|(id, _)| *id == job.id))
-                    .map(|job| job.kind)
-                    .collect();
-                let manifests = manifest::load(db, &persona, &kinds).await?;
-                if !manifests.is_empty() {
-                    manifest::unsettle(db, &persona, &kinds).await?;
-                }
-                return Ok((
-                    None,
-                    Recorded {
-                        completed_before,
-                        manifests,
-                    },
-                ));
-            }
-            StatusUpdate::JobStarted { job_id, rerun } => {
-                jobs::job_started(db, job_id, rerun).await?;
-                event(job_id, JobStatus::Processing, 0, 0, None)
-            }
-            StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
-            StatusUpdate::JobCompleted {
-                job_id,
-                total_vectors,
-                warning,
-                counts,
-                manifest,
-            } => {
-                match manifest {
-                    Some(change) => {
-                        let txn = db.begin().await?;
-                        jobs::job_completed(&txn, job_id, total_vectors, warning.clone(), counts)
-                            .await?;
-                        change.apply(&txn).await?;
-                        txn.commit().await?;
-                    }
-                    None => {
-                        jobs::job_completed(db, job_id, total_vectors, warning.clone(), counts)
-                            .await?
-                    }
-                }
-                event(job_id, JobStatus::Completed, 100, total_vectors, warning)
-            }
-            StatusUpdate::JobFailed {
-                job_id,
-                error,
-                vectors_present,
-                manifest,
-            } => {
-                match manifest {
-                    Some(change) => {
-                        let txn = db.begin().await?;
-                        jobs::job_failed(&txn, job_id, &error, vectors_present).await?;
-                        change.apply(&txn).await?;
-                        txn.commit().await?;
-                    }
-                    None => jobs::job_failed(db, job_id, &error, vectors_present).await?,
-                }
-                event(job_id, JobStatus::Failed, 0, 0, Some(error))
-            }
-            StatusUpdate::FinishRun { persona, error } => {
-                let status = jobs::finish_run(db, &persona, error).await?;
-                debug_assert!(matches!(
-                    status,
-                    PersonaStatus::Active | PersonaStatus::Failed
-                ));
-                None
-            }
-        },
-        Recorded::default(),
-    ))
+    }
 }
 
 impl Handler<Observe<RecorderCounters>> for StatusRecorder {
@@ -386,5 +315,6 @@ impl Handler<Observe<RecorderCounters>> for StatusRecorder {
     }
 }
 
+mod apply;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use sea_orm::EntityTrait;
 use super::*;
 use crate::config::DatabaseSettings;
 use crate::testkit;
-use crate::Kind;
+use crate::{Kind, PersonaStatus};
 
 async fn start() -> (
     Addr<StatusRecorder>,
@@ -198,4 +198,149 @@ async fn statuses_never_move_backwards() {
     );
     let counters: RecorderCounters = testkit::observe(&recorder).await;
     assert_eq!(counters.refused, 3);
+}
+
+fn completed(job_id: Uuid, total_vectors: u64) -> StatusUpdate {
+    StatusUpdate::JobCompleted {
+        job_id,
+        total_vectors,
+        warning: None,
+        counts: JobCounts::default(),
+        manifest: None,
+    }
+}
+
+#[actix::test]
+async fn updates_waiting_together_share_a_transaction_and_a_refused_one_fails_alone() {
+    let (recorder, db, _) = start().await;
+    let (works, quotes) = (job(Kind::Works), job(Kind::Quotes));
+    let started = |job_id| StatusUpdate::JobStarted {
+        job_id,
+        rerun: false,
+    };
+    // Sent back to back: the first goes alone, the rest wait for it and go together. The
+    // quotes job completing before it started is refused in the middle of that batch.
+    let updates = [
+        begin("p", &[works.clone(), quotes.clone()]),
+        RecordStatus(started(works.id)),
+        RecordStatus(completed(quotes.id, 3)),
+        RecordStatus(completed(works.id, 7)),
+        RecordStatus(started(quotes.id)),
+    ];
+    let answers: Vec<_> = updates.into_iter().map(|u| recorder.send(u)).collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap().map(|_| ()));
+    }
+    assert!(results[2]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("is pending; only a processing job completes"));
+    assert!(
+        results.iter().enumerate().all(|(i, r)| i == 2 || r.is_ok()),
+        "{results:?}"
+    );
+    let (works_row, quotes_row) = (row(&db, works.id).await, row(&db, quotes.id).await);
+    assert_eq!(
+        (works_row.status, works_row.total_vectors),
+        (JobStatus::Completed, 7)
+    );
+    assert_eq!(quotes_row.status, JobStatus::Processing);
+    let counters: RecorderCounters = testkit::observe(&recorder).await;
+    assert_eq!((counters.applied, counters.refused), (4, 1));
+    assert_eq!(
+        counters.batches, 1,
+        "the last four went together: {counters:?}"
+    );
+}
+
+#[actix::test]
+async fn an_update_the_database_rejects_fails_alone_and_its_batch_is_applied_without_it() {
+    use sea_orm::ConnectionTrait;
+    let (recorder, db, _) = start().await;
+    let (works, quotes) = (job(Kind::Works), job(Kind::Quotes));
+    recorder
+        .send(begin("p", &[works.clone(), quotes.clone()]))
+        .await
+        .unwrap()
+        .unwrap();
+    for job in [&works, &quotes] {
+        let started = StatusUpdate::JobStarted {
+            job_id: job.id,
+            rerun: false,
+        };
+        recorder.send(RecordStatus(started)).await.unwrap().unwrap();
+    }
+    // The works job's manifest cannot be written: its batch fails as a whole, and is applied
+    // again one update at a time.
+    db.execute_unprepared("DROP TABLE ingestion_manifest")
+        .await
+        .unwrap();
+    let mut broken = completed(works.id, 7);
+    if let StatusUpdate::JobCompleted { manifest, .. } = &mut broken {
+        *manifest = Some(ManifestChange::Forget {
+            persona: PersonaId::parse("p").unwrap(),
+            kind: Kind::Works,
+            sources: vec!["a.txt".into()],
+        });
+    }
+    let updates = [
+        RecordStatus(completed(quotes.id, 1)),
+        RecordStatus(completed(quotes.id, 2)),
+        RecordStatus(broken),
+        RecordStatus(StatusUpdate::FinishRun {
+            persona: PersonaId::parse("p").unwrap(),
+            error: None,
+        }),
+    ];
+    let answers: Vec<_> = updates.into_iter().map(|u| recorder.send(u)).collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap().map(|_| ()));
+    }
+    assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(TransitionError::Refused(_))));
+    assert!(
+        matches!(&results[2], Err(TransitionError::Db(e)) if e.contains("ingestion_manifest")),
+        "{results:?}"
+    );
+    // The failed update wrote nothing: its job row is as it was.
+    assert_eq!(row(&db, works.id).await.status, JobStatus::Processing);
+    assert_eq!(row(&db, quotes.id).await.total_vectors, 1);
+    let persona = crate::jobs::persona(&db, "p").await.unwrap().unwrap();
+    assert_eq!(persona.status, PersonaStatus::Active);
+}
+
+#[actix::test]
+async fn a_refused_run_writes_nothing_in_the_batch_it_shares() {
+    let (recorder, db, _) = start().await;
+    let works = job(Kind::Works);
+    let answers: Vec<_> = [
+        begin("p", std::slice::from_ref(&works)),
+        // The job is p's: q's run is refused, and must not leave q behind, ingesting.
+        begin("q", std::slice::from_ref(&works)),
+        RecordStatus(StatusUpdate::JobStarted {
+            job_id: works.id,
+            rerun: false,
+        }),
+    ]
+    .into_iter()
+    .map(|u| recorder.send(u))
+    .collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap().map(|_| ()));
+    }
+    assert!(
+        matches!(results[1], Err(TransitionError::Refused(_))),
+        "{results:?}"
+    );
+    assert!(results[2].is_ok());
+    assert!(crate::jobs::persona(&db, "q").await.unwrap().is_none());
+    let counters: RecorderCounters = testkit::observe(&recorder).await;
+    assert_eq!(
+        counters.batches, 1,
+        "the refusal shared a batch: {counters:?}"
+    );
 }

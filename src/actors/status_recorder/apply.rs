@@ -1,0 +1,257 @@
+//! Applying status updates to the database: the updates waiting in the recorder's queue go in
+//! one transaction (group commit), and alone when that fails.
+//!
+//! Why in one transaction: SQLite has one writer, so every update of every run waits its turn,
+//! and each statement is a hand-off to the driver's thread and back. A run of three jobs makes
+//! eight updates; applied one by one, with a transaction of their own where they need one, they
+//! capped `persona-ingest run` at the rate of that one queue. Applied together, the queue's
+//! updates cost their own statements and one BEGIN and COMMIT.
+//!
+//! Why that is safe: a refused transition writes nothing (see [`crate::jobs`]), so a refusal
+//! does not spoil the others in its transaction. Any other error rolls the batch back and its
+//! updates are applied one at a time as before, each riding out an unavailable database, so
+//! one bad update fails alone.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use uuid::Uuid;
+
+use super::{JobEvent, Recorded, StatusUpdate};
+use crate::jobs::{self, TransitionError};
+use crate::manifest;
+use crate::retry::{retry, Backoff, Budget, Verdict};
+use crate::{JobStatus, Kind};
+
+/// What applying an update did: the event it makes for live views, and what it found.
+pub(super) type Applied = Result<(Option<JobEvent>, Recorded), TransitionError>;
+
+/// What a batch's progress writes came to, and whether the batch shared one transaction.
+#[derive(Debug, Default)]
+pub(super) struct ProgressWritten {
+    /// The batch's writes were more than one and went in one transaction.
+    pub together: bool,
+    /// Rows whose progress changed.
+    pub written: u64,
+    /// Values not written because the database was unavailable: kept for the next flush.
+    pub unwritten: Vec<(Uuid, u8)>,
+}
+
+/// Applies `updates` in order, then writes `progress`; answers each update's result in order.
+/// Together in one transaction when there is more than one thing to write, riding out an
+/// unavailable database as one update alone would; one at a time when that transaction fails
+/// for any other reason.
+pub(super) async fn apply_batch(
+    db: &DatabaseConnection,
+    updates: Vec<StatusUpdate>,
+    progress: Vec<(Uuid, u8)>,
+    ride_out: Duration,
+) -> (Vec<Applied>, ProgressWritten) {
+    if updates.len() + usize::from(!progress.is_empty()) > 1 {
+        let batch = || together(db, &updates, &progress);
+        match retry(&backoff(ride_out), "database", unavailable, tell, batch).await {
+            Ok(done) => return done,
+            Err(gave_up) if matches!(gave_up.error, TransitionError::Unavailable(_)) => {
+                let results = updates.iter().map(|_| Err(gave_up.error.clone()));
+                let progress = ProgressWritten {
+                    unwritten: progress,
+                    ..ProgressWritten::default()
+                };
+                return (results.collect(), progress);
+            }
+            Err(gave_up) => tracing::debug!(
+                "status updates applied one by one: together, {}",
+                gave_up.error
+            ),
+        }
+    }
+    let mut results = Vec::with_capacity(updates.len());
+    for update in updates {
+        results.push(apply_riding_out(db, update, ride_out).await);
+    }
+    (results, write_progress(db, progress).await)
+}
+
+/// Waits for a database that went away: from a tenth of a second, doubling to 2 s, for at most
+/// `ride_out` (a restart or a failover delays the updates, in order, instead of failing jobs).
+fn backoff(ride_out: Duration) -> Backoff {
+    Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(2),
+        budget: Budget::For(ride_out),
+    }
+}
+
+fn unavailable(e: &TransitionError) -> Verdict {
+    match e {
+        TransitionError::Unavailable(_) => Verdict::Retry { after: None },
+        _ => Verdict::Abort,
+    }
+}
+
+/// Said as before the retry was shared: "database unavailable (<why>); trying again in ...".
+fn tell(e: &TransitionError, _: u32, wait: Duration) {
+    if let TransitionError::Unavailable(why) = e {
+        tracing::warn!("database unavailable ({why}); trying again in {wait:?}");
+    }
+}
+
+/// The batch in one transaction; an error other than a refusal rolls it all back.
+async fn together(
+    db: &DatabaseConnection,
+    updates: &[StatusUpdate],
+    progress: &[(Uuid, u8)],
+) -> Result<(Vec<Applied>, ProgressWritten), TransitionError> {
+    let txn = db.begin().await?;
+    let mut results = Vec::with_capacity(updates.len());
+    for update in updates {
+        match apply(&txn, update.clone()).await {
+            Err(e) if !refusal(&e) => return Err(e),
+            result => results.push(result),
+        }
+    }
+    let mut written = 0;
+    for &(job_id, value) in progress {
+        written += u64::from(jobs::job_progress(&txn, job_id, value).await?);
+    }
+    txn.commit().await?;
+    Ok((
+        results,
+        ProgressWritten {
+            together: true,
+            written,
+            unwritten: Vec::new(),
+        },
+    ))
+}
+
+/// Errors that say the transition does not apply, having written nothing.
+fn refusal(e: &TransitionError) -> bool {
+    matches!(
+        e,
+        TransitionError::Refused(_) | TransitionError::NoJob(_) | TransitionError::NoPersona(_)
+    )
+}
+
+/// Progress alone, row by row; what the database could not take yet is answered back.
+async fn write_progress(db: &DatabaseConnection, progress: Vec<(Uuid, u8)>) -> ProgressWritten {
+    let mut done = ProgressWritten::default();
+    let mut pending = progress.into_iter();
+    while let Some((job_id, value)) = pending.next() {
+        match jobs::job_progress(db, job_id, value).await {
+            Ok(changed) => done.written += u64::from(changed),
+            // Kept for the next flush; the others are not tried against a database that is not
+            // there (each try would wait for a connection).
+            Err(TransitionError::Unavailable(e)) => {
+                tracing::warn!("progress not recorded yet: database unavailable ({e})");
+                done.unwritten = std::iter::once((job_id, value)).chain(pending).collect();
+                break;
+            }
+            Err(e) => tracing::warn!(%job_id, "progress not recorded: {e}"),
+        }
+    }
+    done
+}
+
+/// Applies an update alone, riding out an unavailable database (see [`backoff`]).
+async fn apply_riding_out(
+    db: &DatabaseConnection,
+    update: StatusUpdate,
+    ride_out: Duration,
+) -> Applied {
+    retry(&backoff(ride_out), "database", unavailable, tell, || {
+        apply_alone(db, update.clone())
+    })
+    .await
+    .map_err(|gave_up| gave_up.error)
+}
+
+/// One update, in a transaction of its own when it writes more than one statement.
+async fn apply_alone(db: &DatabaseConnection, update: StatusUpdate) -> Applied {
+    let several = match &update {
+        StatusUpdate::BeginRun { .. } => true,
+        StatusUpdate::JobCompleted { manifest, .. } | StatusUpdate::JobFailed { manifest, .. } => {
+            manifest.is_some()
+        }
+        _ => false,
+    };
+    if !several {
+        return apply(db, update).await;
+    }
+    let txn = db.begin().await?;
+    let applied = apply(&txn, update).await?;
+    txn.commit().await?;
+    Ok(applied)
+}
+
+/// Applies one update on `db`, which is a transaction wherever the update writes more than one
+/// statement.
+async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
+    let event = |job_id, status, progress, total_vectors, message| {
+        Some(JobEvent {
+            job_id,
+            status,
+            progress,
+            total_vectors,
+            message,
+        })
+    };
+    Ok((
+        match update {
+            StatusUpdate::BeginRun { persona, jobs } => {
+                let completed_before = jobs::begin_run(db, &persona, &jobs).await?;
+                let kinds: Vec<Kind> = jobs
+                    .iter()
+                    .filter(|job| !completed_before.iter().any(|(id, _)| *id == job.id))
+                    .map(|job| job.kind)
+                    .collect();
+                let manifests = manifest::load(db, &persona, &kinds).await?;
+                if !manifests.is_empty() {
+                    manifest::unsettle(db, &persona, &kinds).await?;
+                }
+                return Ok((
+                    None,
+                    Recorded {
+                        completed_before,
+                        manifests,
+                    },
+                ));
+            }
+            StatusUpdate::JobStarted { job_id, rerun } => {
+                jobs::job_started(db, job_id, rerun).await?;
+                event(job_id, JobStatus::Processing, 0, 0, None)
+            }
+            StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
+            StatusUpdate::JobCompleted {
+                job_id,
+                total_vectors,
+                warning,
+                counts,
+                manifest,
+            } => {
+                jobs::job_completed(db, job_id, total_vectors, warning.clone(), counts).await?;
+                if let Some(change) = manifest {
+                    change.apply(db).await?;
+                }
+                event(job_id, JobStatus::Completed, 100, total_vectors, warning)
+            }
+            StatusUpdate::JobFailed {
+                job_id,
+                error,
+                vectors_present,
+                manifest,
+            } => {
+                jobs::job_failed(db, job_id, &error, vectors_present).await?;
+                if let Some(change) = manifest {
+                    change.apply(db).await?;
+                }
+                event(job_id, JobStatus::Failed, 0, 0, Some(error))
+            }
+            StatusUpdate::FinishRun { persona, error } => {
+                jobs::finish_run(db, &persona, error).await?;
+                None
+            }
+        },
+        Recorded::default(),
+    ))
+}

@@ -28,6 +28,8 @@ fn flops_per_input(len: f64) -> f64 {
 }
 
 fn main() {
+    // As `persona-ingest` does: the embedder's threads each run a group of inputs.
+    persona_ingest::embed::minilm::turn_off_candles_pool();
     let threads: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

@@ -6,6 +6,8 @@ use persona_ingest::cli::{self, Cli, LogFormat};
 use persona_ingest::config::ConfigInputs;
 
 fn main() {
+    #[cfg(feature = "minilm")]
+    persona_ingest::embed::minilm::turn_off_candles_pool();
     let cli = Cli::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
     let logs = tracing_subscriber::fmt()

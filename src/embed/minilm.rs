@@ -8,7 +8,7 @@
 //! The weights, tokenizer and config come from `embedding.model_path` (a folder holding
 //! `model.safetensors`, `tokenizer.json` and `config.json`), else from the Hugging Face cache,
 //! else from the hub. Inference runs on a pool of `embedding.threads` threads of its own, off
-//! the async runtime.
+//! the async runtime, a group of inputs on each thread at once; the encoder is in `bert`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +16,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use self::bert::Encoder;
 use super::{EmbedError, EmbeddingProvider};
 use crate::tokens::TokenCounter;
 
@@ -27,13 +28,15 @@ pub use crate::naming::minilm::{DIMENSION, MAX_WORD_PIECES, MODEL, SPECIAL_TOKEN
 /// Its hub repository, for the cache and the download.
 pub const REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// Inputs run through the model together: padded to the longest of them, so the batcher's
-/// batch is sorted by length and cut into groups of this size.
-const GROUP: usize = 4;
+/// batch is sorted by length and cut into groups of this size, a group to a thread at a time.
+/// Groups of 1 and 2 ran fastest (9.1 and 9.4 inputs a second on one thread), 4 and 16 slower
+/// (8.1, 6.2): their activations outgrow the caches.
+const GROUP: usize = 2;
 const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
 
 #[derive(Clone)]
 pub struct MiniLm {
-    model: Arc<BertModel>,
+    model: Arc<Encoder>,
     tokenizer: Arc<Tokenizer>,
     counter: TokenCounter,
     pool: Arc<rayon::ThreadPool>,
@@ -54,7 +57,7 @@ impl MiniLm {
         let weights = read("model.safetensors")?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
             .map_err(|e| format!("{}: {e}", dir.join("model.safetensors").display()))?;
-        let model = BertModel::load(vb, &config)
+        let model = Encoder::load(vb, &config)
             .map_err(|e| format!("{}: {e}", dir.join("model.safetensors").display()))?;
         if config.hidden_size != DIMENSION {
             return Err(format!(
@@ -82,19 +85,26 @@ impl MiniLm {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         // Padding costs what the longest input of a group costs: group inputs of like length.
         order.sort_by_key(|&i| texts[i].len());
+        let groups: Vec<&[usize]> = order.chunks(GROUP).collect();
+        let vectors = self.pool.install(|| {
+            use rayon::prelude::*;
+            groups
+                .par_iter()
+                .map(|group| {
+                    let inputs: Vec<&str> = group.iter().map(|&i| texts[i].as_str()).collect();
+                    self.forward(&inputs).map_err(|e| {
+                        EmbedError::permanent(format!("all-MiniLM-L6-v2 inference failed: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let mut out = vec![Vec::new(); texts.len()];
-        self.pool.install(|| {
-            for group in order.chunks(GROUP) {
-                let inputs: Vec<&str> = group.iter().map(|&i| texts[i].as_str()).collect();
-                let vectors = self.forward(&inputs).map_err(|e| {
-                    EmbedError::permanent(format!("all-MiniLM-L6-v2 inference failed: {e}"))
-                })?;
-                for (&i, vector) in group.iter().zip(vectors) {
-                    out[i] = vector;
-                }
+        for (group, vectors) in groups.iter().zip(vectors) {
+            for (&i, vector) in group.iter().zip(vectors) {
+                out[i] = vector;
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
     fn forward(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error>> {
@@ -107,11 +117,11 @@ impl MiniLm {
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
             encodings.iter().flat_map(|e| f(e).to_vec()).collect()
         };
-        let device = &self.model.device;
+        let device = &Device::Cpu;
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, width), device)?;
         let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, width), device)?;
         let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, width), device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &types, &mask)?;
         // Mean over the real tokens only, then unit length: sentence-transformers' pooling
         // and its Normalize module.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -126,6 +136,18 @@ impl MiniLm {
     /// The tokenizer, for sizing chunks with the model's own word pieces.
     pub fn tokenizer(&self) -> Arc<Tokenizer> {
         self.tokenizer.clone()
+    }
+}
+
+/// Turns off candle's own pool for element-wise work. The embedder runs a group of inputs on
+/// each of its `embedding.threads` threads at once, and that pool takes one caller at a time:
+/// with it, two threads embedded 15 inputs a second instead of 22 (`benches/minilm_throughput`).
+/// Candle reads `CANDLE_NUM_THREADS` once, when it first needs the pool, and setting a variable
+/// is only sound before other threads start: call this first thing in `main`. A value the user
+/// set is kept.
+pub fn turn_off_candles_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 
@@ -203,6 +225,8 @@ pub fn model_dir(model_path: Option<&Path>) -> Result<PathBuf, String> {
     }
     Ok(dir.expect("three files fetched"))
 }
+
+mod bert;
 
 #[async_trait]
 impl EmbeddingProvider for MiniLm {

@@ -125,6 +125,23 @@ pub async fn job_started<C: ConnectionTrait>(
     id: Uuid,
     rerun: bool,
 ) -> Result<(), TransitionError> {
+    if jobs_started(db, &[id], rerun).await? == 0 {
+        let row = job(db, id).await?;
+        return Err(TransitionError::Refused(format!(
+            "job {id} is {}; only a pending job starts (or an explicit retry)",
+            row.status
+        )));
+    }
+    Ok(())
+}
+
+/// [`job_started`] for several jobs in one statement; answers how many started. Fewer than
+/// `ids` means some were refused (and the others started): see which with `job_started` alone.
+pub async fn jobs_started<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+    rerun: bool,
+) -> Result<u64, TransitionError> {
     let mut update = with_counts(ingestion_job::Entity::update_many(), JobCounts::default())
         .col_expr(
             ingestion_job::Column::Status,
@@ -152,18 +169,11 @@ pub async fn job_started<C: ConnectionTrait>(
             ingestion_job::Column::CompletedAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
-        .filter(ingestion_job::Column::Id.eq(id));
+        .filter(ingestion_job::Column::Id.is_in(ids.iter().copied()));
     if !rerun {
         update = update.filter(ingestion_job::Column::Status.eq(JobStatus::Pending));
     }
-    if update.exec(db).await?.rows_affected == 0 {
-        let row = job(db, id).await?;
-        return Err(TransitionError::Refused(format!(
-            "job {id} is {}; only a pending job starts (or an explicit retry)",
-            row.status
-        )));
-    }
-    Ok(())
+    Ok(update.exec(db).await?.rows_affected)
 }
 
 /// Raises a processing job's progress (capped at 99: 100 means completed). Lower values and

@@ -366,6 +366,11 @@ impl Handler<PruneCollection> for StoreWriter {
         let store = self.store.clone();
         let limits = self.limits;
         let work = async move {
+            // Nothing named stale (a first run, or nothing gone): not even the collection is
+            // looked up.
+            if matches!(&msg.stale, Stale::These(ids) if ids.is_empty()) {
+                return Ok(0);
+            }
             let mut retries = 0;
             let Some(info) = with_retries(limits, &mut retries, || {
                 store.collection(&msg.collection.name)

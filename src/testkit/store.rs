@@ -21,6 +21,7 @@ struct Inner {
     faults: VecDeque<StoreFault>,
     upsert_sizes: Vec<usize>,
     ensure_calls: usize,
+    lookups: usize,
 }
 
 pub struct MemoryStore {
@@ -37,6 +38,11 @@ impl MemoryStore {
             inner: Mutex::default(),
             gate: tokio::sync::watch::channel(true).0,
         }
+    }
+
+    /// How many times a collection was looked up by name.
+    pub fn lookups(&self) -> usize {
+        self.inner.lock().expect("not poisoned").lookups
     }
 
     /// Upserts wait until `open_gate`.
@@ -109,7 +115,8 @@ impl VectorStore for MemoryStore {
     }
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
-        let inner = self.inner.lock().expect("not poisoned");
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.lookups += 1;
         Ok(inner.collections.get(name).map(|(info, _)| info.clone()))
     }
 

@@ -104,11 +104,34 @@ async fn together(
 ) -> Result<(Vec<Applied>, ProgressWritten), TransitionError> {
     let txn = db.begin().await?;
     let mut results = Vec::with_capacity(updates.len());
-    for update in updates {
+    let mut rest = updates;
+    while let Some(update) = rest.first() {
+        // Jobs started one after another (a run's ingestors start together) in one statement.
+        let starts = starts_in_a_row(rest);
+        if starts.len() > 1 {
+            let rerun = matches!(update, StatusUpdate::JobStarted { rerun: true, .. });
+            let started = jobs::jobs_started(&txn, &starts, rerun).await?;
+            if started != starts.len() as u64 {
+                // Which one was refused is for the updates applied alone to find out.
+                return Err(TransitionError::Db(format!(
+                    "{} of {} jobs started together",
+                    started,
+                    starts.len()
+                )));
+            }
+            results.extend(
+                starts
+                    .iter()
+                    .map(|&job_id| Ok((started_event(job_id), Recorded::default()))),
+            );
+            rest = &rest[starts.len()..];
+            continue;
+        }
         match apply(&txn, update.clone()).await {
             Err(e) if !refusal(&e) => return Err(e),
             result => results.push(result),
         }
+        rest = &rest[1..];
     }
     let mut written = 0;
     for &(job_id, value) in progress {
@@ -123,6 +146,30 @@ async fn together(
             unwritten: Vec::new(),
         },
     ))
+}
+
+/// The jobs of the `JobStarted` updates that open `updates`, while their `rerun` is the first's.
+fn starts_in_a_row(updates: &[StatusUpdate]) -> Vec<Uuid> {
+    let Some(StatusUpdate::JobStarted { rerun: first, .. }) = updates.first() else {
+        return Vec::new();
+    };
+    updates
+        .iter()
+        .map_while(|update| match update {
+            StatusUpdate::JobStarted { job_id, rerun } if rerun == first => Some(*job_id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_event(job_id: Uuid) -> Option<JobEvent> {
+    Some(JobEvent {
+        job_id,
+        status: JobStatus::Processing,
+        progress: 0,
+        total_vectors: 0,
+        message: None,
+    })
 }
 
 /// Errors that say the transition does not apply, having written nothing.
@@ -219,7 +266,7 @@ async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
             }
             StatusUpdate::JobStarted { job_id, rerun } => {
                 jobs::job_started(db, job_id, rerun).await?;
-                event(job_id, JobStatus::Processing, 0, 0, None)
+                started_event(job_id)
             }
             StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
             StatusUpdate::JobCompleted {

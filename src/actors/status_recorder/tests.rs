@@ -344,3 +344,38 @@ async fn a_refused_run_writes_nothing_in_the_batch_it_shares() {
         "the refusal shared a batch: {counters:?}"
     );
 }
+
+#[actix::test]
+async fn jobs_started_together_start_in_one_statement_and_a_refused_one_is_found() {
+    let (recorder, db, _) = start().await;
+    let jobs = [job(Kind::Works), job(Kind::Quotes), job(Kind::Profile)];
+    let started = |job: &JobRef| {
+        RecordStatus(StatusUpdate::JobStarted {
+            job_id: job.id,
+            rerun: false,
+        })
+    };
+    recorder.send(begin("p", &jobs)).await.unwrap().unwrap();
+    // The quotes job has started already: starting it again is refused.
+    recorder.send(started(&jobs[1])).await.unwrap().unwrap();
+    // Another run's start first, so that the three starts wait together behind it.
+    let mut updates = vec![begin("q", &[job(Kind::Works)])];
+    updates.extend(jobs.iter().map(started));
+    let answers: Vec<_> = updates.into_iter().map(|u| recorder.send(u)).collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap().map(|_| ()));
+    }
+    assert!(
+        results[0].is_ok() && results[1].is_ok() && results[3].is_ok(),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[2], Err(TransitionError::Refused(why)) if why.contains("is processing")),
+        "{results:?}"
+    );
+    for job in &jobs {
+        let row = row(&db, job.id).await;
+        assert_eq!((row.status, row.attempts), (JobStatus::Processing, 1));
+    }
+}

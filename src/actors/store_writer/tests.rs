@@ -146,6 +146,23 @@ async fn pruning_removes_what_the_job_did_not_write() {
 }
 
 #[actix::test]
+async fn pruning_nothing_asks_the_store_nothing() {
+    let store = Arc::new(MemoryStore::new(100));
+    let writer = start(&store);
+    write(&writer, "p_works", 2).await.unwrap();
+    let asked = store.lookups();
+    let pruned = writer
+        .send(PruneCollection {
+            collection: spec("p_works"),
+            stale: Stale::These(Vec::new()),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((pruned, store.lookups() - asked), (0, 0));
+}
+
+#[actix::test]
 async fn writes_waiting_for_a_collection_go_together_in_one_upsert() {
     let store = Arc::new(MemoryStore::new(100));
     let writer = start(&store);

@@ -18,6 +18,8 @@ pub use crate::tokens::{estimate as estimate_tokens, BYTES_PER_TOKEN};
 pub struct RawChunk {
     pub index: u32,
     pub text: String,
+    /// The tokens of `text` as the chunker's counter counts them (counted to fit the chunk).
+    pub tokens: usize,
     pub char_start: u64,
     pub char_end: u64,
     pub section: Option<String>,
@@ -69,18 +71,20 @@ impl TextChunker {
         let mut head_char = self.buf_start_char;
         while self.buf.len() - head > self.max_bytes {
             let window = &self.buf[head..];
-            let cut = self.fit(window, find_cut(window, self.max_bytes));
-            head = self.cut_at(head, &mut head_char, cut);
+            let (cut, tokens) = self.fit(window, find_cut(window, self.max_bytes));
+            head = self.cut_at(head, &mut head_char, cut, tokens);
         }
         self.drop_before(head, head_char);
     }
 
-    /// Makes a chunk of the `cut` bytes from `head`; answers where the next chunk starts (its
-    /// overlap with this one held in `overlap_len`), `head_char` moved there.
-    fn cut_at(&mut self, head: usize, head_char: &mut u64, cut: usize) -> usize {
+    /// Makes a chunk of the `cut` bytes from `head` (`tokens` once trimmed); answers where the
+    /// next chunk starts (its overlap with this one held in `overlap_len`), `head_char` moved
+    /// there.
+    fn cut_at(&mut self, head: usize, head_char: &mut u64, cut: usize, tokens: usize) -> usize {
         let window = &self.buf[head..];
         let next = overlap_start(&window[..cut], self.overlap_bytes);
-        if let Some(chunk) = make_chunk(&window[..cut], *head_char, self.next_index, &self.section)
+        let slice = &window[..cut];
+        if let Some(chunk) = make_chunk(slice, *head_char, self.next_index, &self.section, tokens)
         {
             self.ready.push(chunk);
             self.next_index += 1;
@@ -121,43 +125,48 @@ impl TextChunker {
         self.ready.drain(..)
     }
 
-    /// `cut`, or a shorter cut of `window` if the counter finds more than `max_tokens` before it.
-    fn fit(&self, window: &str, mut cut: usize) -> usize {
+    /// `cut`, or a shorter cut of `window` if the counter finds more than `max_tokens` in the
+    /// chunk it makes (the text before it, trimmed); with that chunk's tokens.
+    fn fit(&self, window: &str, mut cut: usize) -> (usize, usize) {
         loop {
-            let tokens = self.counter.count(&window[..cut]);
+            let tokens = self.counter.count(window[..cut].trim());
             if tokens <= self.max_tokens {
-                break;
+                return (cut, tokens);
             }
             // Shrink in proportion to the excess, a little more, never less than a character.
             let smaller = (cut * self.max_tokens / tokens).min(cut * 19 / 20);
             let next = find_cut(window, smaller.max(1));
             if next >= cut {
-                break;
+                return (cut, tokens);
             }
             cut = next;
         }
-        cut
     }
 
     fn flush(&mut self) {
         // What is left may fit in bytes and not in the model's tokens: cut it as `push` does.
         let mut head = 0;
         let mut head_char = self.buf_start_char;
+        // The tokens of what is left, once it fits.
+        let mut rest = None;
         while self.buf.len() - head > self.overlap_len {
             let window = &self.buf[head..];
-            let cut = self.fit(window, window.len());
+            let (cut, tokens) = self.fit(window, window.len());
             if cut == window.len() {
+                rest = Some(tokens);
                 break;
             }
-            head = self.cut_at(head, &mut head_char, cut);
+            head = self.cut_at(head, &mut head_char, cut, tokens);
         }
         self.drop_before(head, head_char);
         if self.buf.len() > self.overlap_len && !self.buf[self.overlap_len..].trim().is_empty() {
+            let tokens = rest.unwrap_or_else(|| self.counter.count(self.buf.trim()));
             if let Some(chunk) = make_chunk(
                 &self.buf,
                 self.buf_start_char,
                 self.next_index,
                 &self.section,
+                tokens,
             ) {
                 self.ready.push(chunk);
                 self.next_index += 1;
@@ -174,6 +183,7 @@ fn make_chunk(
     start_char: u64,
     index: u32,
     section: &Option<String>,
+    tokens: usize,
 ) -> Option<RawChunk> {
     let text = slice.trim();
     if text.is_empty() {
@@ -186,6 +196,7 @@ fn make_chunk(
         char_start,
         char_end: char_start + text.chars().count() as u64,
         text: text.to_owned(),
+        tokens,
         section: section.clone(),
     })
 }

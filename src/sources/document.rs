@@ -143,6 +143,7 @@ impl DocumentReader {
                 char_start: raw.char_start,
                 char_end: raw.char_end,
                 metadata,
+                tokens: Some(raw.tokens),
             };
             sink.accept(chunk, bytes_done)?;
         }

@@ -45,6 +45,9 @@ pub struct Chunk {
     pub char_end: u64,
     /// What the source knows besides: `title`, `section`, a quote's own fields.
     pub metadata: Metadata,
+    /// The tokens of `text` as the source's counter counted them to size it (the embedding
+    /// provider's, see [`FileSources::with_token_counter`]), so that nobody counts them again.
+    pub tokens: Option<usize>,
 }
 
 /// A file a source will read.

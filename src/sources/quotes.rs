@@ -75,20 +75,25 @@ impl QuotesSource {
                     "line longer than quotes.max_record_bytes ({limit} bytes)"
                 ))
             } else {
-                parse_record(&line, number == 1).and_then(|record| match record {
-                    Some((text, _)) if self.counter.count(&text) > self.max_tokens => Err(format!(
-                        "`text` of {} tokens ({}) is over the {} the embedding model reads \
-                             (embedding.max_input_tokens)",
-                        self.counter.count(&text),
-                        self.counter.describe(),
-                        self.max_tokens
-                    )),
-                    other => Ok(other),
+                parse_record(&line, number == 1).and_then(|record| {
+                    let Some((text, metadata)) = record else {
+                        return Ok(None);
+                    };
+                    let tokens = self.counter.count(&text);
+                    if tokens > self.max_tokens {
+                        return Err(format!(
+                            "`text` of {tokens} tokens ({}) is over the {} the embedding model \
+                             reads (embedding.max_input_tokens)",
+                            self.counter.describe(),
+                            self.max_tokens
+                        ));
+                    }
+                    Ok(Some((text, metadata, tokens)))
                 })
             };
             match record {
                 Ok(None) => {}
-                Ok(Some((text, metadata))) => {
+                Ok(Some((text, metadata, tokens))) => {
                     let chunk = Chunk {
                         source: file.rel.clone(),
                         chunk_index: number as u32,
@@ -96,6 +101,7 @@ impl QuotesSource {
                         char_start: 0,
                         text,
                         metadata,
+                        tokens: Some(tokens),
                     };
                     if emit(chunk, bytes_done).is_break() {
                         return Err(SourceError::Stopped {

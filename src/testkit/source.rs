@@ -81,6 +81,8 @@ impl Source for StaticSource {
                 char_end: ((i + 1) * self.chunk_bytes) as u64,
                 text,
                 metadata: Metadata::new(),
+                // Counted by the job, as a source that does not size its chunks leaves them.
+                tokens: None,
             };
             if let ControlFlow::Break(()) = sink.accept(chunk, ((i + 1) * self.chunk_bytes) as u64)
             {

@@ -84,6 +84,7 @@ impl ChunkSink for ChannelSink {
         }
         self.shared.chunks_read.fetch_add(1, Ordering::Relaxed);
         let chunk_index = chunk.chunk_index;
+        let counted = chunk.tokens;
         let record = self.template.record(chunk);
         let hash = manifest::hash_of(&record);
         self.chunks.push((chunk_index, hash));
@@ -96,7 +97,7 @@ impl ChunkSink for ChannelSink {
             self.counts.chunks_unchanged += 1;
             return ControlFlow::Continue(());
         }
-        let tokens = self.tokens.count(&record.document) as u64;
+        let tokens = counted.unwrap_or_else(|| self.tokens.count(&record.document)) as u64;
         let prepared = Prepared {
             record,
             bytes_done: self.bytes_before + bytes_done,

@@ -258,6 +258,8 @@ mod properties {
             for chunk in &chunks {
                 prop_assert!(chunk.text.len() <= target * BYTES_PER_TOKEN, "{} bytes", chunk.text.len());
                 prop_assert_eq!(at_offsets(&text, chunk), chunk.text.clone());
+                // Its count is its text's, so the job need not count it again.
+                prop_assert_eq!(chunk.tokens, TokenCounter::Estimate.count(&chunk.text));
                 for c in &mut covered[chunk.char_start as usize..chunk.char_end as usize] {
                     *c = true;
                 }

@@ -84,8 +84,7 @@ impl TextChunker {
         let window = &self.buf[head..];
         let next = overlap_start(&window[..cut], self.overlap_bytes);
         let slice = &window[..cut];
-        if let Some(chunk) = make_chunk(slice, *head_char, self.next_index, &self.section, tokens)
-        {
+        if let Some(chunk) = make_chunk(slice, *head_char, self.next_index, &self.section, tokens) {
             self.ready.push(chunk);
             self.next_index += 1;
         }

@@ -6,10 +6,10 @@
 //! kombu envelope whose base64 body is the event, with the fields Celery sends.
 //!
 //! Events are best-effort, as in Celery: one that cannot be published is dropped, never waited on.
-//! Task events go through an outbox to one publishing task, which sends what has gathered in one
-//! pipeline and in order: a task's way no longer waits for a Redis round trip per event (eight
-//! of them for an `ingest_full_persona` and its sub-tasks, a tenth of its time in
-//! `benches/trigger_overhead`).
+//! They go through an outbox to one publishing task, which sends what has gathered in one
+//! pipeline and in order, so a task's way does not wait for a Redis round trip per event (eight
+//! of them for an `ingest_full_persona` and its sub-tasks). A worker event is awaited until it
+//! is out, and so is everything before it: `worker-offline` at exit comes after the last task's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,12 +18,19 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use redis::aio::ConnectionManager;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::ports::Events;
 
 /// How often a worker says it lives; Flower takes a worker for gone after about two missed.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// An event for the publishing task: its channel, its message, and whom to tell once it is out.
+struct Outgoing {
+    channel: String,
+    message: String,
+    sent: Option<oneshot::Sender<()>>,
+}
 
 /// Task events waiting to be published; more are dropped (Redis away for a while).
 const OUTBOX: usize = 10_000;
@@ -31,9 +38,8 @@ const OUTBOX: usize = 10_000;
 const PIPELINE: usize = 256;
 
 pub struct EventPublisher {
-    con: ConnectionManager,
-    /// Task events for the publishing task: the channel and the message.
-    outbox: mpsc::Sender<(String, String)>,
+    /// Events for the publishing task.
+    outbox: mpsc::Sender<Outgoing>,
     /// `/{db}.celeryev/`
     channel_prefix: String,
     events: WorkerEvents,
@@ -61,9 +67,8 @@ impl EventPublisher {
     /// in-flight list) is `worker_id`. Starts the publishing task: call it in a Tokio runtime.
     pub fn new(con: ConnectionManager, db: i64, hostname: String, worker_id: String) -> Self {
         let (outbox, waiting) = mpsc::channel(OUTBOX);
-        tokio::spawn(publish_in_order(con.clone(), waiting));
+        tokio::spawn(publish_in_order(con, waiting));
         Self {
-            con,
             outbox,
             channel_prefix: format!("/{db}.celeryev/"),
             events: WorkerEvents::new(hostname).with_worker_id(worker_id),
@@ -75,24 +80,18 @@ impl EventPublisher {
         &self.events.hostname
     }
 
-    /// The channel and the message of an event.
-    fn message(&self, event_type: &str, event: &Value) -> (String, String) {
+    /// An event for the outbox.
+    fn outgoing(
+        &self,
+        event_type: &str,
+        event: &Value,
+        sent: Option<oneshot::Sender<()>>,
+    ) -> Outgoing {
         let routing_key = event_type.replace('-', ".");
-        let message = envelope(&self.events.hostname, &routing_key, event);
-        (format!("{}{routing_key}", self.channel_prefix), message)
-    }
-
-    async fn publish(&self, event_type: &str, event: &Value) {
-        let (channel, message) = self.message(event_type, event);
-        let mut con = self.con.clone();
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(channel).arg(message);
-        let published = publish.query_async::<()>(&mut con);
-        // Never held up by Redis: an event too late is worth nothing.
-        match tokio::time::timeout(Duration::from_secs(1), published).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!("event {event_type} not published: {e}"),
-            Err(_) => tracing::debug!("event {event_type} not published in time"),
+        Outgoing {
+            channel: format!("{}{routing_key}", self.channel_prefix),
+            message: envelope(&self.events.hostname, &routing_key, event),
+            sent,
         }
     }
 }
@@ -114,7 +113,15 @@ impl Events for EventPublisher {
 
     async fn worker(&self, event_type: &str) {
         let event = self.events.worker(event_type);
-        self.publish(event_type, &event).await;
+        let (sent, out) = oneshot::channel();
+        if self
+            .outbox
+            .try_send(self.outgoing(event_type, &event, Some(sent)))
+            .is_ok()
+        {
+            // Answered once published or given up on (the publisher's own timeout).
+            let _ = out.await;
+        }
     }
 
     async fn task(&self, event_type: &str, uuid: &str, fields: Value) {
@@ -124,7 +131,7 @@ impl Events for EventPublisher {
         let event = self.events.task(event_type, uuid, fields);
         if self
             .outbox
-            .try_send(self.message(event_type, &event))
+            .try_send(self.outgoing(event_type, &event, None))
             .is_err()
         {
             tracing::debug!("event {event_type} not published: too many waiting");
@@ -134,21 +141,26 @@ impl Events for EventPublisher {
 
 /// Publishes the outbox's events in order, what has gathered in one pipeline, until the
 /// publisher is dropped.
-async fn publish_in_order(
-    mut con: ConnectionManager,
-    mut waiting: mpsc::Receiver<(String, String)>,
-) {
+async fn publish_in_order(mut con: ConnectionManager, mut waiting: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(PIPELINE);
     while waiting.recv_many(&mut batch, PIPELINE).await > 0 {
         let mut pipe = redis::pipe();
-        for (channel, message) in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        let mut told = Vec::new();
+        for event in batch.drain(..) {
+            pipe.cmd("PUBLISH")
+                .arg(event.channel)
+                .arg(event.message)
+                .ignore();
+            told.extend(event.sent);
         }
         // Never held up by Redis: an event too late is worth nothing.
         match tokio::time::timeout(Duration::from_secs(1), pipe.query_async::<()>(&mut con)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!("events not published: {e}"),
             Err(_) => tracing::debug!("events not published in time"),
+        }
+        for sent in told {
+            let _ = sent.send(());
         }
     }
 }

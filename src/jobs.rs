@@ -93,14 +93,18 @@ pub async fn begin_run<C: ConnectionTrait>(
     Ok(completed)
 }
 
-async fn job<C: ConnectionTrait>(
+/// Why a transition that changed no row of job `id` was refused: `why` of the status the job
+/// has (`NoJob` when there is no such job).
+async fn refused<C: ConnectionTrait>(
     db: &C,
     id: Uuid,
-) -> Result<ingestion_job::Model, TransitionError> {
-    ingestion_job::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .ok_or(TransitionError::NoJob(id))
+    why: impl FnOnce(JobStatus) -> String,
+) -> TransitionError {
+    match ingestion_job::Entity::find_by_id(id).one(db).await {
+        Ok(Some(row)) => TransitionError::Refused(why(row.status)),
+        Ok(None) => TransitionError::NoJob(id),
+        Err(e) => e.into(),
+    }
 }
 
 /// Sets the columns of what a job did (all 0 when it starts).
@@ -126,11 +130,10 @@ pub async fn job_started<C: ConnectionTrait>(
     rerun: bool,
 ) -> Result<(), TransitionError> {
     if jobs_started(db, &[id], rerun).await? == 0 {
-        let row = job(db, id).await?;
-        return Err(TransitionError::Refused(format!(
-            "job {id} is {}; only a pending job starts (or an explicit retry)",
-            row.status
-        )));
+        return Err(refused(db, id, |status| {
+            format!("job {id} is {status}; only a pending job starts (or an explicit retry)")
+        })
+        .await);
     }
     Ok(())
 }
@@ -222,11 +225,10 @@ pub async fn job_completed<C: ConnectionTrait>(
         .exec(db)
         .await?;
     if updated.rows_affected == 0 {
-        let row = job(db, id).await?;
-        return Err(TransitionError::Refused(format!(
-            "job {id} is {}; only a processing job completes",
-            row.status
-        )));
+        return Err(refused(db, id, |status| {
+            format!("job {id} is {status}; only a processing job completes")
+        })
+        .await);
     }
     Ok(())
 }
@@ -264,11 +266,10 @@ pub async fn job_failed<C: ConnectionTrait>(
         .exec(db)
         .await?;
     if updated.rows_affected == 0 {
-        let row = job(db, id).await?;
-        return Err(TransitionError::Refused(format!(
-            "job {id} is already {}; not marking it failed ({error})",
-            row.status
-        )));
+        return Err(refused(db, id, |status| {
+            format!("job {id} is already {status}; not marking it failed ({error})")
+        })
+        .await);
     }
     Ok(())
 }

@@ -151,7 +151,8 @@ pub fn turn_off_candles_pool() {
     }
 }
 
-/// Every layer frees and allocates activations of up to 13 MB (a group of 4 inputs); glibc's
+/// Every layer frees and allocates activations of megabytes (13 MB for a group of 4 inputs, half
+/// that for a group of 2 on each thread); glibc's
 /// allocator hands blocks that large back to the system at once and takes fresh pages for the
 /// next, and a fifth of the embedder's time went to those page faults (`perf` on
 /// `benches/minilm_throughput`). Raising its thresholds to their maximum (32 MB) keeps them for

@@ -32,7 +32,7 @@ struct Outgoing {
     sent: Option<oneshot::Sender<()>>,
 }
 
-/// Task events waiting to be published; more are dropped (Redis away for a while).
+/// Events waiting to be published; more are dropped (Redis away for a while).
 const OUTBOX: usize = 10_000;
 /// Events sent in one pipeline at most.
 const PIPELINE: usize = 256;

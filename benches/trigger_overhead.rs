@@ -8,7 +8,8 @@
 //! Each persona has a one-line profile and no works or quotes: the engine's run records the
 //! persona and its three jobs in SQLite, embeds and stores one chunk, answers four results
 //! (the task and its three sub-tasks). The Celery task returns its dict and records one. Both
-//! run 4 at once (`worker.concurrency`, `--concurrency 4` prefork). Redis: `REDIS_URL` or
+//! run 4 at once (`worker.concurrency`, `--concurrency 4` prefork) and hold 16 messages
+//! (`worker.prefetch = 4`, Celery's default multiplier). Redis: `REDIS_URL` or
 //! 127.0.0.1:6379/0; keys of the bench's own, deleted at the end. The Celery side needs
 //! `scripts/python-env` to have run (`scripts/test` does); without it only the engine runs.
 
@@ -78,6 +79,8 @@ async fn run(messages: usize, redis: String) {
             .env("REDIS_URL", &redis)
             .env("ENGINE__WORKER__QUEUES", &queue)
             .env("ENGINE__WORKER__CONCURRENCY", CONCURRENCY)
+            // Celery's default `worker_prefetch_multiplier`, which the Celery worker runs with.
+            .env("ENGINE__WORKER__PREFETCH", "4")
             .env("ENGINE__REDIS__KEY_PREFIX", &prefix)
             .env("ENGINE__HTTP__LISTEN", "")
             // BENCH_ENGINE_LOG (a RUST_LOG filter) to see what the engine does a message.
@@ -214,33 +217,42 @@ async fn send(con: &mut MultiplexedConnection, queue: &str, personas: &[usize]) 
     ids
 }
 
-/// Waits until every task has a result that ends it.
+/// Waits until every task has a result that ends it. Only the results still awaited are read
+/// again (every 10 ms), so that the polling weighs on Redis as little as it can.
 async fn answered(con: &mut MultiplexedConnection, tasks: &[String], limit: Duration) {
     let started = Instant::now();
-    let keys: Vec<String> = tasks
+    let mut waiting: Vec<String> = tasks
         .iter()
         .map(|id| format!("celery-task-meta-{id}"))
         .collect();
-    loop {
-        let mut done = 0;
-        for chunk in keys.chunks(500) {
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for chunk in waiting.chunks(500) {
             let values: Vec<Option<String>> = redis::cmd("MGET")
                 .arg(chunk)
                 .query_async(con)
                 .await
                 .unwrap();
-            done += values
-                .iter()
-                .flatten()
-                .filter(|v| v.contains("\"SUCCESS\"") || v.contains("\"FAILURE\""))
-                .count();
+            let ended = |v: &Option<String>| {
+                v.as_ref()
+                    .is_some_and(|v| v.contains("\"SUCCESS\"") || v.contains("\"FAILURE\""))
+            };
+            still.extend(
+                chunk
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| !ended(v))
+                    .map(|(key, _)| key.clone()),
+            );
         }
-        if done == tasks.len() {
+        waiting = still;
+        if waiting.is_empty() {
             return;
         }
         assert!(
             started.elapsed() < limit,
-            "{done} of {} answered within {limit:?}",
+            "{} of {} answered within {limit:?}",
+            tasks.len() - waiting.len(),
             tasks.len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;

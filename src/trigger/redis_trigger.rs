@@ -1,6 +1,7 @@
 //! RedisTrigger: the actor that serves Celery task messages from Redis with the engine, as a
-//! Celery worker does. It fetches a message into this worker's in-flight list whenever a run
-//! slot is free (`concurrency * prefetch` of them), and then:
+//! Celery worker does. It runs `concurrency` tasks at once and holds up to `concurrency *
+//! prefetch` messages in this worker's in-flight list (Celery's prefetch: the next message is
+//! there when a slot frees, without a round trip to Redis first), and each message:
 //!
 //! - a message it cannot read (not UTF-8, not JSON, not a Celery envelope, an unknown task or
 //!   arguments it cannot use) goes straight to the dead letters with the reason and its raw
@@ -132,8 +133,14 @@ impl RedisTrigger {
         }
     }
 
+    /// Tasks run at once (`worker.concurrency`).
     fn slots(&self) -> usize {
-        self.config.concurrency.max(1) * self.config.prefetch.max(1)
+        self.config.concurrency.max(1)
+    }
+
+    /// Due messages held at once, running or ready (Celery's prefetch count).
+    fn held(&self) -> usize {
+        self.slots() * self.config.prefetch.max(1)
     }
 
     fn key(&mut self) -> u64 {
@@ -141,11 +148,11 @@ impl RedisTrigger {
         self.next_key
     }
 
-    /// Fetches one message if a slot is free and no fetch is under way.
+    /// Fetches one message if fewer than the prefetch count are held and no fetch is under way.
     fn fetch_more(&mut self, ctx: &mut Context<Self>) {
         if self.fetching
             || self.counters.stopping
-            || self.running.len() + self.ready.len() >= self.slots()
+            || self.running.len() + self.ready.len() >= self.held()
         {
             return;
         }

@@ -158,6 +158,8 @@ struct Task<'a> {
     /// When each sub-task's job started, by sub-task id.
     sub_started: HashMap<String, Instant>,
     started: Instant,
+    /// The persona whose lock this task holds.
+    locked: Option<PersonaId>,
 }
 
 impl<'a> Task<'a> {
@@ -172,6 +174,7 @@ impl<'a> Task<'a> {
             answered: HashSet::new(),
             sub_started: HashMap::new(),
             started: Instant::now(),
+            locked: None,
         }
     }
 
@@ -203,7 +206,26 @@ impl<'a> Task<'a> {
                 return Served::Answered;
             }
         };
-        match self.ctx.revocations.is_revoked(&self.msg.id).await {
+        let (persona_id, jobs) = jobs_asked(call, &self.msg.id);
+        let persona = match PersonaId::parse(persona_id) {
+            Ok(persona) => persona,
+            Err(e) => {
+                let state = exception("ValueError", e.to_string());
+                self.answer_unanswered(&state).await;
+                self.answer_top(state).await;
+                self.acknowledge().await;
+                return Served::Answered;
+            }
+        };
+        // Both asked at once, one round trip: a revoked task gives its lock straight back.
+        let (revoked, locked) = tokio::join!(
+            self.ctx.revocations.is_revoked(&self.msg.id),
+            self.ctx.locks.try_acquire(persona.as_str())
+        );
+        if matches!(locked, Ok(true)) {
+            self.locked = Some(persona.clone());
+        }
+        match revoked {
             Ok(true) => {
                 let state = TaskState::Revoked {
                     reason: "revoked".into(),
@@ -218,47 +240,51 @@ impl<'a> Task<'a> {
             // best effort too.
             Err(e) => tracing::warn!("could not read the revoked tasks: {e}"),
         }
-        let (persona_id, jobs) = jobs_asked(call, &self.msg.id);
-        let persona = match PersonaId::parse(persona_id) {
-            Ok(persona) => persona,
-            Err(e) => {
-                let state = exception("ValueError", e.to_string());
-                self.answer_unanswered(&state).await;
-                self.answer_top(state).await;
-                self.acknowledge().await;
-                return Served::Answered;
+        if self.locked.is_none() {
+            match &locked {
+                Err(e) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
+                Ok(_) => {
+                    tracing::warn!(%persona, "another worker is ingesting this persona: waiting")
+                }
             }
-        };
-        if !self.lock(&persona).await {
-            return Served::Left;
+            if !self.lock(&persona).await {
+                return Served::Left;
+            }
+            self.locked = Some(persona.clone());
         }
         let served = self.run(&persona, jobs).await;
-        let locks = &self.ctx.locks;
-        write_until_done("releasing a persona lock", || {
-            locks.release(persona.as_str())
-        })
-        .await;
+        // Where the message was left in flight or published again, the lock is still held.
+        self.release().await;
         served
     }
 
-    /// Waits until this worker holds the persona's lock; false if the worker began stopping.
+    /// Gives the persona's lock back, if this task holds it.
+    async fn release(&mut self) {
+        if let Some(persona) = self.locked.take() {
+            let locks = &self.ctx.locks;
+            write_until_done("releasing a persona lock", || {
+                locks.release(persona.as_str())
+            })
+            .await;
+        }
+    }
+
+    /// Waits until this worker holds the persona's lock (its first try, which found it taken
+    /// or failed, was made already); false if the worker began stopping.
     async fn lock(&self, persona: &PersonaId) -> bool {
         let mut stopping = self.ctx.stopping.clone();
         let mut attempt = 0;
         loop {
-            match self.ctx.locks.try_acquire(persona.as_str()).await {
-                Ok(true) => return true,
-                Ok(false) if attempt == 0 => {
-                    tracing::warn!(%persona, "another worker is ingesting this persona: waiting")
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
-            }
             attempt += 1;
             let wait =
                 jittered_backoff(Duration::from_millis(250), attempt, Duration::from_secs(5));
             if stopped_during(wait, &mut stopping).await {
                 return false;
+            }
+            match self.ctx.locks.try_acquire(persona.as_str()).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
             }
         }
     }
@@ -367,10 +393,10 @@ impl<'a> Task<'a> {
         ) {
             Ok(again) => {
                 let (queue, worker) = (&self.ctx.queue, &self.ctx.worker_id);
-                write_until_done("publishing a task's retry", || {
+                let republish = write_until_done("publishing a task's retry", || {
                     queue.republish(worker, self.delivery, &again)
-                })
-                .await
+                });
+                tokio::join!(republish, self.release());
             }
             // It was read once: it cannot fail to parse now.
             Err(e) => {
@@ -380,12 +406,24 @@ impl<'a> Task<'a> {
         }
     }
 
-    async fn acknowledge(&self) {
+    /// Acknowledges the message and, at the same time (one round trip), gives back the
+    /// persona's lock: the run is over and recorded.
+    async fn acknowledge(&mut self) {
         let (queue, worker) = (&self.ctx.queue, &self.ctx.worker_id);
-        write_until_done("acknowledging a message", || {
+        let ack = write_until_done("acknowledging a message", || {
             queue.ack(worker, self.delivery)
-        })
-        .await;
+        });
+        let locked = self.locked.take();
+        let locks = &self.ctx.locks;
+        let release = async {
+            if let Some(persona) = &locked {
+                write_until_done("releasing a persona lock", || {
+                    locks.release(persona.as_str())
+                })
+                .await
+            }
+        };
+        tokio::join!(ack, release);
     }
 }
 

@@ -42,6 +42,16 @@ fn start_answering(
     engine: ProbeHandle<RunTask>,
     answers: FullPersonaAnswers,
 ) -> Harness {
+    start_with(concurrency, 1, grace, engine, answers)
+}
+
+fn start_with(
+    concurrency: usize,
+    prefetch: usize,
+    grace: Duration,
+    engine: ProbeHandle<RunTask>,
+    answers: FullPersonaAnswers,
+) -> Harness {
     let broker = Arc::new(MemoryBroker::new(&[QUEUE]));
     let abort = probe(|_: &AbortRuns| ());
     let abort_persona = probe(|_: &AbortPersona| true);
@@ -49,7 +59,7 @@ fn start_answering(
         worker_id: WORKER.into(),
         hostname: "test@host".into(),
         concurrency,
-        prefetch: 1,
+        prefetch,
         visibility_timeout: Duration::from_secs(60),
         shutdown_grace: grace,
         names: TaskNames::default(),
@@ -178,6 +188,43 @@ async fn a_message_held_for_its_eta_takes_a_slot_only_when_due() {
     .await;
     let counters = observe::<_, TriggerCounters>(&harness.trigger).await;
     assert_eq!((counters.answered, counters.scheduled), (2, 0));
+}
+
+#[actix::test]
+async fn prefetched_messages_wait_ready_and_only_concurrency_tasks_run() {
+    testkit::pause();
+    let engine = probe(done);
+    engine.hold_replies();
+    let answers = FullPersonaAnswers::Dispatched;
+    let harness = start_with(2, 3, Duration::from_secs(30), engine, answers);
+    for i in 0..8 {
+        harness
+            .broker
+            .push(QUEUE, message(&format!("t{i}"), &format!("p{i}"), None));
+    }
+    until("six messages held", || {
+        harness.broker.in_flight(WORKER).len() == 6
+    })
+    .await;
+    testkit::advance(Duration::from_secs(1)).await;
+    let counters = observe::<_, TriggerCounters>(&harness.trigger).await;
+    assert_eq!((counters.running, counters.ready), (2, 4));
+    assert_eq!(harness.engine.count(), 2, "only `concurrency` tasks run");
+    assert_eq!(
+        harness.broker.in_flight(WORKER).len(),
+        6,
+        "no more than the prefetch count"
+    );
+
+    harness.engine.release_replies();
+    until("all eight answered", || {
+        (0..8).all(|i| {
+            harness.broker.results_of(&format!("t{i}")).last()
+                == Some(&TaskState::Success(json!(7)))
+        })
+    })
+    .await;
+    assert_eq!(harness.engine.count(), 8);
 }
 
 #[actix::test]

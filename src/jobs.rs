@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -28,20 +28,58 @@ pub struct JobRef {
 /// a redelivery (its worker died after some jobs ended) or a retry of the jobs that failed, and
 /// those jobs are not run twice.
 ///
-/// Three statements whatever the number of jobs (the jobs read in one query, the persona
-/// upserted, the missing jobs inserted in one), plus one per job whose task id changed. Run it
-/// in a transaction: the StatusRecorder does. Like every transition here, a refused one writes
-/// nothing, so that it can share its transaction with others.
+/// One read (the jobs, in one query) and then its writes ([`begin_run_writes`]), run together.
+/// Run it in a transaction: the StatusRecorder does. Like every transition here, a refused one
+/// writes nothing, so that it can share its transaction with others.
 pub async fn begin_run<C: ConnectionTrait>(
     db: &C,
     persona_id: &PersonaId,
     jobs: &[JobRef],
 ) -> Result<Vec<(Uuid, u64)>, TransitionError> {
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let existing = ingestion_job::Entity::find()
+    let existing = job_rows(db, jobs.iter().map(|j| j.id)).await?;
+    let mut writes = Writes::new();
+    let begun = begin_run_writes(
+        db.get_database_backend(),
+        persona_id,
+        jobs,
+        &existing,
+        &mut writes,
+    )?;
+    writes.run(db).await?;
+    Ok(begun.completed_before)
+}
+
+/// The rows of the jobs `ids` that exist, in one query.
+pub async fn job_rows<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<Vec<ingestion_job::Model>, TransitionError> {
+    Ok(ingestion_job::Entity::find()
         .filter(ingestion_job::Column::Id.is_in(ids))
         .all(db)
-        .await?;
+        .await?)
+}
+
+/// What [`begin_run_writes`] decided.
+#[derive(Debug)]
+pub struct Begun {
+    /// The jobs its task completed before, with their vector counts.
+    pub completed_before: Vec<(Uuid, u64)>,
+    /// The rows its writes change when they apply: fewer means one was refused.
+    pub rows: u64,
+}
+
+/// The writes of [`begin_run`], decided from `existing` (the rows of `jobs` that exist, as
+/// [`job_rows`] reads them): the persona upserted as `ingesting`, jobs whose task id changed
+/// retagged, the missing ones inserted in one statement. Refused (nothing pushed) when a job
+/// belongs to another persona or kind.
+pub fn begin_run_writes(
+    backend: DbBackend,
+    persona_id: &PersonaId,
+    jobs: &[JobRef],
+    existing: &[ingestion_job::Model],
+    writes: &mut Writes,
+) -> Result<Begun, TransitionError> {
     let mut completed = Vec::new();
     let mut retagged = Vec::new();
     let mut missing = Vec::new();
@@ -62,35 +100,43 @@ pub async fn begin_run<C: ConnectionTrait>(
                 completed.push((row.id, row.total_vectors.max(0) as u64));
             }
             Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
-                let mut row = row.clone().into_active_model();
-                row.task_id = Set(job.task_id.clone());
-                retagged.push(row);
+                retagged.push((row.id, job.task_id.clone()));
             }
             Some(_) => {}
             None => missing.push(new_job(persona_id, job, now)),
         }
     }
-    persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
-        .on_conflict(
-            OnConflict::column(persona::Column::Id)
-                .update_columns([
-                    persona::Column::Status,
-                    persona::Column::ErrorMessage,
-                    persona::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    for row in retagged {
-        row.update(db).await?;
+    let mut rows = 1;
+    writes.push(
+        persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
+            .on_conflict(
+                OnConflict::column(persona::Column::Id)
+                    .update_columns([
+                        persona::Column::Status,
+                        persona::Column::ErrorMessage,
+                        persona::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .build(backend),
+    );
+    for (id, task_id) in retagged {
+        rows += 1;
+        writes.push(
+            ingestion_job::Entity::update_many()
+                .col_expr(ingestion_job::Column::TaskId, Expr::value(task_id))
+                .filter(ingestion_job::Column::Id.eq(id))
+                .build(backend),
+        );
     }
     if !missing.is_empty() {
-        ingestion_job::Entity::insert_many(missing)
-            .exec_without_returning(db)
-            .await?;
+        rows += missing.len() as u64;
+        writes.push(ingestion_job::Entity::insert_many(missing).build(backend));
     }
-    Ok(completed)
+    Ok(Begun {
+        completed_before: completed,
+        rows,
+    })
 }
 
 /// Why a transition that changed no row of job `id` was refused: `why` of the status the job
@@ -145,6 +191,12 @@ pub async fn jobs_started<C: ConnectionTrait>(
     ids: &[Uuid],
     rerun: bool,
 ) -> Result<u64, TransitionError> {
+    let statement = started(db.get_database_backend(), ids, rerun);
+    Ok(db.execute(statement).await?.rows_affected())
+}
+
+/// The write of [`jobs_started`]: changes one row per job when it applies.
+pub fn started(backend: DbBackend, ids: &[Uuid], rerun: bool) -> Statement {
     let mut update = with_counts(ingestion_job::Entity::update_many(), JobCounts::default())
         .col_expr(
             ingestion_job::Column::Status,
@@ -176,7 +228,7 @@ pub async fn jobs_started<C: ConnectionTrait>(
     if !rerun {
         update = update.filter(ingestion_job::Column::Status.eq(JobStatus::Pending));
     }
-    Ok(update.exec(db).await?.rows_affected)
+    update.build(backend)
 }
 
 /// Raises a processing job's progress (capped at 99: 100 means completed). Lower values and
@@ -186,15 +238,19 @@ pub async fn job_progress<C: ConnectionTrait>(
     id: Uuid,
     progress: u8,
 ) -> Result<bool, TransitionError> {
+    let statement = progressed(db.get_database_backend(), id, progress);
+    Ok(db.execute(statement).await?.rows_affected() > 0)
+}
+
+/// The write of [`job_progress`]: changes the row, or nothing.
+pub fn progressed(backend: DbBackend, id: Uuid, progress: u8) -> Statement {
     let progress = i32::from(progress.min(99));
-    let result = ingestion_job::Entity::update_many()
+    ingestion_job::Entity::update_many()
         .col_expr(ingestion_job::Column::Progress, progress.into())
         .filter(ingestion_job::Column::Id.eq(id))
         .filter(ingestion_job::Column::Status.eq(JobStatus::Processing))
         .filter(ingestion_job::Column::Progress.lt(progress))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected > 0)
+        .build(backend)
 }
 
 /// `processing → completed`, progress 100.
@@ -205,7 +261,31 @@ pub async fn job_completed<C: ConnectionTrait>(
     warning: Option<String>,
     counts: JobCounts,
 ) -> Result<(), TransitionError> {
-    let updated = with_counts(ingestion_job::Entity::update_many(), counts)
+    let statement = completed(
+        db.get_database_backend(),
+        id,
+        total_vectors,
+        warning,
+        counts,
+    );
+    if db.execute(statement).await?.rows_affected() == 0 {
+        return Err(refused(db, id, |status| {
+            format!("job {id} is {status}; only a processing job completes")
+        })
+        .await);
+    }
+    Ok(())
+}
+
+/// The write of [`job_completed`]: changes one row when it applies.
+pub fn completed(
+    backend: DbBackend,
+    id: Uuid,
+    total_vectors: u64,
+    warning: Option<String>,
+    counts: JobCounts,
+) -> Statement {
+    with_counts(ingestion_job::Entity::update_many(), counts)
         .col_expr(
             ingestion_job::Column::Status,
             Expr::value(JobStatus::Completed),
@@ -222,15 +302,7 @@ pub async fn job_completed<C: ConnectionTrait>(
         )
         .filter(ingestion_job::Column::Id.eq(id))
         .filter(ingestion_job::Column::Status.eq(JobStatus::Processing))
-        .exec(db)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(refused(db, id, |status| {
-            format!("job {id} is {status}; only a processing job completes")
-        })
-        .await);
-    }
-    Ok(())
+        .build(backend)
 }
 
 /// `pending | processing → failed`. A completed job stays completed. With `vectors_present`,
@@ -241,6 +313,23 @@ pub async fn job_failed<C: ConnectionTrait>(
     error: &str,
     vectors_present: Option<u64>,
 ) -> Result<(), TransitionError> {
+    let statement = failed(db.get_database_backend(), id, error, vectors_present);
+    if db.execute(statement).await?.rows_affected() == 0 {
+        return Err(refused(db, id, |status| {
+            format!("job {id} is already {status}; not marking it failed ({error})")
+        })
+        .await);
+    }
+    Ok(())
+}
+
+/// The write of [`job_failed`]: changes one row when it applies.
+pub fn failed(
+    backend: DbBackend,
+    id: Uuid,
+    error: &str,
+    vectors_present: Option<u64>,
+) -> Statement {
     let mut update = ingestion_job::Entity::update_many();
     if let Some(present) = vectors_present {
         update = update.col_expr(
@@ -248,7 +337,7 @@ pub async fn job_failed<C: ConnectionTrait>(
             Expr::value(present as i64),
         );
     }
-    let updated = update
+    update
         .col_expr(
             ingestion_job::Column::Status,
             Expr::value(JobStatus::Failed),
@@ -263,15 +352,7 @@ pub async fn job_failed<C: ConnectionTrait>(
         )
         .filter(ingestion_job::Column::Id.eq(id))
         .filter(ingestion_job::Column::Status.is_in([JobStatus::Pending, JobStatus::Processing]))
-        .exec(db)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(refused(db, id, |status| {
-            format!("job {id} is already {status}; not marking it failed ({error})")
-        })
-        .await);
-    }
-    Ok(())
+        .build(backend)
 }
 
 /// Fails the persona's jobs that a `persona-ingest ingest` left processing when it stopped
@@ -311,20 +392,9 @@ pub async fn finish_run<C: ConnectionTrait>(
     persona_id: &PersonaId,
     error: Option<String>,
 ) -> Result<PersonaStatus, TransitionError> {
-    let status = if error.is_none() {
-        PersonaStatus::Active
-    } else {
-        PersonaStatus::Failed
-    };
-    let updated = persona::Entity::update_many()
-        .col_expr(persona::Column::Status, Expr::value(status))
-        .col_expr(persona::Column::ErrorMessage, Expr::value(error))
-        .col_expr(persona::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(persona::Column::Id.eq(persona_id.as_str()))
-        .filter(persona::Column::Status.eq(PersonaStatus::Ingesting))
-        .exec(db)
-        .await?;
-    if updated.rows_affected == 0 {
+    let status = finished_status(&error);
+    let statement = finished(db.get_database_backend(), persona_id, error);
+    if db.execute(statement).await?.rows_affected() == 0 {
         // Read only to say why.
         let row = persona::Entity::find_by_id(persona_id.as_str())
             .one(db)
@@ -338,11 +408,35 @@ pub async fn finish_run<C: ConnectionTrait>(
     Ok(status)
 }
 
+fn finished_status(error: &Option<String>) -> PersonaStatus {
+    if error.is_none() {
+        PersonaStatus::Active
+    } else {
+        PersonaStatus::Failed
+    }
+}
+
+/// The write of [`finish_run`]: changes one row when it applies.
+pub fn finished(backend: DbBackend, persona_id: &PersonaId, error: Option<String>) -> Statement {
+    persona::Entity::update_many()
+        .col_expr(
+            persona::Column::Status,
+            Expr::value(finished_status(&error)),
+        )
+        .col_expr(persona::Column::ErrorMessage, Expr::value(error))
+        .col_expr(persona::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(persona::Column::Id.eq(persona_id.as_str()))
+        .filter(persona::Column::Status.eq(PersonaStatus::Ingesting))
+        .build(backend)
+}
+
 mod create;
 mod error;
 mod queries;
+mod writes;
 
 pub use create::create_pending;
 use create::{new_job, new_persona};
 pub use error::TransitionError;
 pub use queries::*;
+pub use writes::Writes;

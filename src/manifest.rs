@@ -30,7 +30,7 @@ use crate::record::Record;
 use crate::Kind;
 
 pub use judge::{hash_file, judge, now_ns, stamp, Stamp, Verdict};
-pub use rows::{drop_records, forget, load, replace, unsettle, ManifestChange};
+pub use rows::{drop_records, load, load_all, unsettle, unsettled, ManifestChange};
 
 /// Bumped whenever the chunker or the record layout changes what records a file makes: every
 /// manifest row then differs in its fingerprint and everything is made again.

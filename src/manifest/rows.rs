@@ -7,10 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use entities::manifest_entry::{self, Column};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryTrait, Set, Statement,
+};
 use serde::Serialize;
 
 use super::{FileEntry, KindManifest};
+use crate::jobs::Writes;
 use crate::{Kind, PersonaId};
 
 /// Rows a statement inserts at most: 11 values each, well within SQLite's 32,766 parameters.
@@ -23,17 +27,46 @@ pub async fn load<C: ConnectionTrait>(
     persona: &PersonaId,
     kinds: &[Kind],
 ) -> Result<BTreeMap<Kind, KindManifest>, DbErr> {
+    let asked = [(persona.clone(), kinds.to_vec())];
+    Ok(load_all(db, &asked).await?.pop().unwrap_or_default())
+}
+
+/// [`load`] for several personas in one query: their manifests, in the order asked (a persona
+/// asked twice has its rows in the first answer only).
+pub async fn load_all<C: ConnectionTrait>(
+    db: &C,
+    asked: &[(PersonaId, Vec<Kind>)],
+) -> Result<Vec<BTreeMap<Kind, KindManifest>>, DbErr> {
+    let mut manifests = vec![BTreeMap::new(); asked.len()];
+    if asked.iter().all(|(_, kinds)| kinds.is_empty()) {
+        return Ok(manifests);
+    }
+    let mut wanted = Condition::any();
+    for (persona, kinds) in asked.iter().filter(|(_, kinds)| !kinds.is_empty()) {
+        wanted = wanted.add(
+            Condition::all()
+                .add(Column::PersonaId.eq(persona.as_str()))
+                .add(Column::Kind.is_in(kinds.iter().copied())),
+        );
+    }
     let rows = manifest_entry::Entity::find()
-        .filter(Column::PersonaId.eq(persona.as_str()))
-        .filter(Column::Kind.is_in(kinds.iter().copied()))
+        .filter(wanted)
         .all(db)
         .await?;
-    let mut manifests: BTreeMap<Kind, KindManifest> = BTreeMap::new();
     for row in rows {
-        let manifest = manifests.entry(row.kind).or_insert_with(|| KindManifest {
-            settled: true,
-            ..KindManifest::default()
-        });
+        let Some(at) = asked
+            .iter()
+            .position(|(p, kinds)| p.as_str() == row.persona_id && kinds.contains(&row.kind))
+        else {
+            continue;
+        };
+        let manifest: &mut KindManifest =
+            manifests[at]
+                .entry(row.kind)
+                .or_insert_with(|| KindManifest {
+                    settled: true,
+                    ..KindManifest::default()
+                });
         manifest.settled &= row.settled;
         match entry_of(&row) {
             Some(entry) => {
@@ -74,27 +107,34 @@ pub async fn unsettle<C: ConnectionTrait>(
     persona: &PersonaId,
     kinds: &[Kind],
 ) -> Result<(), DbErr> {
-    manifest_entry::Entity::update_many()
-        .col_expr(Column::Settled, Expr::value(false))
-        .filter(Column::PersonaId.eq(persona.as_str()))
-        .filter(Column::Kind.is_in(kinds.iter().copied()))
-        .exec(db)
+    db.execute(unsettled(db.get_database_backend(), persona, kinds))
         .await?;
     Ok(())
 }
 
+/// The write of [`unsettle`].
+pub fn unsettled(backend: DbBackend, persona: &PersonaId, kinds: &[Kind]) -> Statement {
+    manifest_entry::Entity::update_many()
+        .col_expr(Column::Settled, Expr::value(false))
+        .filter(Column::PersonaId.eq(persona.as_str()))
+        .filter(Column::Kind.is_in(kinds.iter().copied()))
+        .build(backend)
+}
+
 /// Replaces the rows of `persona`'s `kind` with `entries`, settled: its job completed.
-pub async fn replace<C: ConnectionTrait>(
-    db: &C,
+fn replace(
+    backend: DbBackend,
     persona: &PersonaId,
     kind: Kind,
     entries: &[FileEntry],
-) -> Result<(), DbErr> {
-    manifest_entry::Entity::delete_many()
-        .filter(Column::PersonaId.eq(persona.as_str()))
-        .filter(Column::Kind.eq(kind))
-        .exec(db)
-        .await?;
+    writes: &mut Writes,
+) {
+    writes.push(
+        manifest_entry::Entity::delete_many()
+            .filter(Column::PersonaId.eq(persona.as_str()))
+            .filter(Column::Kind.eq(kind))
+            .build(backend),
+    );
     for batch in entries.chunks(ROWS_PER_INSERT) {
         let rows = batch.iter().map(|entry| manifest_entry::ActiveModel {
             persona_id: Set(persona.to_string()),
@@ -111,36 +151,35 @@ pub async fn replace<C: ConnectionTrait>(
             settled: Set(true),
             recorded_at: Set(DateTime::<Utc>::from_timestamp_nanos(entry.recorded_ns)),
         });
-        manifest_entry::Entity::insert_many(rows)
-            .exec_without_returning(db)
-            .await?;
+        writes.push(manifest_entry::Entity::insert_many(rows).build(backend));
     }
-    Ok(())
 }
 
 /// Forgets the rows of `sources` (a failed job may have written some of their records) and
 /// settles the others of `persona`'s `kind`: the job ended.
-pub async fn forget<C: ConnectionTrait>(
-    db: &C,
+fn forget(
+    backend: DbBackend,
     persona: &PersonaId,
     kind: Kind,
     sources: &[String],
-) -> Result<(), DbErr> {
+    writes: &mut Writes,
+) {
     for batch in sources.chunks(ROWS_PER_INSERT) {
-        manifest_entry::Entity::delete_many()
+        writes.push(
+            manifest_entry::Entity::delete_many()
+                .filter(Column::PersonaId.eq(persona.as_str()))
+                .filter(Column::Kind.eq(kind))
+                .filter(Column::Source.is_in(batch.iter().cloned()))
+                .build(backend),
+        );
+    }
+    writes.push(
+        manifest_entry::Entity::update_many()
+            .col_expr(Column::Settled, Expr::value(true))
             .filter(Column::PersonaId.eq(persona.as_str()))
             .filter(Column::Kind.eq(kind))
-            .filter(Column::Source.is_in(batch.iter().cloned()))
-            .exec(db)
-            .await?;
-    }
-    manifest_entry::Entity::update_many()
-        .col_expr(Column::Settled, Expr::value(true))
-        .filter(Column::PersonaId.eq(persona.as_str()))
-        .filter(Column::Kind.eq(kind))
-        .exec(db)
-        .await?;
-    Ok(())
+            .build(backend),
+    );
 }
 
 /// `[[index, "hash"], ...]`: the hash as hex, as JSON numbers lose 64-bit integers. Written
@@ -176,17 +215,32 @@ pub enum ManifestChange {
 
 impl ManifestChange {
     pub async fn apply<C: ConnectionTrait>(&self, db: &C) -> Result<(), DbErr> {
+        let mut writes = Writes::new();
+        self.writes(db.get_database_backend(), &mut writes);
+        writes.run(db).await?;
+        Ok(())
+    }
+
+    /// The persona whose rows it changes.
+    pub fn persona(&self) -> &PersonaId {
+        match self {
+            Self::Replace { persona, .. } | Self::Forget { persona, .. } => persona,
+        }
+    }
+
+    /// Pushes the change's statements (their rows changed vary: they are not counted).
+    pub fn writes(&self, backend: DbBackend, writes: &mut Writes) {
         match self {
             Self::Replace {
                 persona,
                 kind,
                 entries,
-            } => replace(db, persona, *kind, entries).await,
+            } => replace(backend, persona, *kind, entries, writes),
             Self::Forget {
                 persona,
                 kind,
                 sources,
-            } => forget(db, persona, *kind, sources).await,
+            } => forget(backend, persona, *kind, sources, writes),
         }
     }
 }

@@ -211,10 +211,17 @@ async fn rows_are_replaced_unsettled_and_forgotten() {
     let a = entry("data/p/works/a.txt", vec![(0, u64::MAX), (1, 1)]);
     let b = entry("data/p/works/b.txt", vec![(0, 2)]);
     let quotes = entry("data/p/quotes/all_quotes.jsonl", vec![(3, 3), (9, 4)]);
-    replace(&db, &persona, Kind::Works, &[a.clone(), b.clone()])
+    let replace = |kind, entries: Vec<FileEntry>| ManifestChange::Replace {
+        persona: persona.clone(),
+        kind,
+        entries: Arc::new(entries),
+    };
+    replace(Kind::Works, vec![a.clone(), b.clone()])
+        .apply(&db)
         .await
         .unwrap();
-    replace(&db, &persona, Kind::Quotes, std::slice::from_ref(&quotes))
+    replace(Kind::Quotes, vec![quotes.clone()])
+        .apply(&db)
         .await
         .unwrap();
     let loaded = load(&db, &persona, &[Kind::Works, Kind::Quotes])

@@ -1,26 +1,31 @@
 //! Applying status updates to the database: the updates waiting in the recorder's queue go in
-//! one transaction (group commit), and alone when that fails.
+//! one transaction (group commit), their writes as few statement strings as their reads allow,
+//! and alone when that fails.
 //!
-//! Why in one transaction: SQLite has one writer, so every update of every run waits its turn,
-//! and each statement is a hand-off to the driver's thread and back. A run of three jobs makes
-//! eight updates; applied one by one, with a transaction of their own where they need one, they
-//! capped `persona-ingest run` at the rate of that one queue. Applied together, the queue's
-//! updates cost their own statements and one BEGIN and COMMIT.
+//! Why together: SQLite has one writer, so every update of every run waits its turn, and each
+//! statement is a hand-off to the driver's thread and back (about 0.1 ms under load, where
+//! SQLite's own work is a few microseconds). A run of three jobs makes eight updates; applied
+//! one by one they capped `persona-ingest run` at the rate of that one queue, and with one
+//! statement each in a shared transaction, still at half a no-op Celery worker's. Now a batch
+//! costs BEGIN, the reads of the runs it starts (two queries for any number of them), one
+//! string of every transition, one of the manifest changes, and COMMIT.
 //!
-//! Why that is safe: a refused transition writes nothing (see [`crate::jobs`]), so a refusal
-//! does not spoil the others in its transaction. Any other error rolls the batch back and its
-//! updates are applied one at a time as before, each riding out an unavailable database, so
-//! one bad update fails alone.
+//! Why that is safe: every transition says how many rows it changes when it applies (a refused
+//! one changes none and writes nothing, see [`crate::jobs`]); a batch whose transitions changed
+//! fewer rows is rolled back and its updates applied one at a time, as is a batch that met any
+//! other error, each riding out an unavailable database, so one bad update fails alone.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
 use super::{JobEvent, Recorded, StatusUpdate};
-use crate::jobs::{self, TransitionError};
+use crate::jobs::{self, TransitionError, Writes};
 use crate::manifest;
 use crate::retry::{retry, Backoff, Budget, Verdict};
+use crate::PersonaId;
 use crate::{JobStatus, Kind};
 
 /// What applying an update did: the event it makes for live views, and what it found.
@@ -105,38 +110,17 @@ async fn together(
     let txn = db.begin().await?;
     let mut results = Vec::with_capacity(updates.len());
     let mut rest = updates;
-    while let Some(update) = rest.first() {
-        // Jobs started one after another (a run's ingestors start together) in one statement.
-        let starts = starts_in_a_row(rest);
-        if starts.len() > 1 {
-            let rerun = matches!(update, StatusUpdate::JobStarted { rerun: true, .. });
-            let started = jobs::jobs_started(&txn, &starts, rerun).await?;
-            if started != starts.len() as u64 {
-                // Which one was refused is for the updates applied alone to find out.
-                return Err(TransitionError::Db(format!(
-                    "{} of {} jobs started together",
-                    started,
-                    starts.len()
-                )));
-            }
-            results.extend(
-                starts
-                    .iter()
-                    .map(|&job_id| Ok((started_event(job_id), Recorded::default()))),
-            );
-            rest = &rest[starts.len()..];
-            continue;
-        }
-        match apply(&txn, update.clone()).await {
-            Err(e) if !refusal(&e) => return Err(e),
-            result => results.push(result),
-        }
-        rest = &rest[1..];
+    while !rest.is_empty() {
+        let part = &rest[..independent(rest)];
+        results.extend(write_together(&txn, part).await?);
+        rest = &rest[part.len()..];
     }
-    let mut written = 0;
+    let mut writes = Writes::new();
+    let backend = txn.get_database_backend();
     for &(job_id, value) in progress {
-        written += u64::from(jobs::job_progress(&txn, job_id, value).await?);
+        writes.push(jobs::progressed(backend, job_id, value));
     }
+    let written = writes.run(&txn).await?;
     txn.commit().await?;
     Ok((
         results,
@@ -148,18 +132,168 @@ async fn together(
     ))
 }
 
-/// The jobs of the `JobStarted` updates that open `updates`, while their `rerun` is the first's.
-fn starts_in_a_row(updates: &[StatusUpdate]) -> Vec<Uuid> {
-    let Some(StatusUpdate::JobStarted { rerun: first, .. }) = updates.first() else {
-        return Vec::new();
-    };
-    updates
+/// How many of `updates`, from the first, can be written together: up to a run start that
+/// reads rows an earlier one of them writes (its persona, its jobs), as its reads are made
+/// before their writes. Within one daemon a persona's runs follow one another, so that is
+/// rare: a part is most often the whole batch.
+fn independent(updates: &[StatusUpdate]) -> usize {
+    let mut personas: HashSet<&PersonaId> = HashSet::new();
+    let mut jobs: HashSet<Uuid> = HashSet::new();
+    for (at, update) in updates.iter().enumerate() {
+        match update {
+            StatusUpdate::BeginRun { persona, jobs: run } => {
+                let read_before =
+                    personas.contains(persona) || run.iter().any(|j| jobs.contains(&j.id));
+                if at > 0 && read_before {
+                    return at;
+                }
+                personas.insert(persona);
+                jobs.extend(run.iter().map(|j| j.id));
+            }
+            StatusUpdate::JobStarted { job_id, .. } | StatusUpdate::JobProgress { job_id, .. } => {
+                jobs.insert(*job_id);
+            }
+            StatusUpdate::JobCompleted {
+                job_id, manifest, ..
+            }
+            | StatusUpdate::JobFailed {
+                job_id, manifest, ..
+            } => {
+                jobs.insert(*job_id);
+                if let Some(change) = manifest {
+                    personas.insert(change.persona());
+                }
+            }
+            StatusUpdate::FinishRun { persona, .. } => {
+                personas.insert(persona);
+            }
+        }
+    }
+    updates.len()
+}
+
+/// Writes `updates` as few statement strings (see [`Writes`]): the rows the run starts read
+/// first (one query for their jobs, one for their manifests), then every transition in one
+/// string, then the manifest changes in another. A transition that changes fewer rows than it
+/// should was refused: the batch is rolled back (an error) and applied one update at a time,
+/// which finds which and why.
+async fn write_together<C: ConnectionTrait>(
+    txn: &C,
+    updates: &[StatusUpdate],
+) -> Result<Vec<Applied>, TransitionError> {
+    let backend = txn.get_database_backend();
+    let run_jobs: Vec<Uuid> = updates
         .iter()
-        .map_while(|update| match update {
-            StatusUpdate::JobStarted { job_id, rerun } if rerun == first => Some(*job_id),
-            _ => None,
+        .flat_map(|update| match update {
+            StatusUpdate::BeginRun { jobs, .. } => jobs.iter().map(|j| j.id).collect(),
+            _ => Vec::new(),
         })
-        .collect()
+        .collect();
+    let existing = if run_jobs.is_empty() {
+        Vec::new()
+    } else {
+        jobs::job_rows(txn, run_jobs).await?
+    };
+    let mut transitions = Writes::new();
+    let mut rows = 0;
+    let mut manifests = Writes::new();
+    let mut results: Vec<Applied> = Vec::with_capacity(updates.len());
+    // The run starts accepted: where their answer is, and the kinds whose manifests they read.
+    let mut begun = Vec::new();
+    for update in updates {
+        let result = match update {
+            StatusUpdate::BeginRun { persona, jobs } => {
+                jobs::begin_run_writes(backend, persona, jobs, &existing, &mut transitions).map(
+                    |run| {
+                        rows += run.rows;
+                        let kinds: Vec<Kind> = jobs
+                            .iter()
+                            .filter(|job| !run.completed_before.iter().any(|(id, _)| *id == job.id))
+                            .map(|job| job.kind)
+                            .collect();
+                        begun.push((results.len(), persona.clone(), kinds));
+                        let recorded = Recorded {
+                            completed_before: run.completed_before,
+                            manifests: Default::default(),
+                        };
+                        (None, recorded)
+                    },
+                )
+            }
+            StatusUpdate::JobStarted { job_id, rerun } => {
+                transitions.push(jobs::started(backend, &[*job_id], *rerun));
+                rows += 1;
+                Ok((started_event(*job_id), Recorded::default()))
+            }
+            StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
+            StatusUpdate::JobCompleted {
+                job_id,
+                total_vectors,
+                warning,
+                counts,
+                manifest,
+            } => {
+                transitions.push(jobs::completed(
+                    backend,
+                    *job_id,
+                    *total_vectors,
+                    warning.clone(),
+                    *counts,
+                ));
+                rows += 1;
+                if let Some(change) = manifest {
+                    change.writes(backend, &mut manifests);
+                }
+                Ok((
+                    completed_event(*job_id, *total_vectors, warning.clone()),
+                    Recorded::default(),
+                ))
+            }
+            StatusUpdate::JobFailed {
+                job_id,
+                error,
+                vectors_present,
+                manifest,
+            } => {
+                transitions.push(jobs::failed(backend, *job_id, error, *vectors_present));
+                rows += 1;
+                if let Some(change) = manifest {
+                    change.writes(backend, &mut manifests);
+                }
+                Ok((failed_event(*job_id, error), Recorded::default()))
+            }
+            StatusUpdate::FinishRun { persona, error } => {
+                transitions.push(jobs::finished(backend, persona, error.clone()));
+                rows += 1;
+                Ok((None, Recorded::default()))
+            }
+        };
+        results.push(result);
+    }
+    if !begun.is_empty() {
+        let asked: Vec<(PersonaId, Vec<Kind>)> = begun
+            .iter()
+            .map(|(_, persona, kinds)| (persona.clone(), kinds.clone()))
+            .collect();
+        let loaded = manifest::load_all(txn, &asked).await?;
+        for ((at, persona, kinds), found) in begun.into_iter().zip(loaded) {
+            if !found.is_empty() {
+                manifests.push(manifest::unsettled(backend, &persona, &kinds));
+            }
+            if let Ok((_, recorded)) = &mut results[at] {
+                recorded.manifests = found;
+            }
+        }
+    }
+    let changed = transitions.run(txn).await?;
+    if changed != rows {
+        // Which one was refused is for the updates applied alone to find out.
+        return Err(TransitionError::Db(format!(
+            "{changed} of {rows} rows changed by transitions written together"
+        )));
+    }
+    manifests.run(txn).await?;
+    Ok(results)
 }
 
 fn started_event(job_id: Uuid) -> Option<JobEvent> {
@@ -172,12 +306,24 @@ fn started_event(job_id: Uuid) -> Option<JobEvent> {
     })
 }
 
-/// Errors that say the transition does not apply, having written nothing.
-fn refusal(e: &TransitionError) -> bool {
-    matches!(
-        e,
-        TransitionError::Refused(_) | TransitionError::NoJob(_) | TransitionError::NoPersona(_)
-    )
+fn completed_event(job_id: Uuid, total_vectors: u64, warning: Option<String>) -> Option<JobEvent> {
+    Some(JobEvent {
+        job_id,
+        status: JobStatus::Completed,
+        progress: 100,
+        total_vectors,
+        message: warning,
+    })
+}
+
+fn failed_event(job_id: Uuid, error: &str) -> Option<JobEvent> {
+    Some(JobEvent {
+        job_id,
+        status: JobStatus::Failed,
+        progress: 0,
+        total_vectors: 0,
+        message: Some(error.to_owned()),
+    })
 }
 
 /// Progress alone, row by row; what the database could not take yet is answered back.
@@ -234,15 +380,6 @@ async fn apply_alone(db: &DatabaseConnection, update: StatusUpdate) -> Applied {
 /// Applies one update on `db`, which is a transaction wherever the update writes more than one
 /// statement.
 async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
-    let event = |job_id, status, progress, total_vectors, message| {
-        Some(JobEvent {
-            job_id,
-            status,
-            progress,
-            total_vectors,
-            message,
-        })
-    };
     Ok((
         match update {
             StatusUpdate::BeginRun { persona, jobs } => {
@@ -280,7 +417,7 @@ async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
                 if let Some(change) = manifest {
                     change.apply(db).await?;
                 }
-                event(job_id, JobStatus::Completed, 100, total_vectors, warning)
+                completed_event(job_id, total_vectors, warning)
             }
             StatusUpdate::JobFailed {
                 job_id,
@@ -292,7 +429,7 @@ async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
                 if let Some(change) = manifest {
                     change.apply(db).await?;
                 }
-                event(job_id, JobStatus::Failed, 0, 0, Some(error))
+                failed_event(job_id, &error)
             }
             StatusUpdate::FinishRun { persona, error } => {
                 jobs::finish_run(db, &persona, error).await?;

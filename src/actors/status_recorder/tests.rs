@@ -250,7 +250,36 @@ async fn updates_waiting_together_share_a_transaction_and_a_refused_one_fails_al
     let counters: RecorderCounters = testkit::observe(&recorder).await;
     assert_eq!((counters.applied, counters.refused), (4, 1));
     assert_eq!(
-        counters.batches, 1,
+        counters.batches, 0,
+        "a batch with a refusal in it is applied one update at a time: {counters:?}"
+    );
+
+    // Without a refusal, the same shape of batch goes in one transaction.
+    let (works, quotes) = (job(Kind::Works), job(Kind::Quotes));
+    let updates = [
+        begin("q", &[works.clone(), quotes.clone()]),
+        RecordStatus(started(works.id)),
+        RecordStatus(started(quotes.id)),
+        RecordStatus(completed(quotes.id, 3)),
+        RecordStatus(completed(works.id, 7)),
+    ];
+    let answers: Vec<_> = updates.into_iter().map(|u| recorder.send(u)).collect();
+    for answer in answers {
+        answer.await.unwrap().unwrap();
+    }
+    let (works_row, quotes_row) = (row(&db, works.id).await, row(&db, quotes.id).await);
+    assert_eq!(
+        (
+            works_row.status,
+            works_row.total_vectors,
+            quotes_row.total_vectors
+        ),
+        (JobStatus::Completed, 7, 3)
+    );
+    let counters: RecorderCounters = testkit::observe(&recorder).await;
+    assert_eq!(
+        (counters.applied, counters.batches),
+        (9, 1),
         "the last four went together: {counters:?}"
     );
 }
@@ -346,7 +375,7 @@ async fn a_refused_run_writes_nothing_in_the_batch_it_shares() {
 }
 
 #[actix::test]
-async fn jobs_started_together_start_in_one_statement_and_a_refused_one_is_found() {
+async fn jobs_started_together_start_and_a_refused_one_is_found() {
     let (recorder, db, _) = start().await;
     let jobs = [job(Kind::Works), job(Kind::Quotes), job(Kind::Profile)];
     let started = |job: &JobRef| {
@@ -378,4 +407,43 @@ async fn jobs_started_together_start_in_one_statement_and_a_refused_one_is_found
         let row = row(&db, job.id).await;
         assert_eq!((row.status, row.attempts), (JobStatus::Processing, 1));
     }
+}
+
+#[actix::test]
+async fn a_run_start_reads_what_the_updates_before_it_in_its_batch_wrote() {
+    let (recorder, _db, _) = start().await;
+    let works = JobRef {
+        task_id: Some("t".into()),
+        ..job(Kind::Works)
+    };
+    recorder
+        .send(begin("p", std::slice::from_ref(&works)))
+        .await
+        .unwrap()
+        .unwrap();
+    let started = StatusUpdate::JobStarted {
+        job_id: works.id,
+        rerun: false,
+    };
+    recorder.send(RecordStatus(started)).await.unwrap().unwrap();
+    // Another run's start goes first, alone; the rest wait behind it and go together: the job
+    // completes, its run ends, and its task, delivered again, starts a run that must see it
+    // completed (read after the writes before it, not before).
+    let updates = [
+        begin("q", &[job(Kind::Works)]),
+        RecordStatus(completed(works.id, 7)),
+        RecordStatus(StatusUpdate::FinishRun {
+            persona: PersonaId::parse("p").unwrap(),
+            error: None,
+        }),
+        begin("p", std::slice::from_ref(&works)),
+    ];
+    let answers: Vec<_> = updates.into_iter().map(|u| recorder.send(u)).collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap().unwrap());
+    }
+    assert_eq!(results[3].completed_before, [(works.id, 7)]);
+    let counters: RecorderCounters = testkit::observe(&recorder).await;
+    assert_eq!(counters.batches, 1, "still one transaction: {counters:?}");
 }

@@ -22,6 +22,10 @@ use crate::record::Record;
 
 /// Rows per INSERT statement (5 parameters each, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 200;
+
+/// Ids a DELETE names at most.
+const IDS_PER_DELETE: usize = 500;
+
 /// The embedded store has no server limit; this keeps one transaction's memory modest.
 const MAX_BATCH: usize = 4096;
 
@@ -108,6 +112,11 @@ impl VectorStore for EmbeddedStore {
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
         crate::naming::check_collection_name(&spec.name)
             .map_err(|why| StoreError::Failed(format!("collection name {:?}: {why}", spec.name)))?;
+        // Read first: a collection is made once and looked for on every run, and the INSERT,
+        // even when it inserts nothing, is a write transaction of its own.
+        if let Some(info) = self.collection(&spec.name).await? {
+            return spec.accepts(info);
+        }
         self.db
             .execute(Self::stmt(
                 "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
@@ -199,7 +208,13 @@ impl VectorStore for EmbeddedStore {
                 collection.dimension
             )));
         }
-        let txn = self.db.begin().await.map_err(backend("upsert"))?;
+        // One statement is atomic alone: a transaction around it would cost two trips to the
+        // driver's thread more (BEGIN, COMMIT), which a run of one small file pays in full.
+        let txn = if records.len() > ROWS_PER_STATEMENT {
+            Some(self.db.begin().await.map_err(backend("upsert"))?)
+        } else {
+            None
+        };
         for rows in records.chunks(ROWS_PER_STATEMENT) {
             let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
             let sql = format!(
@@ -218,11 +233,17 @@ impl VectorStore for EmbeddedStore {
                     to_blob(&r.embedding).into(),
                 ]);
             }
-            txn.execute(Self::stmt(&sql, values))
-                .await
-                .map_err(backend("upsert"))?;
+            let statement = Self::stmt(&sql, values);
+            match &txn {
+                Some(txn) => txn.execute(statement).await,
+                None => self.db.execute(statement).await,
+            }
+            .map_err(backend("upsert"))?;
         }
-        txn.commit().await.map_err(backend("upsert"))
+        match txn {
+            Some(txn) => txn.commit().await.map_err(backend("upsert")),
+            None => Ok(()),
+        }
     }
 
     async fn ids(
@@ -324,19 +345,30 @@ impl VectorStore for EmbeddedStore {
         collection: &CollectionInfo,
         ids: Vec<String>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin().await.map_err(backend("delete"))?;
-        for group in ids.chunks(500) {
+        // As in `upsert`: a transaction only where there are several statements.
+        let txn = if ids.len() > IDS_PER_DELETE {
+            Some(self.db.begin().await.map_err(backend("delete"))?)
+        } else {
+            None
+        };
+        for group in ids.chunks(IDS_PER_DELETE) {
             let placeholders = vec!["?"; group.len()].join(", ");
             let mut values = vec![Value::from(collection.name.clone())];
             values.extend(group.iter().map(|id| Value::from(id.clone())));
-            txn.execute(Self::stmt(
+            let statement = Self::stmt(
                 &format!("DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"),
                 values,
-            ))
-            .await
+            );
+            match &txn {
+                Some(txn) => txn.execute(statement).await,
+                None => self.db.execute(statement).await,
+            }
             .map_err(backend("delete"))?;
         }
-        txn.commit().await.map_err(backend("delete"))
+        match txn {
+            Some(txn) => txn.commit().await.map_err(backend("delete")),
+            None => Ok(()),
+        }
     }
 
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {

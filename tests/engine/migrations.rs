@@ -1,5 +1,6 @@
 //! Migrations applied at start, on SQLite and on the PostgreSQL server of this machine (a
-//! database of its own per test, dropped afterwards), and a whole run on PostgreSQL.
+//! database of its own per test, dropped afterwards), a whole run on PostgreSQL, and the
+//! StatusRecorder's batches on both.
 
 use migration::{Migrator, MigratorTrait};
 use persona_ingest::config::{ConfigInputs, Settings};
@@ -178,4 +179,129 @@ async fn job_rows_are_made_while_another_connection_writes_the_same_sqlite_file(
         .unwrap()
         .unwrap();
     assert_eq!(rows.try_get::<i64>("", "n").unwrap(), 180);
+}
+
+/// The StatusRecorder's batches (one transaction, its transitions as one string of statements
+/// on SQLite, one by one on PostgreSQL) on both databases: updates sent back to back go
+/// together, and a refused one among them fails alone, the others applied.
+#[actix::test]
+async fn status_updates_written_together_on_sqlite_and_postgresql() {
+    let database = TestDatabase::create().await;
+    let world = World::new();
+    for url in [database.url(), world.db_url()] {
+        let settings = persona_ingest::config::DatabaseSettings {
+            url: url.clone(),
+            max_connections: 4,
+        };
+        let db = persona_ingest::db::connect(&settings).await.unwrap();
+        updates_together_and_a_refusal_alone(db)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+async fn updates_together_and_a_refusal_alone(
+    db: sea_orm::DatabaseConnection,
+) -> Result<(), String> {
+    use actix::Actor;
+    use persona_ingest::actors::status_recorder::{
+        RecordStatus, RecorderCounters, StatusRecorder, StatusUpdate,
+    };
+    use persona_ingest::jobs::JobRef;
+    use persona_ingest::PersonaId;
+
+    let (events, _) = tokio::sync::broadcast::channel(64);
+    let recorder = StatusRecorder::new(db.clone(), events).start();
+    let job = |kind| JobRef {
+        id: uuid::Uuid::new_v4(),
+        kind,
+        task_id: Some("t".into()),
+    };
+    let (works, quotes) = (job(Kind::Works), job(Kind::Quotes));
+    let persona = PersonaId::parse("p").unwrap();
+    let started = |job: &JobRef| StatusUpdate::JobStarted {
+        job_id: job.id,
+        rerun: false,
+    };
+    let completed = |job: &JobRef, total_vectors| StatusUpdate::JobCompleted {
+        job_id: job.id,
+        total_vectors,
+        warning: None,
+        counts: Default::default(),
+        manifest: None,
+    };
+    // The first goes alone, the rest wait for it and go together; the quotes job completing
+    // before it started is refused in the middle of the batch that holds the rest.
+    let updates = [
+        StatusUpdate::BeginRun {
+            persona: persona.clone(),
+            jobs: vec![works.clone(), quotes.clone()],
+        },
+        started(&works),
+        completed(&quotes, 3),
+        completed(&works, 7),
+        started(&quotes),
+    ];
+    let answers: Vec<_> = updates
+        .into_iter()
+        .map(|u| recorder.send(RecordStatus(u)))
+        .collect();
+    let mut results = Vec::new();
+    for answer in answers {
+        results.push(answer.await.unwrap());
+    }
+    let refused = results[2].as_ref().err().map(ToString::to_string);
+    if !refused.is_some_and(|e| e.contains("only a processing job completes")) {
+        return Err(format!("the early completion was not refused: {results:?}"));
+    }
+    if results
+        .iter()
+        .enumerate()
+        .any(|(i, r)| i != 2 && r.is_err())
+    {
+        return Err(format!("{results:?}"));
+    }
+    // Then a batch without a refusal (behind another run's start, alone): one transaction.
+    let ended = [
+        StatusUpdate::BeginRun {
+            persona: PersonaId::parse("q").unwrap(),
+            jobs: vec![job(Kind::Profile)],
+        },
+        completed(&quotes, 3),
+        StatusUpdate::FinishRun {
+            persona: persona.clone(),
+            error: None,
+        },
+    ];
+    let answers: Vec<_> = ended
+        .into_iter()
+        .map(|u| recorder.send(RecordStatus(u)))
+        .collect();
+    for answer in answers {
+        answer.await.unwrap().map_err(|e| e.to_string())?;
+    }
+    let again = recorder
+        .send(RecordStatus(StatusUpdate::BeginRun {
+            persona: persona.clone(),
+            jobs: vec![works.clone(), quotes.clone()],
+        }))
+        .await
+        .unwrap()
+        .map_err(|e| e.to_string())?;
+    let mut completed_before = again.completed_before.clone();
+    completed_before.sort();
+    let mut expected = vec![(works.id, 7), (quotes.id, 3)];
+    expected.sort();
+    if completed_before != expected {
+        return Err(format!("completed before: {completed_before:?}"));
+    }
+    let counters: RecorderCounters = persona_ingest::testkit::observe(&recorder).await;
+    if (counters.batches, counters.refused) != (1, 1) {
+        return Err(format!("{counters:?}"));
+    }
+    let rows = latest_jobs(&db, "p").await;
+    if !rows.iter().all(|r| r.status == JobStatus::Completed) {
+        return Err(format!("{rows:?}"));
+    }
+    Ok(())
 }

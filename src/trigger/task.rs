@@ -207,23 +207,18 @@ impl<'a> Task<'a> {
             }
         };
         let (persona_id, jobs) = jobs_asked(call, &self.msg.id);
-        let persona = match PersonaId::parse(persona_id) {
-            Ok(persona) => persona,
-            Err(e) => {
-                let state = exception("ValueError", e.to_string());
-                self.answer_unanswered(&state).await;
-                self.answer_top(state).await;
-                self.acknowledge().await;
-                return Served::Answered;
+        let persona = PersonaId::parse(persona_id);
+        // Both asked at once, one round trip: a revoked task gives its lock straight back.
+        let locks = &self.ctx.locks;
+        let lock = async {
+            match &persona {
+                Ok(persona) => Some(locks.try_acquire(persona.as_str()).await),
+                Err(_) => None,
             }
         };
-        // Both asked at once, one round trip: a revoked task gives its lock straight back.
-        let (revoked, locked) = tokio::join!(
-            self.ctx.revocations.is_revoked(&self.msg.id),
-            self.ctx.locks.try_acquire(persona.as_str())
-        );
-        if matches!(locked, Ok(true)) {
-            self.locked = Some(persona.clone());
+        let (revoked, locked) = tokio::join!(self.ctx.revocations.is_revoked(&self.msg.id), lock);
+        if matches!(locked, Some(Ok(true))) {
+            self.locked = persona.as_ref().ok().cloned();
         }
         match revoked {
             Ok(true) => {
@@ -240,12 +235,21 @@ impl<'a> Task<'a> {
             // best effort too.
             Err(e) => tracing::warn!("could not read the revoked tasks: {e}"),
         }
+        // Revoked first, as Celery's worker checks before the task runs and fails.
+        let persona = match persona {
+            Ok(persona) => persona,
+            Err(e) => {
+                let state = exception("ValueError", e.to_string());
+                self.answer_unanswered(&state).await;
+                self.answer_top(state).await;
+                self.acknowledge().await;
+                return Served::Answered;
+            }
+        };
         if self.locked.is_none() {
             match &locked {
-                Err(e) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
-                Ok(_) => {
-                    tracing::warn!(%persona, "another worker is ingesting this persona: waiting")
-                }
+                Some(Err(e)) => tracing::warn!(%persona, "taking the persona's lock failed: {e}"),
+                _ => tracing::warn!(%persona, "another worker is ingesting this persona: waiting"),
             }
             if !self.lock(&persona).await {
                 return Served::Left;

@@ -667,6 +667,8 @@ async fn a_revoked_countdown_task_never_runs_and_ends_revoked() {
     let _ = observe::<_, TriggerCounters>(&harness.trigger).await;
     testkit::advance(Duration::from_millis(100)).await;
     assert_eq!(harness.engine.count(), 0, "a revoked task never runs");
+    // The persona's lock, asked for with the revoked check, is given back.
+    assert_eq!(harness.broker.locks_held(), 0);
 }
 
 #[actix::test]

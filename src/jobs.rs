@@ -1,10 +1,14 @@
-//! Persona and job rows: the lifecycle transitions, applied only by the StatusRecorder (the rows
-//! the web app makes before it sends a task are in `create`, the read queries in `queries`). A transition that would move a status backwards is refused, except
-//! a job start marked as a rerun (an explicit retry, or a task delivered again).
+//! Persona and job rows: the lifecycle transitions, applied only by the StatusRecorder (a run's
+//! start is in `begin`, the rows the web app makes before it sends a task in `create`, the read
+//! queries in `queries`). A transition that would move a status backwards is refused, except a
+//! job start marked as a rerun (an explicit retry, or a task delivered again). Each transition's
+//! statement is built by a function of its own (`started`, `completed`, ...), which the
+//! recorder's batches write together (see [`Writes`]) and the function beside it runs alone,
+//! saying why when it is refused.
 
 use chrono::{DateTime, Utc};
 use entities::{ingestion_job, persona};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
 };
@@ -20,123 +24,6 @@ pub struct JobRef {
     pub id: Uuid,
     pub kind: Kind,
     pub task_id: Option<String>,
-}
-
-/// Creates the persona (as a draft) and the job rows that do not exist yet, and moves the
-/// persona to `ingesting`. Answers the jobs this very task completed before, with their vector
-/// counts: a job that names a task id and whose row is completed under that id. Such a run is
-/// a redelivery (its worker died after some jobs ended) or a retry of the jobs that failed, and
-/// those jobs are not run twice.
-///
-/// One read (the jobs, in one query) and then its writes ([`begin_run_writes`]), run together.
-/// Run it in a transaction: the StatusRecorder does. Like every transition here, a refused one
-/// writes nothing, so that it can share its transaction with others.
-pub async fn begin_run<C: ConnectionTrait>(
-    db: &C,
-    persona_id: &PersonaId,
-    jobs: &[JobRef],
-) -> Result<Vec<(Uuid, u64)>, TransitionError> {
-    let existing = job_rows(db, jobs.iter().map(|j| j.id)).await?;
-    let mut writes = Writes::new();
-    let begun = begin_run_writes(
-        db.get_database_backend(),
-        persona_id,
-        jobs,
-        &existing,
-        &mut writes,
-    )?;
-    writes.run(db).await?;
-    Ok(begun.completed_before)
-}
-
-/// The rows of the jobs `ids` that exist, in one query.
-pub async fn job_rows<C: ConnectionTrait>(
-    db: &C,
-    ids: impl IntoIterator<Item = Uuid>,
-) -> Result<Vec<ingestion_job::Model>, TransitionError> {
-    Ok(ingestion_job::Entity::find()
-        .filter(ingestion_job::Column::Id.is_in(ids))
-        .all(db)
-        .await?)
-}
-
-/// What [`begin_run_writes`] decided.
-#[derive(Debug)]
-pub struct Begun {
-    /// The jobs its task completed before, with their vector counts.
-    pub completed_before: Vec<(Uuid, u64)>,
-    /// The rows its writes change when they apply: fewer means one was refused.
-    pub rows: u64,
-}
-
-/// The writes of [`begin_run`], decided from `existing` (the rows of `jobs` that exist, as
-/// [`job_rows`] reads them): the persona upserted as `ingesting`, jobs whose task id changed
-/// retagged, the missing ones inserted in one statement. Refused (nothing pushed) when a job
-/// belongs to another persona or kind.
-pub fn begin_run_writes(
-    backend: DbBackend,
-    persona_id: &PersonaId,
-    jobs: &[JobRef],
-    existing: &[ingestion_job::Model],
-    writes: &mut Writes,
-) -> Result<Begun, TransitionError> {
-    let mut completed = Vec::new();
-    let mut retagged = Vec::new();
-    let mut missing = Vec::new();
-    let now = Utc::now();
-    for job in jobs {
-        match existing.iter().find(|row| row.id == job.id) {
-            Some(row) if row.persona_id != persona_id.as_str() || row.kind != job.kind => {
-                return Err(TransitionError::Refused(format!(
-                    "job {} belongs to {} {}, not to {} {}",
-                    job.id, row.persona_id, row.kind, persona_id, job.kind
-                )));
-            }
-            Some(row)
-                if job.task_id.is_some()
-                    && row.task_id == job.task_id
-                    && row.status == JobStatus::Completed =>
-            {
-                completed.push((row.id, row.total_vectors.max(0) as u64));
-            }
-            Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
-                retagged.push((row.id, job.task_id.clone()));
-            }
-            Some(_) => {}
-            None => missing.push(new_job(persona_id, job, now)),
-        }
-    }
-    let mut rows = 1;
-    writes.push(
-        persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
-            .on_conflict(
-                OnConflict::column(persona::Column::Id)
-                    .update_columns([
-                        persona::Column::Status,
-                        persona::Column::ErrorMessage,
-                        persona::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .build(backend),
-    );
-    for (id, task_id) in retagged {
-        rows += 1;
-        writes.push(
-            ingestion_job::Entity::update_many()
-                .col_expr(ingestion_job::Column::TaskId, Expr::value(task_id))
-                .filter(ingestion_job::Column::Id.eq(id))
-                .build(backend),
-        );
-    }
-    if !missing.is_empty() {
-        rows += missing.len() as u64;
-        writes.push(ingestion_job::Entity::insert_many(missing).build(backend));
-    }
-    Ok(Begun {
-        completed_before: completed,
-        rows,
-    })
 }
 
 /// Why a transition that changed no row of job `id` was refused: `why` of the status the job
@@ -430,13 +317,14 @@ pub fn finished(backend: DbBackend, persona_id: &PersonaId, error: Option<String
         .build(backend)
 }
 
+mod begin;
 mod create;
 mod error;
 mod queries;
 mod writes;
 
+pub use begin::{begin_run, begin_run_writes, job_rows, Begun};
 pub use create::create_pending;
-use create::{new_job, new_persona};
 pub use error::TransitionError;
 pub use queries::*;
 pub use writes::Writes;

@@ -3,8 +3,8 @@
 //! brute-force cosine similarity. Zero setup, durable, and readable by any SQLite tool.
 //! One connection: its writes come from the one StoreWriter anyway.
 //!
-//! Just over 400 lines: the whole `VectorStore` trait for one backend, each method a statement
-//! or two (its tests are in `embedded/tests.rs`).
+//! Over 400 lines: the whole `VectorStore` trait for one backend, each method a statement or
+//! two, with a transaction only where there are several (its tests are in `embedded/tests.rs`).
 
 use std::path::Path;
 use std::time::Duration;

@@ -15,17 +15,15 @@
 //! fewer rows is rolled back and its updates applied one at a time, as is a batch that met any
 //! other error, each riding out an unavailable database, so one bad update fails alone.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
 use super::{JobEvent, Recorded, StatusUpdate};
-use crate::jobs::{self, TransitionError, Writes};
+use crate::jobs::{self, TransitionError};
 use crate::manifest;
 use crate::retry::{retry, Backoff, Budget, Verdict};
-use crate::PersonaId;
 use crate::{JobStatus, Kind};
 
 /// What applying an update did: the event it makes for live views, and what it found.
@@ -99,201 +97,6 @@ fn tell(e: &TransitionError, _: u32, wait: Duration) {
     if let TransitionError::Unavailable(why) = e {
         tracing::warn!("database unavailable ({why}); trying again in {wait:?}");
     }
-}
-
-/// The batch in one transaction; an error other than a refusal rolls it all back.
-async fn together(
-    db: &DatabaseConnection,
-    updates: &[StatusUpdate],
-    progress: &[(Uuid, u8)],
-) -> Result<(Vec<Applied>, ProgressWritten), TransitionError> {
-    let txn = db.begin().await?;
-    let mut results = Vec::with_capacity(updates.len());
-    let mut rest = updates;
-    while !rest.is_empty() {
-        let part = &rest[..independent(rest)];
-        results.extend(write_together(&txn, part).await?);
-        rest = &rest[part.len()..];
-    }
-    let mut writes = Writes::new();
-    let backend = txn.get_database_backend();
-    for &(job_id, value) in progress {
-        writes.push(jobs::progressed(backend, job_id, value));
-    }
-    let written = writes.run(&txn).await?;
-    txn.commit().await?;
-    Ok((
-        results,
-        ProgressWritten {
-            together: true,
-            written,
-            unwritten: Vec::new(),
-        },
-    ))
-}
-
-/// How many of `updates`, from the first, can be written together: up to a run start that
-/// reads rows an earlier one of them writes (its persona, its jobs), as its reads are made
-/// before their writes. Within one daemon a persona's runs follow one another, so that is
-/// rare: a part is most often the whole batch.
-fn independent(updates: &[StatusUpdate]) -> usize {
-    let mut personas: HashSet<&PersonaId> = HashSet::new();
-    let mut jobs: HashSet<Uuid> = HashSet::new();
-    for (at, update) in updates.iter().enumerate() {
-        match update {
-            StatusUpdate::BeginRun { persona, jobs: run } => {
-                let read_before =
-                    personas.contains(persona) || run.iter().any(|j| jobs.contains(&j.id));
-                if at > 0 && read_before {
-                    return at;
-                }
-                personas.insert(persona);
-                jobs.extend(run.iter().map(|j| j.id));
-            }
-            StatusUpdate::JobStarted { job_id, .. } | StatusUpdate::JobProgress { job_id, .. } => {
-                jobs.insert(*job_id);
-            }
-            StatusUpdate::JobCompleted {
-                job_id, manifest, ..
-            }
-            | StatusUpdate::JobFailed {
-                job_id, manifest, ..
-            } => {
-                jobs.insert(*job_id);
-                if let Some(change) = manifest {
-                    personas.insert(change.persona());
-                }
-            }
-            StatusUpdate::FinishRun { persona, .. } => {
-                personas.insert(persona);
-            }
-        }
-    }
-    updates.len()
-}
-
-/// Writes `updates` as few statement strings (see [`Writes`]): the rows the run starts read
-/// first (one query for their jobs, one for their manifests), then every transition in one
-/// string, then the manifest changes in another. A transition that changes fewer rows than it
-/// should was refused: the batch is rolled back (an error) and applied one update at a time,
-/// which finds which and why.
-async fn write_together<C: ConnectionTrait>(
-    txn: &C,
-    updates: &[StatusUpdate],
-) -> Result<Vec<Applied>, TransitionError> {
-    let backend = txn.get_database_backend();
-    let run_jobs: Vec<Uuid> = updates
-        .iter()
-        .flat_map(|update| match update {
-            StatusUpdate::BeginRun { jobs, .. } => jobs.iter().map(|j| j.id).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
-    let existing = if run_jobs.is_empty() {
-        Vec::new()
-    } else {
-        jobs::job_rows(txn, run_jobs).await?
-    };
-    let mut transitions = Writes::new();
-    let mut rows = 0;
-    let mut manifests = Writes::new();
-    let mut results: Vec<Applied> = Vec::with_capacity(updates.len());
-    // The run starts accepted: where their answer is, and the kinds whose manifests they read.
-    let mut begun = Vec::new();
-    for update in updates {
-        let result = match update {
-            StatusUpdate::BeginRun { persona, jobs } => {
-                jobs::begin_run_writes(backend, persona, jobs, &existing, &mut transitions).map(
-                    |run| {
-                        rows += run.rows;
-                        let kinds: Vec<Kind> = jobs
-                            .iter()
-                            .filter(|job| !run.completed_before.iter().any(|(id, _)| *id == job.id))
-                            .map(|job| job.kind)
-                            .collect();
-                        begun.push((results.len(), persona.clone(), kinds));
-                        let recorded = Recorded {
-                            completed_before: run.completed_before,
-                            manifests: Default::default(),
-                        };
-                        (None, recorded)
-                    },
-                )
-            }
-            StatusUpdate::JobStarted { job_id, rerun } => {
-                transitions.push(jobs::started(backend, &[*job_id], *rerun));
-                rows += 1;
-                Ok((started_event(*job_id), Recorded::default()))
-            }
-            StatusUpdate::JobProgress { .. } => unreachable!("coalesced in the handler"),
-            StatusUpdate::JobCompleted {
-                job_id,
-                total_vectors,
-                warning,
-                counts,
-                manifest,
-            } => {
-                transitions.push(jobs::completed(
-                    backend,
-                    *job_id,
-                    *total_vectors,
-                    warning.clone(),
-                    *counts,
-                ));
-                rows += 1;
-                if let Some(change) = manifest {
-                    change.writes(backend, &mut manifests);
-                }
-                Ok((
-                    completed_event(*job_id, *total_vectors, warning.clone()),
-                    Recorded::default(),
-                ))
-            }
-            StatusUpdate::JobFailed {
-                job_id,
-                error,
-                vectors_present,
-                manifest,
-            } => {
-                transitions.push(jobs::failed(backend, *job_id, error, *vectors_present));
-                rows += 1;
-                if let Some(change) = manifest {
-                    change.writes(backend, &mut manifests);
-                }
-                Ok((failed_event(*job_id, error), Recorded::default()))
-            }
-            StatusUpdate::FinishRun { persona, error } => {
-                transitions.push(jobs::finished(backend, persona, error.clone()));
-                rows += 1;
-                Ok((None, Recorded::default()))
-            }
-        };
-        results.push(result);
-    }
-    if !begun.is_empty() {
-        let asked: Vec<(PersonaId, Vec<Kind>)> = begun
-            .iter()
-            .map(|(_, persona, kinds)| (persona.clone(), kinds.clone()))
-            .collect();
-        let loaded = manifest::load_all(txn, &asked).await?;
-        for ((at, persona, kinds), found) in begun.into_iter().zip(loaded) {
-            if !found.is_empty() {
-                manifests.push(manifest::unsettled(backend, &persona, &kinds));
-            }
-            if let Ok((_, recorded)) = &mut results[at] {
-                recorded.manifests = found;
-            }
-        }
-    }
-    let changed = transitions.run(txn).await?;
-    if changed != rows {
-        // Which one was refused is for the updates applied alone to find out.
-        return Err(TransitionError::Db(format!(
-            "{changed} of {rows} rows changed by transitions written together"
-        )));
-    }
-    manifests.run(txn).await?;
-    Ok(results)
 }
 
 fn started_event(job_id: Uuid) -> Option<JobEvent> {
@@ -439,3 +242,6 @@ async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
         Recorded::default(),
     ))
 }
+
+mod together;
+use together::together;

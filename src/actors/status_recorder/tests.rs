@@ -1,5 +1,6 @@
 //! The StatusRecorder alone, against an in-memory SQLite database (real clock: paused time and
-//! real database pools do not mix).
+//! real database pools do not mix). Long because each behaviour of its batches (order, refusals,
+//! what a run start reads) is one test over the one harness at the top.
 
 use entities::ingestion_job;
 use sea_orm::EntityTrait;

@@ -323,7 +323,7 @@ mod error;
 mod queries;
 mod writes;
 
-pub use begin::{begin_run, begin_run_writes, job_rows, Begun};
+pub use begin::{begin_run, begin_run_writes, job_rows, still_to_run, Begun};
 pub use create::create_pending;
 pub use error::TransitionError;
 pub use queries::*;

@@ -128,3 +128,13 @@ pub fn begin_run_writes(
         rows,
     })
 }
+
+/// The jobs of `jobs` that are not among `completed_before` (as [`begin_run`] answers it): those
+/// the run carries out.
+pub fn still_to_run<'a>(
+    jobs: &'a [JobRef],
+    completed_before: &'a [(Uuid, u64)],
+) -> impl Iterator<Item = &'a JobRef> + 'a {
+    jobs.iter()
+        .filter(|job| !completed_before.iter().any(|(id, _)| *id == job.id))
+}

@@ -73,6 +73,27 @@ impl EmbeddedStore {
     fn stmt(sql: &str, values: Vec<Value>) -> Statement {
         Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
     }
+
+    /// Runs `statements` in order, in a transaction when there are `several`, alone otherwise:
+    /// one statement is atomic as it is, and BEGIN and COMMIT are two trips more to the
+    /// driver's thread, which a run of one small file pays in full.
+    async fn write(
+        &self,
+        several: bool,
+        statements: impl Iterator<Item = Statement> + Send,
+    ) -> Result<(), sea_orm::DbErr> {
+        if !several {
+            for statement in statements {
+                self.db.execute(statement).await?;
+            }
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for statement in statements {
+            txn.execute(statement).await?;
+        }
+        txn.commit().await
+    }
 }
 
 fn to_blob(embedding: &[f32]) -> Vec<u8> {
@@ -175,20 +196,15 @@ impl VectorStore for EmbeddedStore {
     }
 
     async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(backend("delete collection"))?;
-        for sql in [
+        let statements = [
             "DELETE FROM records WHERE collection = ?",
             "DELETE FROM collections WHERE name = ?",
-        ] {
-            txn.execute(Self::stmt(sql, vec![name.into()]))
-                .await
-                .map_err(backend("delete collection"))?;
-        }
-        txn.commit().await.map_err(backend("delete collection"))
+        ]
+        .into_iter()
+        .map(|sql| Self::stmt(sql, vec![name.into()]));
+        self.write(true, statements)
+            .await
+            .map_err(backend("delete collection"))
     }
 
     async fn upsert(
@@ -208,14 +224,7 @@ impl VectorStore for EmbeddedStore {
                 collection.dimension
             )));
         }
-        // One statement is atomic alone: a transaction around it would cost two trips to the
-        // driver's thread more (BEGIN, COMMIT), which a run of one small file pays in full.
-        let txn = if records.len() > ROWS_PER_STATEMENT {
-            Some(self.db.begin().await.map_err(backend("upsert"))?)
-        } else {
-            None
-        };
-        for rows in records.chunks(ROWS_PER_STATEMENT) {
+        let statements = records.chunks(ROWS_PER_STATEMENT).map(|rows| {
             let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
             let sql = format!(
                 "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
@@ -233,17 +242,11 @@ impl VectorStore for EmbeddedStore {
                     to_blob(&r.embedding).into(),
                 ]);
             }
-            let statement = Self::stmt(&sql, values);
-            match &txn {
-                Some(txn) => txn.execute(statement).await,
-                None => self.db.execute(statement).await,
-            }
-            .map_err(backend("upsert"))?;
-        }
-        match txn {
-            Some(txn) => txn.commit().await.map_err(backend("upsert")),
-            None => Ok(()),
-        }
+            Self::stmt(&sql, values)
+        });
+        self.write(records.len() > ROWS_PER_STATEMENT, statements)
+            .await
+            .map_err(backend("upsert"))
     }
 
     async fn ids(
@@ -345,30 +348,18 @@ impl VectorStore for EmbeddedStore {
         collection: &CollectionInfo,
         ids: Vec<String>,
     ) -> Result<(), StoreError> {
-        // As in `upsert`: a transaction only where there are several statements.
-        let txn = if ids.len() > IDS_PER_DELETE {
-            Some(self.db.begin().await.map_err(backend("delete"))?)
-        } else {
-            None
-        };
-        for group in ids.chunks(IDS_PER_DELETE) {
+        let statements = ids.chunks(IDS_PER_DELETE).map(|group| {
             let placeholders = vec!["?"; group.len()].join(", ");
             let mut values = vec![Value::from(collection.name.clone())];
             values.extend(group.iter().map(|id| Value::from(id.clone())));
-            let statement = Self::stmt(
+            Self::stmt(
                 &format!("DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"),
                 values,
-            );
-            match &txn {
-                Some(txn) => txn.execute(statement).await,
-                None => self.db.execute(statement).await,
-            }
-            .map_err(backend("delete"))?;
-        }
-        match txn {
-            Some(txn) => txn.commit().await.map_err(backend("delete")),
-            None => Ok(()),
-        }
+            )
+        });
+        self.write(ids.len() > IDS_PER_DELETE, statements)
+            .await
+            .map_err(backend("delete"))
     }
 
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {

@@ -44,10 +44,7 @@ impl Actor for Orchestrator {
                 )));
             }
             // Listing files is blocking I/O: off the actor thread.
-            let to_run: Vec<JobRef> = request
-                .jobs
-                .iter()
-                .filter(|job| !completed.iter().any(|(id, _)| *id == job.id))
+            let to_run: Vec<JobRef> = crate::jobs::still_to_run(&request.jobs, &completed)
                 .cloned()
                 .collect();
             let persona = request.persona.clone();

@@ -187,9 +187,7 @@ async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
         match update {
             StatusUpdate::BeginRun { persona, jobs } => {
                 let completed_before = jobs::begin_run(db, &persona, &jobs).await?;
-                let kinds: Vec<Kind> = jobs
-                    .iter()
-                    .filter(|job| !completed_before.iter().any(|(id, _)| *id == job.id))
+                let kinds: Vec<Kind> = jobs::still_to_run(&jobs, &completed_before)
                     .map(|job| job.kind)
                     .collect();
                 let manifests = manifest::load(db, &persona, &kinds).await?;

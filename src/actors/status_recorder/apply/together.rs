@@ -120,9 +120,7 @@ async fn write_together<C: ConnectionTrait>(
                 jobs::begin_run_writes(backend, persona, jobs, &existing, &mut transitions).map(
                     |run| {
                         rows += run.rows;
-                        let kinds: Vec<Kind> = jobs
-                            .iter()
-                            .filter(|job| !run.completed_before.iter().any(|(id, _)| *id == job.id))
+                        let kinds: Vec<Kind> = jobs::still_to_run(jobs, &run.completed_before)
                             .map(|job| job.kind)
                             .collect();
                         begun.push((results.len(), persona.clone(), kinds));

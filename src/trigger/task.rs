@@ -296,7 +296,6 @@ impl<'a> Task<'a> {
     /// One run of the task's jobs through the engine, each sub-task answered as its job goes.
     async fn run(&mut self, persona: &PersonaId, jobs: Vec<crate::jobs::JobRef>) -> Served {
         let msg = self.msg;
-        self.answer(&msg.id, self.started_state()).await;
         let (tell, mut told) = mpsc::unbounded_channel();
         let request = RunTask {
             persona: persona.clone(),
@@ -309,7 +308,11 @@ impl<'a> Task<'a> {
             force: self.call.as_ref().is_ok_and(|call| call.force()),
             tell: Arc::new(move |event: TaskEvent| drop(tell.send(event))),
         };
+        // The run is asked for as STARTED is stored, not after: the engine's first steps (its
+        // rows read) and that round trip to Redis overlap. Its events wait in `told` until
+        // STARTED is stored, so the task's results keep their order.
         let run = self.ctx.engine.send(request);
+        self.answer(&msg.id, self.started_state()).await;
         tokio::pin!(run);
         let outcome = loop {
             tokio::select! {

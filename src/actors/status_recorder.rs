@@ -1,10 +1,12 @@
 //! StatusRecorder: the only writer to the jobs database. Updates are applied in arrival order,
 //! one batch at a time (so SQLite never sees two writers): what waits when a batch starts goes
-//! in one transaction (see `apply`). Progress updates are coalesced and written with the batch
-//! after the flush timer rings, and every applied change is published as a [`JobEvent`] for
-//! live views.
+//! in one transaction (see `apply`). A run's start and its jobs' starts are answered before
+//! they are written where it is sure they will apply (see `open_runs`). Progress updates are
+//! coalesced and written with the batch after the flush timer rings, and every applied change
+//! is published as a [`JobEvent`] for live views.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -13,7 +15,8 @@ use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use self::apply::{apply_batch, Applied};
+use self::apply::{apply_batch, read_start, Applied};
+use self::open_runs::{Doomed, OpenRuns};
 use super::Observe;
 use crate::counts::JobCounts;
 use crate::jobs::{JobRef, TransitionError};
@@ -109,9 +112,13 @@ pub struct StatusRecorder {
     db: DatabaseConnection,
     events: broadcast::Sender<JobEvent>,
     /// Updates waiting for the next batch, in arrival order, each with whom to answer.
-    queue: VecDeque<(StatusUpdate, oneshot::Sender<Applied>)>,
+    queue: VecDeque<(StatusUpdate, Reply)>,
     /// A batch is being applied: the next starts when it ends, so writes stay in order.
     applying: bool,
+    /// The personas and jobs the batch being applied writes.
+    in_flight: (HashSet<PersonaId>, HashSet<Uuid>),
+    open: OpenRuns,
+    doomed: Doomed,
     pending_progress: BTreeMap<Uuid, u8>,
     /// Progress is to go with the next batch; these wait for it to be written.
     flush_wanted: bool,
@@ -142,6 +149,9 @@ impl StatusRecorder {
             events,
             queue: VecDeque::new(),
             applying: false,
+            in_flight: Default::default(),
+            open: OpenRuns::default(),
+            doomed: Doomed::default(),
             pending_progress: BTreeMap::new(),
             flush_wanted: false,
             flush_waiters: Vec::new(),
@@ -180,7 +190,7 @@ impl StatusRecorder {
             flushed = std::mem::take(&mut self.flush_waiters);
         }
         let take = self.queue.len().min(MAX_BATCH);
-        let (updates, answers): (Vec<_>, Vec<_>) = self.queue.drain(..take).unzip();
+        let (updates, replies): (Vec<_>, Vec<_>) = self.queue.drain(..take).unzip();
         if updates.is_empty() && progress.is_empty() {
             for waiter in flushed {
                 let _ = waiter.send(());
@@ -188,19 +198,29 @@ impl StatusRecorder {
             return;
         }
         self.applying = true;
+        self.in_flight = Default::default();
+        for update in &updates {
+            let (personas, jobs) = open_runs::touched(update);
+            self.in_flight.0.extend(personas.into_iter().cloned());
+            self.in_flight.1.extend(jobs);
+        }
         let db = self.db.clone();
         let ride_out = self.ride_out;
         let logged = updates.clone();
-        let batch = async move { apply_batch(&db, updates, progress, ride_out).await };
+        let answered = replies.iter().map(Reply::answered_for).collect();
+        let doomed = std::mem::take(&mut self.doomed);
+        let batch =
+            async move { apply_batch(&db, updates, answered, progress, ride_out, doomed).await };
         ctx.spawn(
             batch
                 .into_actor(self)
-                .map(move |(results, progress), act, ctx| {
+                .map(move |(results, progress, doomed), act, ctx| {
                     act.applying = false;
-                    for ((update, answer), result) in logged.into_iter().zip(answers).zip(results) {
+                    act.in_flight = Default::default();
+                    act.doomed = doomed;
+                    for ((update, reply), result) in logged.into_iter().zip(replies).zip(results) {
                         act.settle(&update, &result);
-                        // A sender that stopped waiting no longer cares.
-                        let _ = answer.send(result);
+                        reply.send(result);
                     }
                     act.counters.batches += u64::from(progress.together);
                     act.counters.progress_written += progress.written;
@@ -294,7 +314,40 @@ impl Handler<RecordStatus> for StatusRecorder {
             self.pending_progress.remove(job_id);
         }
         let (answer, applied) = oneshot::channel();
-        self.queue.push_back((update, answer));
+        match &update {
+            StatusUpdate::BeginRun { persona, jobs } if self.independent(&update) => {
+                // Read now, apart from the queue, and answered from that read; written in its
+                // turn. Whichever comes first, the read or the write, answers.
+                let answer = Arc::new(Mutex::new(Some(answer)));
+                let (persona, jobs) = (persona.clone(), jobs.clone());
+                self.queue.push_back((update, Reply::First(answer.clone())));
+                let db = self.db.clone();
+                let read = async move {
+                    let read = read_start(&db, &persona, &jobs).await;
+                    (persona, read)
+                };
+                ctx.spawn(read.into_actor(self).map(move |(persona, read), act, _| {
+                    // An error is for the write to find and answer.
+                    if let Ok((recorded, statuses)) = read {
+                        if let Some(answer) = answer.lock().unwrap().take() {
+                            act.open.open(&persona, statuses);
+                            let _ = answer.send(Ok((None, recorded)));
+                        }
+                    }
+                }));
+            }
+            StatusUpdate::FinishRun { persona, .. } => {
+                self.open.close(persona);
+                self.queue.push_back((update, Reply::Waiting(answer)));
+            }
+            _ => match self.open.admit(&update) {
+                Some(run) => {
+                    let _ = answer.send(Ok((None, Recorded::default())));
+                    self.queue.push_back((update, Reply::Answered(run)));
+                }
+                None => self.queue.push_back((update, Reply::Waiting(answer))),
+            },
+        }
         self.drain(ctx);
         Box::pin(async move {
             match applied.await {
@@ -307,6 +360,55 @@ impl Handler<RecordStatus> for StatusRecorder {
     }
 }
 
+impl StatusRecorder {
+    /// Whether a run's start reads nothing that an update waiting or being written changes.
+    fn independent(&self, start: &StatusUpdate) -> bool {
+        let (personas, jobs) = open_runs::touched(start);
+        let waiting = self
+            .queue
+            .iter()
+            .map(|(update, _)| open_runs::touched(update));
+        let clash = |(p, j): (Vec<&PersonaId>, Vec<Uuid>)| {
+            p.iter().any(|p| personas.contains(p)) || j.iter().any(|j| jobs.contains(j))
+        };
+        !personas.iter().any(|p| self.in_flight.0.contains(*p))
+            && !jobs.iter().any(|j| self.in_flight.1.contains(j))
+            && !waiting.into_iter().any(clash)
+    }
+}
+
+/// Whom to tell how an update was applied.
+enum Reply {
+    /// Its sender waits for the write.
+    Waiting(oneshot::Sender<Applied>),
+    /// Answered before the write, as an update of the open run of this persona.
+    Answered(PersonaId),
+    /// A run's start: answered by its early read or its write, whichever comes first.
+    First(Arc<Mutex<Option<oneshot::Sender<Applied>>>>),
+}
+
+impl Reply {
+    fn answered_for(&self) -> Option<PersonaId> {
+        match self {
+            Reply::Answered(persona) => Some(persona.clone()),
+            _ => None,
+        }
+    }
+
+    fn send(self, result: Applied) {
+        // A sender that stopped waiting no longer cares.
+        match self {
+            Reply::Waiting(answer) => drop(answer.send(result)),
+            Reply::Answered(_) => {}
+            Reply::First(answer) => {
+                if let Some(answer) = answer.lock().unwrap().take() {
+                    let _ = answer.send(result);
+                }
+            }
+        }
+    }
+}
+
 impl Handler<Observe<RecorderCounters>> for StatusRecorder {
     type Result = MessageResult<Observe<RecorderCounters>>;
 
@@ -316,5 +418,8 @@ impl Handler<Observe<RecorderCounters>> for StatusRecorder {
 }
 
 mod apply;
+#[cfg(test)]
+mod early_tests;
+mod open_runs;
 #[cfg(test)]
 mod tests;

@@ -20,11 +20,12 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
+use super::open_runs::Doomed;
 use super::{JobEvent, Recorded, StatusUpdate};
 use crate::jobs::{self, TransitionError};
 use crate::manifest;
 use crate::retry::{retry, Backoff, Budget, Verdict};
-use crate::{JobStatus, Kind};
+use crate::{JobStatus, Kind, PersonaId};
 
 /// What applying an update did: the event it makes for live views, and what it found.
 pub(super) type Applied = Result<(Option<JobEvent>, Recorded), TransitionError>;
@@ -43,24 +44,39 @@ pub(super) struct ProgressWritten {
 /// Applies `updates` in order, then writes `progress`; answers each update's result in order.
 /// Together in one transaction when there is more than one thing to write, riding out an
 /// unavailable database as one update alone would; one at a time when that transaction fails
-/// for any other reason.
+/// for any other reason, or when an update belongs to a doomed run (see [`Doomed`]).
+/// `answered[i]` is the run `updates[i]` was answered early for: if its write fails, that run
+/// is doomed, as is the run of any start that fails.
 pub(super) async fn apply_batch(
     db: &DatabaseConnection,
     updates: Vec<StatusUpdate>,
+    answered: Vec<Option<PersonaId>>,
     progress: Vec<(Uuid, u8)>,
     ride_out: Duration,
-) -> (Vec<Applied>, ProgressWritten) {
-    if updates.len() + usize::from(!progress.is_empty()) > 1 {
+    mut doomed: Doomed,
+) -> (Vec<Applied>, ProgressWritten, Doomed) {
+    let clean = updates.iter().all(|update| doomed.of(update).is_none());
+    if clean && updates.len() + usize::from(!progress.is_empty()) > 1 {
         let batch = || together(db, &updates, &progress);
         match retry(&backoff(ride_out), "database", unavailable, tell, batch).await {
-            Ok(done) => return done,
+            Ok((results, written)) => {
+                for update in &updates {
+                    if let StatusUpdate::BeginRun { persona, .. } = update {
+                        doomed.forget(persona);
+                    }
+                }
+                return (results, written, doomed);
+            }
             Err(gave_up) if matches!(gave_up.error, TransitionError::Unavailable(_)) => {
+                for (update, run) in updates.iter().zip(&answered) {
+                    doomed.doom(update, run.as_ref(), &gave_up.error);
+                }
                 let results = updates.iter().map(|_| Err(gave_up.error.clone()));
                 let progress = ProgressWritten {
                     unwritten: progress,
                     ..ProgressWritten::default()
                 };
-                return (results.collect(), progress);
+                return (results.collect(), progress, doomed);
             }
             Err(gave_up) => tracing::debug!(
                 "status updates applied one by one: together, {}",
@@ -69,10 +85,67 @@ pub(super) async fn apply_batch(
         }
     }
     let mut results = Vec::with_capacity(updates.len());
-    for update in updates {
-        results.push(apply_riding_out(db, update, ride_out).await);
+    for (update, run) in updates.into_iter().zip(answered) {
+        let result = match (&update, doomed.of(&update).cloned()) {
+            (StatusUpdate::BeginRun { persona, .. }, _) => {
+                doomed.forget(persona);
+                apply_riding_out(db, update.clone(), ride_out).await
+            }
+            (StatusUpdate::FinishRun { persona, .. }, Some(doom)) => {
+                doomed.forget(persona);
+                // Its persona is not left ingesting, and says why the run failed.
+                let end = StatusUpdate::FinishRun {
+                    persona: persona.clone(),
+                    error: Some(doom.to_string()),
+                };
+                let _ = apply_riding_out(db, end, ride_out).await;
+                Err(doom)
+            }
+            // Not written: its run could not record an update it was told had been.
+            (_, Some(doom)) => Err(doom),
+            (_, None) => apply_riding_out(db, update.clone(), ride_out).await,
+        };
+        if let Err(e) = &result {
+            doomed.doom(&update, run.as_ref(), e);
+        }
+        results.push(result);
     }
-    (results, write_progress(db, progress).await)
+    (results, write_progress(db, progress).await, doomed)
+}
+
+/// A run's start read apart from the queue (its jobs' rows in one query, its manifests in
+/// another), so that it can be answered before its write: what it would answer, and the status
+/// each of its jobs has once it is written. A refusal, or any error, is left for its write to
+/// find and answer.
+pub(super) async fn read_start(
+    db: &DatabaseConnection,
+    persona: &PersonaId,
+    run: &[jobs::JobRef],
+) -> Result<(Recorded, Vec<(Uuid, JobStatus)>), TransitionError> {
+    let existing = jobs::job_rows(db, run.iter().map(|j| j.id)).await?;
+    let begun = jobs::begin_run_writes(
+        db.get_database_backend(),
+        persona,
+        run,
+        &existing,
+        &mut jobs::Writes::new(),
+    )?;
+    let kinds: Vec<Kind> = jobs::still_to_run(run, &begun.completed_before)
+        .map(|job| job.kind)
+        .collect();
+    let manifests = manifest::load(db, persona, &kinds).await?;
+    let statuses = run
+        .iter()
+        .map(|job| {
+            let row = existing.iter().find(|row| row.id == job.id);
+            (job.id, row.map_or(JobStatus::Pending, |row| row.status))
+        })
+        .collect();
+    let recorded = Recorded {
+        completed_before: begun.completed_before,
+        manifests,
+    };
+    Ok((recorded, statuses))
 }
 
 /// Waits for a database that went away: from a tenth of a second, doubling to 2 s, for at most

@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use uuid::Uuid;
 
 use super::{completed_event, failed_event, started_event, Applied, ProgressWritten};
+use crate::actors::status_recorder::open_runs::touched;
 use crate::actors::status_recorder::{Recorded, StatusUpdate};
 use crate::jobs::{self, TransitionError, Writes};
 use crate::manifest;
@@ -54,34 +55,16 @@ fn independent(updates: &[StatusUpdate]) -> usize {
     let mut personas: HashSet<&PersonaId> = HashSet::new();
     let mut jobs: HashSet<Uuid> = HashSet::new();
     for (at, update) in updates.iter().enumerate() {
-        match update {
-            StatusUpdate::BeginRun { persona, jobs: run } => {
-                let read_before =
-                    personas.contains(persona) || run.iter().any(|j| jobs.contains(&j.id));
-                if at > 0 && read_before {
-                    return at;
-                }
-                personas.insert(persona);
-                jobs.extend(run.iter().map(|j| j.id));
-            }
-            StatusUpdate::JobStarted { job_id, .. } | StatusUpdate::JobProgress { job_id, .. } => {
-                jobs.insert(*job_id);
-            }
-            StatusUpdate::JobCompleted {
-                job_id, manifest, ..
-            }
-            | StatusUpdate::JobFailed {
-                job_id, manifest, ..
-            } => {
-                jobs.insert(*job_id);
-                if let Some(change) = manifest {
-                    personas.insert(change.persona());
-                }
-            }
-            StatusUpdate::FinishRun { persona, .. } => {
-                personas.insert(persona);
+        let (its_personas, its_jobs) = touched(update);
+        if let StatusUpdate::BeginRun { .. } = update {
+            let read_before = its_personas.iter().any(|p| personas.contains(p))
+                || its_jobs.iter().any(|j| jobs.contains(j));
+            if at > 0 && read_before {
+                return at;
             }
         }
+        personas.extend(its_personas);
+        jobs.extend(its_jobs);
     }
     updates.len()
 }

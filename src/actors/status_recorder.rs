@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use self::apply::{apply_batch, read_start, Applied};
-use self::open_runs::{Doomed, OpenRuns};
+use self::open_runs::{Doomed, OpenRuns, Reply};
 use super::Observe;
 use crate::counts::JobCounts;
 use crate::jobs::{JobRef, TransitionError};
@@ -374,38 +374,6 @@ impl StatusRecorder {
         !personas.iter().any(|p| self.in_flight.0.contains(*p))
             && !jobs.iter().any(|j| self.in_flight.1.contains(j))
             && !waiting.into_iter().any(clash)
-    }
-}
-
-/// Whom to tell how an update was applied.
-enum Reply {
-    /// Its sender waits for the write.
-    Waiting(oneshot::Sender<Applied>),
-    /// Answered before the write, as an update of the open run of this persona.
-    Answered(PersonaId),
-    /// A run's start: answered by its early read or its write, whichever comes first.
-    First(Arc<Mutex<Option<oneshot::Sender<Applied>>>>),
-}
-
-impl Reply {
-    fn answered_for(&self) -> Option<PersonaId> {
-        match self {
-            Reply::Answered(persona) => Some(persona.clone()),
-            _ => None,
-        }
-    }
-
-    fn send(self, result: Applied) {
-        // A sender that stopped waiting no longer cares.
-        match self {
-            Reply::Waiting(answer) => drop(answer.send(result)),
-            Reply::Answered(_) => {}
-            Reply::First(answer) => {
-                if let Some(answer) = answer.lock().unwrap().take() {
-                    let _ = answer.send(result);
-                }
-            }
-        }
     }
 }
 

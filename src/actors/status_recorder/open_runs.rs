@@ -18,12 +18,47 @@
 //! that waits for the run's end learns of it and nothing says the run went well.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::apply::Applied;
 use super::StatusUpdate;
 use crate::jobs::TransitionError;
 use crate::{JobStatus, PersonaId};
+
+/// Whom to tell how an update was applied.
+pub(super) enum Reply {
+    /// Its sender waits for the write.
+    Waiting(oneshot::Sender<Applied>),
+    /// Answered before the write, as an update of the open run of this persona.
+    Answered(PersonaId),
+    /// A run's start: answered by its early read or its write, whichever comes first.
+    First(Arc<Mutex<Option<oneshot::Sender<Applied>>>>),
+}
+
+impl Reply {
+    pub fn answered_for(&self) -> Option<PersonaId> {
+        match self {
+            Reply::Answered(persona) => Some(persona.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn send(self, result: Applied) {
+        // A sender that stopped waiting no longer cares.
+        match self {
+            Reply::Waiting(answer) => drop(answer.send(result)),
+            Reply::Answered(_) => {}
+            Reply::First(answer) => {
+                if let Some(answer) = answer.lock().unwrap().take() {
+                    let _ = answer.send(result);
+                }
+            }
+        }
+    }
+}
 
 /// The runs whose start was answered early and whose end has not arrived: for each job, its
 /// status once every update that arrived for it is written.

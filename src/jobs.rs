@@ -26,18 +26,23 @@ pub struct JobRef {
     pub task_id: Option<String>,
 }
 
-/// Why a transition that changed no row of job `id` was refused: `why` of the status the job
-/// has (`NoJob` when there is no such job).
-async fn refused<C: ConnectionTrait>(
+/// Runs `statement`, a transition of job `id`; when it changes no row, the transition was
+/// refused: `why` of the status the job has (`NoJob` when there is no such job).
+async fn transition<C: ConnectionTrait>(
     db: &C,
+    statement: Statement,
     id: Uuid,
     why: impl FnOnce(JobStatus) -> String,
-) -> TransitionError {
-    match ingestion_job::Entity::find_by_id(id).one(db).await {
+) -> Result<(), TransitionError> {
+    if db.execute(statement).await?.rows_affected() > 0 {
+        return Ok(());
+    }
+    // Read only to say why.
+    Err(match ingestion_job::Entity::find_by_id(id).one(db).await {
         Ok(Some(row)) => TransitionError::Refused(why(row.status)),
         Ok(None) => TransitionError::NoJob(id),
         Err(e) => e.into(),
-    }
+    })
 }
 
 /// Sets the columns of what a job did (all 0 when it starts).
@@ -62,13 +67,11 @@ pub async fn job_started<C: ConnectionTrait>(
     id: Uuid,
     rerun: bool,
 ) -> Result<(), TransitionError> {
-    if jobs_started(db, &[id], rerun).await? == 0 {
-        return Err(refused(db, id, |status| {
-            format!("job {id} is {status}; only a pending job starts (or an explicit retry)")
-        })
-        .await);
-    }
-    Ok(())
+    let statement = started(db.get_database_backend(), &[id], rerun);
+    transition(db, statement, id, |status| {
+        format!("job {id} is {status}; only a pending job starts (or an explicit retry)")
+    })
+    .await
 }
 
 /// [`job_started`] for several jobs in one statement; answers how many started. Fewer than
@@ -155,13 +158,10 @@ pub async fn job_completed<C: ConnectionTrait>(
         warning,
         counts,
     );
-    if db.execute(statement).await?.rows_affected() == 0 {
-        return Err(refused(db, id, |status| {
-            format!("job {id} is {status}; only a processing job completes")
-        })
-        .await);
-    }
-    Ok(())
+    transition(db, statement, id, |status| {
+        format!("job {id} is {status}; only a processing job completes")
+    })
+    .await
 }
 
 /// The write of [`job_completed`]: changes one row when it applies.
@@ -201,13 +201,10 @@ pub async fn job_failed<C: ConnectionTrait>(
     vectors_present: Option<u64>,
 ) -> Result<(), TransitionError> {
     let statement = failed(db.get_database_backend(), id, error, vectors_present);
-    if db.execute(statement).await?.rows_affected() == 0 {
-        return Err(refused(db, id, |status| {
-            format!("job {id} is already {status}; not marking it failed ({error})")
-        })
-        .await);
-    }
-    Ok(())
+    transition(db, statement, id, |status| {
+        format!("job {id} is already {status}; not marking it failed ({error})")
+    })
+    .await
 }
 
 /// The write of [`job_failed`]: changes one row when it applies.

@@ -24,6 +24,11 @@ impl Writes {
         self.statements.push(statement);
     }
 
+    /// Adds `later`'s statements after these.
+    pub fn append(&mut self, mut later: Writes) {
+        self.statements.append(&mut later.statements);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.statements.is_empty()
     }

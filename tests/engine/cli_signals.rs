@@ -62,16 +62,7 @@ async fn an_interrupted_ingest_leaves_no_job_processing() {
             .await
             .unwrap();
         assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("persona-ingest.db").display()
-        );
-        let db = persona_ingest::db::connect(&persona_ingest::config::DatabaseSettings {
-            url,
-            ..World::new().settings(&[]).database
-        })
-        .await
-        .unwrap();
+        let db = jobs_database(dir.path()).await;
         let rows = latest_jobs(&db, "twain-sampler").await;
         assert!(!rows.is_empty());
         assert_nothing_processing(&db).await;
@@ -125,6 +116,25 @@ async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
         },
     )
     .await;
+    let db = jobs_database(dir.path()).await;
+    // Its jobs' starts are written with the next update somebody waits for, or the next
+    // progress flush: killed once they are.
+    crate::worker_kit::wait_for(
+        "its jobs recorded processing",
+        std::time::Duration::from_secs(30),
+        || {
+            let db = &db;
+            async move {
+                let rows = persona_ingest::jobs::jobs_of_persona(db, "twain-sampler")
+                    .await
+                    .unwrap();
+                rows.iter()
+                    .any(|r| r.status == JobStatus::Processing)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     killed.kill().unwrap();
     killed.wait().unwrap();
 
@@ -144,16 +154,6 @@ async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
         "it waited for the dead process's lease: {:?}",
         started.elapsed()
     );
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("persona-ingest.db").display()
-    );
-    let db = persona_ingest::db::connect(&persona_ingest::config::DatabaseSettings {
-        url,
-        ..World::new().settings(&[]).database
-    })
-    .await
-    .unwrap();
     assert_nothing_processing(&db).await;
     let rows = persona_ingest::jobs::jobs_of_persona(&db, "twain-sampler")
         .await
@@ -165,4 +165,18 @@ async fn the_next_ingest_after_a_killed_one_takes_over_at_once() {
             .is_some_and(|e| e.contains("stopped before it ended"))),
         "{rows:?}"
     );
+}
+
+/// The jobs database `ingest` writes in `dir`.
+async fn jobs_database(dir: &std::path::Path) -> sea_orm::DatabaseConnection {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("persona-ingest.db").display()
+    );
+    persona_ingest::db::connect(&persona_ingest::config::DatabaseSettings {
+        url,
+        ..World::new().settings(&[]).database
+    })
+    .await
+    .unwrap()
 }

@@ -19,6 +19,10 @@ struct Harness {
 }
 
 async fn start() -> Harness {
+    flushing_every(PROGRESS_FLUSH_EVERY).await
+}
+
+async fn flushing_every(every: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/jobs.db?mode=rwc", dir.path().display());
     let connect = |max_connections| {
@@ -35,7 +39,9 @@ async fn start() -> Harness {
     let other = connect(1).await.unwrap();
     let (events, _) = broadcast::channel(64);
     Harness {
-        recorder: StatusRecorder::new(db.clone(), events).start(),
+        recorder: StatusRecorder::new(db.clone(), events)
+            .flushing_every(every)
+            .start(),
         db,
         other,
         _dir: dir,
@@ -64,6 +70,32 @@ async fn within<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(Duration::from_millis(300), answer)
         .await
         .ok()
+}
+
+/// A run's start and its jobs' starts, each answered before it is written (as it must be):
+/// what the start answered.
+async fn begin_and_start(h: &Harness, jobs: &[&JobRef]) -> Recorded {
+    let begun = h.recorder.send(RecordStatus(StatusUpdate::BeginRun {
+        persona: persona(),
+        jobs: jobs.iter().map(|job| (*job).clone()).collect(),
+    }));
+    let begun = within(begun)
+        .await
+        .expect("the start is answered from its read")
+        .unwrap()
+        .unwrap();
+    for job in jobs {
+        let started = StatusUpdate::JobStarted {
+            job_id: job.id,
+            rerun: false,
+        };
+        within(h.recorder.send(RecordStatus(started)))
+            .await
+            .expect("the job's start is answered at once")
+            .unwrap()
+            .unwrap();
+    }
+    begun
 }
 
 #[actix::test]
@@ -178,4 +210,90 @@ async fn a_write_that_fails_after_its_answer_fails_the_runs_end() {
     assert_eq!(persona.status, PersonaStatus::Failed);
     let why = persona.error_message.unwrap_or_default();
     assert!(why.contains("answered before its write failed"), "{why}");
+}
+
+#[actix::test]
+async fn updates_answered_early_wait_to_be_written_with_one_somebody_waits_for() {
+    let h = flushing_every(Duration::from_secs(3600)).await;
+    let (a, b) = (works(), works());
+    let b = JobRef {
+        kind: Kind::Quotes,
+        ..b
+    };
+    begin_and_start(&h, &[&a, &b]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(status(&h.db, a.id).await, None, "nobody waits for them yet");
+
+    let completed = h.recorder.send(RecordStatus(StatusUpdate::JobCompleted {
+        job_id: a.id,
+        total_vectors: 1,
+        warning: None,
+        counts: Default::default(),
+        manifest: None,
+    }));
+    within(completed).await.unwrap().unwrap().unwrap();
+    assert_eq!(status(&h.db, a.id).await, Some(JobStatus::Completed));
+    assert_eq!(status(&h.db, b.id).await, Some(JobStatus::Processing));
+    let counters = h.recorder.send(Observe::default()).await.unwrap();
+    assert_eq!(
+        (counters.batches, counters.applied),
+        (1, 4),
+        "the run's start, its jobs' starts and the first end in one transaction"
+    );
+}
+
+#[actix::test]
+async fn updates_answered_early_are_written_by_the_next_flush_when_nobody_waits() {
+    let h = flushing_every(Duration::from_millis(50)).await;
+    let job = works();
+    begin_and_start(&h, &[&job]).await;
+    let written = async {
+        while status(&h.db, job.id).await != Some(JobStatus::Processing) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), written)
+        .await
+        .expect("written by the next progress flush");
+}
+
+#[actix::test]
+async fn a_run_written_with_its_jobs_end_leaves_the_manifest_that_end_wrote_settled() {
+    use crate::manifest::{FileEntry, ManifestChange};
+    let h = flushing_every(Duration::from_secs(3600)).await;
+    let job = works();
+    let replace = || ManifestChange::Replace {
+        persona: persona(),
+        kind: Kind::Works,
+        entries: Arc::new(vec![FileEntry {
+            source: "data/p/works/a.txt".into(),
+            bytes: 10,
+            modified_ns: 5,
+            changed_ns: 6,
+            inode: 7,
+            content_hash: "0".repeat(32),
+            chunks: vec![(0, 1)],
+            fingerprint: "f".into(),
+            recorded_ns: 1_000_000_000,
+        }]),
+    };
+    // A run before this one left its manifest: this run's start unsettles it.
+    replace().apply(&h.db).await.unwrap();
+
+    let begun = begin_and_start(&h, &[&job]).await;
+    assert!(begun.manifests.contains_key(&Kind::Works));
+    // Written in one transaction with the run's start: the end's manifest comes after the
+    // start's unsettling.
+    let completed = h.recorder.send(RecordStatus(StatusUpdate::JobCompleted {
+        job_id: job.id,
+        total_vectors: 1,
+        warning: None,
+        counts: Default::default(),
+        manifest: Some(replace()),
+    }));
+    within(completed).await.unwrap().unwrap().unwrap();
+    let works = crate::manifest::load(&h.db, &persona(), &[Kind::Works])
+        .await
+        .unwrap();
+    assert!(works[&Kind::Works].settled, "{works:?}");
 }

@@ -35,7 +35,16 @@ pub(super) enum Reply {
     /// Answered before the write, as an update of the open run of this persona.
     Answered(PersonaId),
     /// A run's start: answered by its early read or its write, whichever comes first.
-    First(Arc<Mutex<Option<oneshot::Sender<Applied>>>>),
+    First(Arc<Mutex<Start>>),
+}
+
+/// A run's start read apart from the queue: who waits for its answer until the read or the
+/// write gives it.
+#[derive(Debug, Default)]
+pub(super) struct Start {
+    pub answer: Option<oneshot::Sender<Applied>>,
+    /// The read came back, answering or (on an error) leaving the answer to the write.
+    pub read_ended: bool,
 }
 
 impl Reply {
@@ -46,13 +55,26 @@ impl Reply {
         }
     }
 
+    /// Whether someone waits for this update's write: its sender, or a run's start whose early
+    /// read ended without answering it.
+    pub fn waits(&self) -> bool {
+        match self {
+            Reply::Waiting(_) => true,
+            Reply::Answered(_) => false,
+            Reply::First(start) => {
+                let start = start.lock().unwrap();
+                start.answer.is_some() && start.read_ended
+            }
+        }
+    }
+
     pub fn send(self, result: Applied) {
         // A sender that stopped waiting no longer cares.
         match self {
             Reply::Waiting(answer) => drop(answer.send(result)),
             Reply::Answered(_) => {}
-            Reply::First(answer) => {
-                if let Some(answer) = answer.lock().unwrap().take() {
+            Reply::First(start) => {
+                if let Some(answer) = start.lock().unwrap().answer.take() {
                     let _ = answer.send(result);
                 }
             }

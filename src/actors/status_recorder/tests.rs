@@ -22,7 +22,10 @@ async fn start() -> (
     let db = crate::db::connect(&settings).await.unwrap();
     let (events, listener) = broadcast::channel(64);
     (
-        StatusRecorder::new(db.clone(), events).start(),
+        // Written as they come: these tests make their batches themselves.
+        StatusRecorder::new(db.clone(), events)
+            .writing_at_once()
+            .start(),
         db,
         listener,
     )

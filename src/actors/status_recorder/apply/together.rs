@@ -93,7 +93,9 @@ async fn write_together<C: ConnectionTrait>(
     };
     let mut transitions = Writes::new();
     let mut rows = 0;
-    let mut manifests = Writes::new();
+    // The job ends' manifest changes, written after the run starts' unsettling, which a part's
+    // job ends follow (a start that reads what an earlier update wrote begins a new part).
+    let mut ended = Writes::new();
     let mut results: Vec<Applied> = Vec::with_capacity(updates.len());
     // The run starts accepted: where their answer is, and the kinds whose manifests they read.
     let mut begun = Vec::new();
@@ -137,7 +139,7 @@ async fn write_together<C: ConnectionTrait>(
                 ));
                 rows += 1;
                 if let Some(change) = manifest {
-                    change.writes(backend, &mut manifests);
+                    change.writes(backend, &mut ended);
                 }
                 Ok((
                     completed_event(*job_id, *total_vectors, warning.clone()),
@@ -153,7 +155,7 @@ async fn write_together<C: ConnectionTrait>(
                 transitions.push(jobs::failed(backend, *job_id, error, *vectors_present));
                 rows += 1;
                 if let Some(change) = manifest {
-                    change.writes(backend, &mut manifests);
+                    change.writes(backend, &mut ended);
                 }
                 Ok((failed_event(*job_id, error), Recorded::default()))
             }
@@ -165,6 +167,7 @@ async fn write_together<C: ConnectionTrait>(
         };
         results.push(result);
     }
+    let mut manifests = Writes::new();
     if !begun.is_empty() {
         let asked: Vec<(PersonaId, Vec<Kind>)> = begun
             .iter()
@@ -180,6 +183,7 @@ async fn write_together<C: ConnectionTrait>(
             }
         }
     }
+    manifests.append(ended);
     let changed = transitions.run(txn).await?;
     if changed != rows {
         // Which one was refused is for the updates applied alone to find out.

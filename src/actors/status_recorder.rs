@@ -1,7 +1,8 @@
 //! StatusRecorder: the only writer to the jobs database. Updates are applied in arrival order,
 //! one batch at a time (so SQLite never sees two writers): what waits when a batch starts goes
 //! in one transaction (see `apply`). A run's start and its jobs' starts are answered before
-//! they are written where it is sure they will apply (see `open_runs`). Progress updates are
+//! they are written where it is sure they will apply (see `open_runs`), and are written with
+//! the next update somebody waits for (see `StatusRecorder::drain`). Progress updates are
 //! coalesced and written with the batch after the flush timer rings, and every applied change
 //! is published as a [`JobEvent`] for live views.
 
@@ -17,85 +18,23 @@ use uuid::Uuid;
 
 use self::apply::{apply_batch, read_start, Applied};
 use self::open_runs::{Doomed, OpenRuns, Reply, Start};
+pub use self::update::{JobEvent, Recorded, StatusUpdate};
 use super::Observe;
-use crate::counts::JobCounts;
-use crate::jobs::{JobRef, TransitionError};
-use crate::manifest::{KindManifest, ManifestChange};
-use crate::{JobStatus, Kind, PersonaId};
+use crate::jobs::TransitionError;
+use crate::{JobStatus, PersonaId};
 
 /// How often coalesced progress reaches the database.
 pub const PROGRESS_FLUSH_EVERY: Duration = Duration::from_millis(250);
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub enum StatusUpdate {
-    /// Creates missing rows; the persona becomes `ingesting`.
-    BeginRun {
-        persona: PersonaId,
-        jobs: Vec<JobRef>,
-    },
-    JobStarted {
-        job_id: Uuid,
-        rerun: bool,
-    },
-    /// Coalesced: only the latest value per job is written, on the next flush.
-    JobProgress {
-        job_id: Uuid,
-        progress: u8,
-    },
-    JobCompleted {
-        job_id: Uuid,
-        total_vectors: u64,
-        warning: Option<String>,
-        counts: JobCounts,
-        /// The kind's manifest as the job left it, written in the same transaction.
-        manifest: Option<ManifestChange>,
-    },
-    JobFailed {
-        job_id: Uuid,
-        error: String,
-        /// The records of the job's kind the store holds after the failure, when known: the
-        /// row's `total_vectors` then says what the collection holds, not 0.
-        vectors_present: Option<u64>,
-        /// The files whose rows to forget, in the same transaction; `None` leaves the kind's
-        /// rows unsettled (what the job wrote is not known).
-        manifest: Option<ManifestChange>,
-    },
-    /// The persona becomes `active`, or `failed` with the run's error.
-    FinishRun {
-        persona: PersonaId,
-        error: Option<String>,
-    },
-}
 
 /// A status update to apply; answered once it is in the database.
 #[derive(Clone, Debug, PartialEq, Message, Serialize)]
 #[rtype(result = "Result<Recorded, TransitionError>")]
 pub struct RecordStatus(pub StatusUpdate);
 
-/// What applying an update found out. Only `BeginRun` finds anything.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recorded {
-    /// The jobs of the run that its task completed before (job id, vectors): see
-    /// [`jobs::begin_run`].
-    pub completed_before: Vec<(Uuid, u64)>,
-    /// The manifest of each kind the run is to carry out, as it was before (now unsettled).
-    pub manifests: BTreeMap<Kind, KindManifest>,
-}
-
 /// Writes the coalesced progress now; answered once written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FlushProgress;
-
-/// A change of a job as applied, for progress bars and dashboards.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct JobEvent {
-    pub job_id: Uuid,
-    pub status: JobStatus,
-    pub progress: u8,
-    pub total_vectors: u64,
-    pub message: Option<String>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RecorderCounters {
@@ -431,3 +370,4 @@ mod early_tests;
 mod open_runs;
 #[cfg(test)]
 mod tests;
+mod update;

@@ -7,6 +7,9 @@ use sea_orm::EntityTrait;
 
 use super::*;
 use crate::config::DatabaseSettings;
+use crate::counts::JobCounts;
+use crate::jobs::JobRef;
+use crate::manifest::ManifestChange;
 use crate::testkit;
 use crate::{Kind, PersonaStatus};
 

@@ -129,7 +129,7 @@ impl StatusRecorder {
     /// or only updates answered early wait: those wait for one that somebody waits for, or for
     /// the next progress flush ([`PROGRESS_FLUSH_EVERY`]), and go with it. Written at once, they
     /// made batches nobody waited for, which a job's end then queued behind: holding them took
-    /// `trigger_overhead` from 605 to 673 messages a second (two sittings, eight runs each).
+    /// `trigger_overhead` from 605 to 672 messages a second (two sittings, eight runs each).
     fn drain(&mut self, ctx: &mut Context<Self>) {
         if self.applying {
             return;

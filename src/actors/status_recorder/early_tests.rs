@@ -8,6 +8,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use super::*;
 use crate::config::DatabaseSettings;
 use crate::jobs::JobRef;
+use crate::manifest::ManifestChange;
 use crate::{Kind, PersonaStatus};
 
 struct Harness {
@@ -72,6 +73,17 @@ async fn within<T>(answer: impl std::future::Future<Output = T>) -> Option<T> {
         .ok()
 }
 
+/// Job `job` completed with `total_vectors`, leaving `manifest`.
+fn completed(job: &JobRef, total_vectors: u64, manifest: Option<ManifestChange>) -> RecordStatus {
+    RecordStatus(StatusUpdate::JobCompleted {
+        job_id: job.id,
+        total_vectors,
+        warning: None,
+        counts: Default::default(),
+        manifest,
+    })
+}
+
 /// A run's start and its jobs' starts, each answered before it is written (as it must be):
 /// what the start answered.
 async fn begin_and_start(h: &Harness, jobs: &[&JobRef]) -> Recorded {
@@ -125,13 +137,7 @@ async fn a_runs_start_and_its_jobs_starts_are_answered_before_their_writes_its_e
     assert_eq!(status(&h.db, job.id).await, None, "nothing is written yet");
 
     // What answers a job's end or a run's end must not be seen before the row says the same.
-    let completed = h.recorder.send(RecordStatus(StatusUpdate::JobCompleted {
-        job_id: job.id,
-        total_vectors: 3,
-        warning: None,
-        counts: Default::default(),
-        manifest: None,
-    }));
+    let completed = h.recorder.send(completed(&job, 3, None));
     let finished = h.recorder.send(RecordStatus(StatusUpdate::FinishRun {
         persona: persona(),
         error: None,
@@ -224,13 +230,7 @@ async fn updates_answered_early_wait_to_be_written_with_one_somebody_waits_for()
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(status(&h.db, a.id).await, None, "nobody waits for them yet");
 
-    let completed = h.recorder.send(RecordStatus(StatusUpdate::JobCompleted {
-        job_id: a.id,
-        total_vectors: 1,
-        warning: None,
-        counts: Default::default(),
-        manifest: None,
-    }));
+    let completed = h.recorder.send(completed(&a, 1, None));
     within(completed).await.unwrap().unwrap().unwrap();
     assert_eq!(status(&h.db, a.id).await, Some(JobStatus::Completed));
     assert_eq!(status(&h.db, b.id).await, Some(JobStatus::Processing));
@@ -259,7 +259,7 @@ async fn updates_answered_early_are_written_by_the_next_flush_when_nobody_waits(
 
 #[actix::test]
 async fn a_run_written_with_its_jobs_end_leaves_the_manifest_that_end_wrote_settled() {
-    use crate::manifest::{FileEntry, ManifestChange};
+    use crate::manifest::FileEntry;
     let h = flushing_every(Duration::from_secs(3600)).await;
     let job = works();
     let replace = || ManifestChange::Replace {
@@ -284,13 +284,7 @@ async fn a_run_written_with_its_jobs_end_leaves_the_manifest_that_end_wrote_sett
     assert!(begun.manifests.contains_key(&Kind::Works));
     // Written in one transaction with the run's start: the end's manifest comes after the
     // start's unsettling.
-    let completed = h.recorder.send(RecordStatus(StatusUpdate::JobCompleted {
-        job_id: job.id,
-        total_vectors: 1,
-        warning: None,
-        counts: Default::default(),
-        manifest: Some(replace()),
-    }));
+    let completed = h.recorder.send(completed(&job, 1, Some(replace())));
     within(completed).await.unwrap().unwrap().unwrap();
     let works = crate::manifest::load(&h.db, &persona(), &[Kind::Works])
         .await

@@ -74,18 +74,8 @@ pub async fn job_started<C: ConnectionTrait>(
     .await
 }
 
-/// [`job_started`] for several jobs in one statement; answers how many started. Fewer than
-/// `ids` means some were refused (and the others started): see which with `job_started` alone.
-pub async fn jobs_started<C: ConnectionTrait>(
-    db: &C,
-    ids: &[Uuid],
-    rerun: bool,
-) -> Result<u64, TransitionError> {
-    let statement = started(db.get_database_backend(), ids, rerun);
-    Ok(db.execute(statement).await?.rows_affected())
-}
-
-/// The write of [`jobs_started`]: changes one row per job when it applies.
+/// The write of [`job_started`], for any number of jobs: changes one row per job when it
+/// applies.
 pub fn started(backend: DbBackend, ids: &[Uuid], rerun: bool) -> Statement {
     let mut update = with_counts(ingestion_job::Entity::update_many(), JobCounts::default())
         .col_expr(
@@ -320,7 +310,7 @@ mod error;
 mod queries;
 mod writes;
 
-pub use begin::{begin_run, begin_run_writes, job_rows, still_to_run, Begun};
+pub use begin::{begin_run, begin_run_writes, claim, job_rows, still_to_run, Begun, Claim};
 pub use create::create_pending;
 pub use error::TransitionError;
 pub use queries::*;

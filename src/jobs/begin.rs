@@ -59,21 +59,28 @@ pub struct Begun {
     pub rows: u64,
 }
 
-/// The writes of [`begin_run`], decided from `existing` (the rows of `jobs` that exist, as
-/// [`job_rows`] reads them): the persona upserted as `ingesting`, jobs whose task id changed
-/// retagged, the missing ones inserted in one statement. Refused (nothing pushed) when a job
-/// belongs to another persona or kind.
-pub fn begin_run_writes(
-    backend: DbBackend,
+/// What a run's start finds in `existing` (the rows of `jobs` that exist, as [`job_rows`] reads
+/// them), before anything is written: the jobs its task completed before (with their vector
+/// counts), those whose task id changed, and those without a row. Refused when a job belongs to
+/// another persona or kind.
+pub struct Claim<'a> {
+    pub completed_before: Vec<(Uuid, u64)>,
+    retagged: Vec<(Uuid, Option<String>)>,
+    missing: Vec<&'a JobRef>,
+}
+
+/// See [`Claim`]: the decision [`begin_run_writes`] writes, which a run's start read ahead of
+/// its write answers from without building its statements.
+pub fn claim<'a>(
     persona_id: &PersonaId,
-    jobs: &[JobRef],
+    jobs: &'a [JobRef],
     existing: &[ingestion_job::Model],
-    writes: &mut Writes,
-) -> Result<Begun, TransitionError> {
-    let mut completed = Vec::new();
-    let mut retagged = Vec::new();
-    let mut missing = Vec::new();
-    let now = Utc::now();
+) -> Result<Claim<'a>, TransitionError> {
+    let mut claim = Claim {
+        completed_before: Vec::new(),
+        retagged: Vec::new(),
+        missing: Vec::new(),
+    };
     for job in jobs {
         match existing.iter().find(|row| row.id == job.id) {
             Some(row) if row.persona_id != persona_id.as_str() || row.kind != job.kind => {
@@ -87,15 +94,40 @@ pub fn begin_run_writes(
                     && row.task_id == job.task_id
                     && row.status == JobStatus::Completed =>
             {
-                completed.push((row.id, row.total_vectors.max(0) as u64));
+                claim
+                    .completed_before
+                    .push((row.id, row.total_vectors.max(0) as u64));
             }
             Some(row) if job.task_id.is_some() && row.task_id != job.task_id => {
-                retagged.push((row.id, job.task_id.clone()));
+                claim.retagged.push((row.id, job.task_id.clone()));
             }
             Some(_) => {}
-            None => missing.push(new_job(persona_id, job, now)),
+            None => claim.missing.push(job),
         }
     }
+    Ok(claim)
+}
+
+/// The writes of [`begin_run`], decided from `existing` (see [`claim`]): the persona upserted
+/// as `ingesting`, jobs whose task id changed retagged, the missing ones inserted in one
+/// statement. Refused (nothing pushed) when a job belongs to another persona or kind.
+pub fn begin_run_writes(
+    backend: DbBackend,
+    persona_id: &PersonaId,
+    jobs: &[JobRef],
+    existing: &[ingestion_job::Model],
+    writes: &mut Writes,
+) -> Result<Begun, TransitionError> {
+    let Claim {
+        completed_before,
+        retagged,
+        missing,
+    } = claim(persona_id, jobs, existing)?;
+    let now = Utc::now();
+    let missing: Vec<_> = missing
+        .into_iter()
+        .map(|job| new_job(persona_id, job, now))
+        .collect();
     let mut rows = 1;
     writes.push(
         persona::Entity::insert(new_persona(persona_id, PersonaStatus::Ingesting, now))
@@ -124,7 +156,7 @@ pub fn begin_run_writes(
         writes.push(ingestion_job::Entity::insert_many(missing).build(backend));
     }
     Ok(Begun {
-        completed_before: completed,
+        completed_before,
         rows,
     })
 }

@@ -123,14 +123,9 @@ pub(super) async fn read_start(
     run: &[jobs::JobRef],
 ) -> Result<(Recorded, Vec<(Uuid, JobStatus)>), TransitionError> {
     let existing = jobs::job_rows(db, run.iter().map(|j| j.id)).await?;
-    let begun = jobs::begin_run_writes(
-        db.get_database_backend(),
-        persona,
-        run,
-        &existing,
-        &mut jobs::Writes::new(),
-    )?;
-    let kinds: Vec<Kind> = jobs::still_to_run(run, &begun.completed_before)
+    // Decided as its write will decide, without building the statements.
+    let completed_before = jobs::claim(persona, run, &existing)?.completed_before;
+    let kinds: Vec<Kind> = jobs::still_to_run(run, &completed_before)
         .map(|job| job.kind)
         .collect();
     let manifests = manifest::load(db, persona, &kinds).await?;
@@ -142,7 +137,7 @@ pub(super) async fn read_start(
         })
         .collect();
     let recorded = Recorded {
-        completed_before: begun.completed_before,
+        completed_before,
         manifests,
     };
     Ok((recorded, statuses))

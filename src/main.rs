@@ -5,6 +5,11 @@ use clap::Parser;
 use persona_ingest::cli::{self, Cli, LogFormat};
 use persona_ingest::config::ConfigInputs;
 
+// glibc's malloc took a quarter of the main thread's CPU under load (its free lists and
+// consolidation); the engine allocates many small, short-lived values a message.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     #[cfg(feature = "minilm")]
     persona_ingest::embed::minilm::turn_off_candles_pool();

@@ -8,8 +8,8 @@ use persona_ingest::config::ConfigInputs;
 // glibc's malloc took a quarter of the main thread's CPU under load (its free lists and
 // consolidation): the engine allocates many small, short-lived values a message. Built without
 // transparent huge pages (the `no_thp` feature) and set in `main` to give freed memory back at
-// once, mimalloc keeps a 50 MB file's ingestion at 37.5 MB at its peak (glibc: 41 MB; mimalloc
-// as it comes, which backs its arenas with huge pages and purges after a second: 68 MB).
+// once, mimalloc keeps a 50 MB file's ingestion at 39 MB at its peak (glibc: 41 MB; mimalloc as
+// it comes, which backs its arenas with huge pages and purges after a second: 68 MB).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -10,11 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-    TransactionTrait, Value,
+use sea_orm::sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow,
+    SqliteSynchronous,
 };
+use sea_orm::sqlx::{self, Arguments, ConnectOptions, Connection, Row};
+use tokio::sync::Mutex;
 
 use super::{CollectionInfo, CollectionSpec, QueryHit, StoreError, VectorStore};
 use crate::record::Metadata;
@@ -29,13 +30,42 @@ const IDS_PER_DELETE: usize = 500;
 /// The embedded store has no server limit; this keeps one transaction's memory modest.
 const MAX_BATCH: usize = 4096;
 
+/// The store's one connection, held rather than pooled: a pool pings a SQLite connection each
+/// time it takes it back, one more trip to the driver's thread per statement, and with one
+/// connection the next statement waits for that ping (under `trigger_overhead`, 14 trips a
+/// message where 7 statements need 7).
 pub struct EmbeddedStore {
-    db: DatabaseConnection,
+    conn: Mutex<SqliteConnection>,
     path: String,
 }
 
-fn backend(context: &str) -> impl Fn(DbErr) -> StoreError + '_ {
+fn backend(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::Failed(format!("embedded store: {context}: {e}"))
+}
+
+/// A statement's SQL and its parameters, in order.
+struct Statement {
+    sql: String,
+    args: SqliteArguments<'static>,
+}
+
+impl Statement {
+    fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            args: SqliteArguments::default(),
+        }
+    }
+
+    fn bind<T>(mut self, value: T) -> Self
+    where
+        T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
+    {
+        self.args
+            .add(value)
+            .expect("text, integers and blobs encode for SQLite");
+        self
+    }
 }
 
 impl EmbeddedStore {
@@ -45,33 +75,46 @@ impl EmbeddedStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Failed(format!("embedded store {shown}: {e}")))?;
         }
-        let mut options = ConnectOptions::new(format!("sqlite://{shown}?mode=rwc"));
-        options
-            .max_connections(1)
-            .min_connections(1)
-            // A local file: a ping before each statement would only double its thread hand-offs.
-            .test_before_acquire(false)
-            .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(30))
-                    // Checkpoint every 40 MB of WAL rather than every 4 MB: fewer rewrites of the
-                    // same pages during a bulk ingestion.
-                    .pragma("wal_autocheckpoint", "10000")
-            });
-        let db = Database::connect(options).await.map_err(backend(&shown))?;
+        let mut conn = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            // Checkpoint every 40 MB of WAL rather than every 4 MB: fewer rewrites of the
+            // same pages during a bulk ingestion.
+            .pragma("wal_autocheckpoint", "10000")
+            .disable_statement_logging()
+            .connect()
+            .await
+            .map_err(backend(&shown))?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, dimension INTEGER NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
             "CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE, id TEXT NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (collection, id))",
         ] {
-            db.execute_unprepared(ddl).await.map_err(backend(&shown))?;
+            sqlx::query(ddl)
+                .execute(&mut conn)
+                .await
+                .map_err(backend(&shown))?;
         }
-        Ok(Self { db, path: shown })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: shown,
+        })
     }
 
-    fn stmt(sql: &str, values: Vec<Value>) -> Statement {
-        Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+    async fn fetch_all(&self, statement: Statement) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        sqlx::query_with(&statement.sql, statement.args)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    async fn fetch_optional(&self, statement: Statement) -> Result<Option<SqliteRow>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        sqlx::query_with(&statement.sql, statement.args)
+            .fetch_optional(&mut *conn)
+            .await
     }
 
     /// Runs `statements` in order, in a transaction when there are `several`, alone otherwise:
@@ -81,16 +124,21 @@ impl EmbeddedStore {
         &self,
         several: bool,
         statements: impl Iterator<Item = Statement> + Send,
-    ) -> Result<(), sea_orm::DbErr> {
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = self.conn.lock().await;
         if !several {
             for statement in statements {
-                self.db.execute(statement).await?;
+                sqlx::query_with(&statement.sql, statement.args)
+                    .execute(&mut *conn)
+                    .await?;
             }
             return Ok(());
         }
-        let txn = self.db.begin().await?;
+        let mut txn = conn.begin().await?;
         for statement in statements {
-            txn.execute(statement).await?;
+            sqlx::query_with(&statement.sql, statement.args)
+                .execute(&mut *txn)
+                .await?;
         }
         txn.commit().await
     }
@@ -138,13 +186,20 @@ impl VectorStore for EmbeddedStore {
         if let Some(info) = self.collection(&spec.name).await? {
             return spec.accepts(info);
         }
-        self.db
-            .execute(Self::stmt(
-                "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING",
-                vec![spec.name.clone().into(), spec.embedding_model.clone().into(), (spec.dimension as i64).into()],
-            ))
-            .await
-            .map_err(backend("creating a collection"))?;
+        self.write(
+            false,
+            std::iter::once(
+                Statement::new(
+                    "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) \
+                     ON CONFLICT(name) DO NOTHING",
+                )
+                .bind(spec.name.clone())
+                .bind(spec.embedding_model.clone())
+                .bind(spec.dimension as i64),
+            ),
+        )
+        .await
+        .map_err(backend("creating a collection"))?;
         let info = self
             .collection(&spec.name)
             .await?
@@ -154,44 +209,30 @@ impl VectorStore for EmbeddedStore {
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
         let row = self
-            .db
-            .query_one(Self::stmt(
-                "SELECT name, embedding_model, dimension FROM collections WHERE name = ?",
-                vec![name.into()],
-            ))
+            .fetch_optional(
+                Statement::new(
+                    "SELECT name, embedding_model, dimension FROM collections WHERE name = ?",
+                )
+                .bind(name.to_owned()),
+            )
             .await
             .map_err(backend("reading a collection"))?;
-        let Some(row) = row else { return Ok(None) };
-        let get = backend("reading a collection");
-        let name: String = row.try_get("", "name").map_err(&get)?;
-        Ok(Some(CollectionInfo {
-            id: name.clone(),
-            name,
-            embedding_model: row.try_get("", "embedding_model").map_err(&get)?,
-            dimension: row.try_get::<i64>("", "dimension").map_err(&get)? as usize,
-        }))
+        row.as_ref()
+            .map(collection_info)
+            .transpose()
+            .map_err(backend("reading a collection"))
     }
 
     async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
         let rows = self
-            .db
-            .query_all(Self::stmt(
+            .fetch_all(Statement::new(
                 "SELECT name, embedding_model, dimension FROM collections ORDER BY name",
-                vec![],
             ))
             .await
             .map_err(backend("listing collections"))?;
         rows.iter()
-            .map(|row| {
-                let name: String = row.try_get("", "name")?;
-                Ok(CollectionInfo {
-                    id: name.clone(),
-                    name,
-                    embedding_model: row.try_get("", "embedding_model")?,
-                    dimension: row.try_get::<i64>("", "dimension")? as usize,
-                })
-            })
-            .collect::<Result<_, sea_orm::DbErr>>()
+            .map(collection_info)
+            .collect::<Result<_, _>>()
             .map_err(backend("listing collections"))
     }
 
@@ -201,7 +242,7 @@ impl VectorStore for EmbeddedStore {
             "DELETE FROM collections WHERE name = ?",
         ]
         .into_iter()
-        .map(|sql| Self::stmt(sql, vec![name.into()]));
+        .map(|sql| Statement::new(sql).bind(name.to_owned()));
         self.write(true, statements)
             .await
             .map_err(backend("delete collection"))
@@ -226,23 +267,21 @@ impl VectorStore for EmbeddedStore {
         }
         let statements = records.chunks(ROWS_PER_STATEMENT).map(|rows| {
             let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
-            let sql = format!(
+            let mut statement = Statement::new(format!(
                 "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
                  ON CONFLICT(collection, id) DO UPDATE SET document = excluded.document, \
                  metadata = excluded.metadata, embedding = excluded.embedding"
-            );
-            let mut values = Vec::with_capacity(rows.len() * 5);
+            ));
             for r in rows {
                 let metadata = serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
-                values.extend([
-                    Value::from(collection.name.clone()),
-                    r.id.clone().into(),
-                    r.document.clone().into(),
-                    metadata.into(),
-                    to_blob(&r.embedding).into(),
-                ]);
+                statement = statement
+                    .bind(collection.name.clone())
+                    .bind(r.id.clone())
+                    .bind(r.document.clone())
+                    .bind(metadata)
+                    .bind(to_blob(&r.embedding));
             }
-            Self::stmt(&sql, values)
+            statement
         });
         self.write(records.len() > ROWS_PER_STATEMENT, statements)
             .await
@@ -256,19 +295,18 @@ impl VectorStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let rows = self
-            .db
-            .query_all(Self::stmt(
-                "SELECT id FROM records WHERE collection = ? ORDER BY id LIMIT ? OFFSET ?",
-                vec![
-                    collection.name.clone().into(),
-                    (limit as i64).into(),
-                    (offset as i64).into(),
-                ],
-            ))
+            .fetch_all(
+                Statement::new(
+                    "SELECT id FROM records WHERE collection = ? ORDER BY id LIMIT ? OFFSET ?",
+                )
+                .bind(collection.name.clone())
+                .bind(limit as i64)
+                .bind(offset as i64),
+            )
             .await
             .map_err(backend("listing ids"))?;
         rows.iter()
-            .map(|row| row.try_get("", "id").map_err(backend("listing ids")))
+            .map(|row| row.try_get("id").map_err(backend("listing ids")))
             .collect()
     }
 
@@ -280,26 +318,25 @@ impl VectorStore for EmbeddedStore {
         let mut found = Vec::with_capacity(ids.len());
         for group in ids.chunks(500) {
             let placeholders = vec!["?"; group.len()].join(", ");
-            let mut values: Vec<sea_orm::Value> = vec![collection.name.clone().into()];
-            values.extend(group.iter().map(|id| id.clone().into()));
+            let mut statement = Statement::new(format!(
+                "SELECT id, document, metadata, embedding FROM records \
+                 WHERE collection = ? AND id IN ({placeholders})"
+            ))
+            .bind(collection.name.clone());
+            for id in group {
+                statement = statement.bind(id.clone());
+            }
             let rows = self
-                .db
-                .query_all(Self::stmt(
-                    &format!(
-                        "SELECT id, document, metadata, embedding FROM records \
-                         WHERE collection = ? AND id IN ({placeholders})"
-                    ),
-                    values,
-                ))
+                .fetch_all(statement)
                 .await
                 .map_err(backend("reading records"))?;
             for row in rows {
-                let read = || -> Result<Record, sea_orm::DbErr> {
-                    let metadata: String = row.try_get("", "metadata")?;
-                    let blob: Vec<u8> = row.try_get("", "embedding")?;
+                let read = || -> Result<Record, sqlx::Error> {
+                    let metadata: String = row.try_get("metadata")?;
+                    let blob: Vec<u8> = row.try_get("embedding")?;
                     Ok(Record {
-                        id: row.try_get("", "id")?,
-                        document: row.try_get("", "document")?,
+                        id: row.try_get("id")?,
+                        document: row.try_get("document")?,
                         metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
                         embedding: from_blob(&blob),
                     })
@@ -317,29 +354,28 @@ impl VectorStore for EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
         let rows = self
-            .db
-            .query_all(Self::stmt(
-                "SELECT id, document, metadata FROM records WHERE collection = ? ORDER BY id \
-                 LIMIT ? OFFSET ?",
-                vec![
-                    collection.name.clone().into(),
-                    (limit as i64).into(),
-                    (offset as i64).into(),
-                ],
-            ))
+            .fetch_all(
+                Statement::new(
+                    "SELECT id, document, metadata FROM records WHERE collection = ? ORDER BY id \
+                     LIMIT ? OFFSET ?",
+                )
+                .bind(collection.name.clone())
+                .bind(limit as i64)
+                .bind(offset as i64),
+            )
             .await
             .map_err(backend("reading records"))?;
         rows.iter()
             .map(|row| {
-                let metadata: String = row.try_get("", "metadata")?;
+                let metadata: String = row.try_get("metadata")?;
                 Ok(Record {
-                    id: row.try_get("", "id")?,
-                    document: row.try_get("", "document")?,
+                    id: row.try_get("id")?,
+                    document: row.try_get("document")?,
                     metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
                     embedding: Vec::new(),
                 })
             })
-            .collect::<Result<_, sea_orm::DbErr>>()
+            .collect::<Result<_, sqlx::Error>>()
             .map_err(backend("reading records"))
     }
 
@@ -350,12 +386,14 @@ impl VectorStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let statements = ids.chunks(IDS_PER_DELETE).map(|group| {
             let placeholders = vec!["?"; group.len()].join(", ");
-            let mut values = vec![Value::from(collection.name.clone())];
-            values.extend(group.iter().map(|id| Value::from(id.clone())));
-            Self::stmt(
-                &format!("DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"),
-                values,
-            )
+            let mut statement = Statement::new(format!(
+                "DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"
+            ))
+            .bind(collection.name.clone());
+            for id in group {
+                statement = statement.bind(id.clone());
+            }
+            statement
         });
         self.write(ids.len() > IDS_PER_DELETE, statements)
             .await
@@ -364,15 +402,14 @@ impl VectorStore for EmbeddedStore {
 
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {
         let row = self
-            .db
-            .query_one(Self::stmt(
-                "SELECT COUNT(*) AS n FROM records WHERE collection = ?",
-                vec![collection.name.clone().into()],
-            ))
+            .fetch_optional(
+                Statement::new("SELECT COUNT(*) AS n FROM records WHERE collection = ?")
+                    .bind(collection.name.clone()),
+            )
             .await
             .map_err(backend("count"))?
             .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
-        Ok(row.try_get::<i64>("", "n").map_err(backend("count"))? as u64)
+        Ok(row.try_get::<i64, _>("n").map_err(backend("count"))? as u64)
     }
 
     async fn query(
@@ -382,17 +419,16 @@ impl VectorStore for EmbeddedStore {
         k: usize,
     ) -> Result<Vec<QueryHit>, StoreError> {
         let rows = self
-            .db
-            .query_all(Self::stmt(
-                "SELECT id, embedding FROM records WHERE collection = ?",
-                vec![collection.name.clone().into()],
-            ))
+            .fetch_all(
+                Statement::new("SELECT id, embedding FROM records WHERE collection = ?")
+                    .bind(collection.name.clone()),
+            )
             .await
             .map_err(backend("query"))?;
         let mut scored = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id: String = row.try_get("", "id").map_err(backend("query"))?;
-            let blob: Vec<u8> = row.try_get("", "embedding").map_err(backend("query"))?;
+            let id: String = row.try_get("id").map_err(backend("query"))?;
+            let blob: Vec<u8> = row.try_get("embedding").map_err(backend("query"))?;
             scored.push((cosine(embedding, &from_blob(&blob)), id));
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -400,24 +436,37 @@ impl VectorStore for EmbeddedStore {
         let mut hits = Vec::with_capacity(scored.len());
         for (score, id) in scored {
             let row = self
-                .db
-                .query_one(Self::stmt(
-                    "SELECT document, metadata FROM records WHERE collection = ? AND id = ?",
-                    vec![collection.name.clone().into(), id.clone().into()],
-                ))
+                .fetch_optional(
+                    Statement::new(
+                        "SELECT document, metadata FROM records WHERE collection = ? AND id = ?",
+                    )
+                    .bind(collection.name.clone())
+                    .bind(id.clone()),
+                )
                 .await
                 .map_err(backend("query"))?
                 .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
-            let metadata: String = row.try_get("", "metadata").map_err(backend("query"))?;
+            let metadata: String = row.try_get("metadata").map_err(backend("query"))?;
             hits.push(QueryHit {
                 id,
                 score,
-                document: row.try_get("", "document").map_err(backend("query"))?,
+                document: row.try_get("document").map_err(backend("query"))?,
                 metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
             });
         }
         Ok(hits)
     }
+}
+
+/// A `collections` row.
+fn collection_info(row: &SqliteRow) -> Result<CollectionInfo, sqlx::Error> {
+    let name: String = row.try_get("name")?;
+    Ok(CollectionInfo {
+        id: name.clone(),
+        name,
+        embedding_model: row.try_get("embedding_model")?,
+        dimension: row.try_get::<i64, _>("dimension")? as usize,
+    })
 }
 
 #[cfg(test)]

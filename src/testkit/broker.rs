@@ -25,6 +25,8 @@ struct State {
     /// (reason, queue, message), the newest last.
     dead_letters: Vec<(String, String, Vec<u8>)>,
     results: Vec<(String, TaskState)>,
+    /// The task ids of each write to the result backend (one round trip each), in order.
+    result_writes: Vec<Vec<String>>,
     locks: HashMap<String, usize>,
     events: Vec<(String, Option<String>)>,
     leases: HashMap<String, Duration>,
@@ -103,6 +105,11 @@ impl MemoryBroker {
             .filter(|(id, _)| id == task_id)
             .map(|(_, state)| state.clone())
             .collect()
+    }
+
+    /// The task ids each write to the result backend stored (a round trip to Redis each).
+    pub fn result_writes(&self) -> Vec<Vec<String>> {
+        self.state().result_writes.clone()
     }
 
     /// Every event published: (type, task id).
@@ -275,18 +282,31 @@ impl ResultStore for MemoryBroker {
         &self,
         task_id: &str,
         state: &TaskState,
-        _meta: &ResultMeta,
+        meta: &ResultMeta,
     ) -> Result<bool, BrokerError> {
+        let one = [(task_id.to_owned(), state.clone(), meta.clone())];
+        Ok(self.store_all(&one).await?[0])
+    }
+
+    async fn store_all(
+        &self,
+        states: &[(String, TaskState, ResultMeta)],
+    ) -> Result<Vec<bool>, BrokerError> {
         let mut all = self.up()?;
-        let succeeded = all
-            .results
-            .iter()
-            .any(|(id, s)| id == task_id && matches!(s, TaskState::Success(_)));
-        if succeeded {
-            return Ok(false);
+        all.result_writes
+            .push(states.iter().map(|(id, _, _)| id.clone()).collect());
+        let mut stored = Vec::with_capacity(states.len());
+        for (task_id, state, _) in states {
+            let succeeded = all
+                .results
+                .iter()
+                .any(|(id, s)| id == task_id && matches!(s, TaskState::Success(_)));
+            if !succeeded {
+                all.results.push((task_id.to_owned(), state.clone()));
+            }
+            stored.push(!succeeded);
         }
-        all.results.push((task_id.to_owned(), state.clone()));
-        Ok(true)
+        Ok(stored)
     }
 }
 

@@ -76,6 +76,21 @@ pub trait ResultStore: Send + Sync {
         state: &TaskState,
         meta: &ResultMeta,
     ) -> Result<bool, BrokerError>;
+
+    /// Records several states in order, as [`ResultStore::store`] each; answers, in the same
+    /// order, whether each was stored. A backend that can answers them in one round trip (a
+    /// task's sub-tasks start and end together); an error may leave the first few stored, and
+    /// storing them all again is harmless (a SUCCESS stays).
+    async fn store_all(
+        &self,
+        states: &[(String, TaskState, ResultMeta)],
+    ) -> Result<Vec<bool>, BrokerError> {
+        let mut stored = Vec::with_capacity(states.len());
+        for (task_id, state, meta) in states {
+            stored.push(self.store(task_id, state, meta).await?);
+        }
+        Ok(stored)
+    }
 }
 
 /// Revoked task ids, shared by every worker on the broker (a worker that starts after a revoke

@@ -68,4 +68,47 @@ impl ResultStore for ResultBackend {
             .await?;
         Ok(stored == 1)
     }
+
+    /// One pipeline of the script's EVALSHAs. A Redis that does not know the script (first use,
+    /// or a `SCRIPT FLUSH`) refuses each of them alike, so nothing was stored: it is loaded and
+    /// the pipeline sent again.
+    async fn store_all(
+        &self,
+        states: &[(String, TaskState, ResultMeta)],
+    ) -> Result<Vec<bool>, BrokerError> {
+        if let [(task_id, state, meta)] = states {
+            return Ok(vec![self.store(task_id, state, meta).await?]);
+        }
+        let now = chrono::Utc::now();
+        let invocations: Vec<_> = states
+            .iter()
+            .map(|(task_id, state, meta)| {
+                let mut invocation = self.store.key(result_key(task_id));
+                invocation
+                    .arg(result_value(task_id, state, meta, now))
+                    .arg(self.expires.as_secs().max(1));
+                invocation
+            })
+            .collect();
+        let mut con = self.con.clone();
+        let mut loaded = false;
+        loop {
+            let mut pipe = redis::pipe();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation);
+            }
+            match pipe.query_async::<Vec<i64>>(&mut con).await {
+                Ok(stored) => return Ok(stored.into_iter().map(|s| s == 1).collect()),
+                Err(e)
+                    if !loaded
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let _: String = self.store.load_async(&mut con).await?;
+                    loaded = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }

@@ -154,7 +154,6 @@ struct Task<'a> {
     top_answered: bool,
     /// Sub-tasks already given the state they end in.
     answered: HashSet<Kind>,
-    /// When each sub-task's job started.
     /// When each sub-task's job started, by sub-task id.
     sub_started: HashMap<String, Instant>,
     started: Instant,
@@ -317,12 +316,12 @@ impl<'a> Task<'a> {
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
-                Some(event) = told.recv() => self.on_event(event).await,
+                Some(event) = told.recv() => self.on_events(event, &mut told).await,
             }
         };
         // Told before the outcome was sent: all here.
-        while let Ok(event) = told.try_recv() {
-            self.on_event(event).await;
+        if let Ok(event) = told.try_recv() {
+            self.on_events(event, &mut told).await;
         }
         if self.ctx.abandoning() {
             return Served::Left;
@@ -356,19 +355,27 @@ impl<'a> Task<'a> {
         }
     }
 
-    async fn on_event(&mut self, event: TaskEvent) {
+    /// Answers `first` and every event told since, in one round trip to the result backend:
+    /// a run's start and its jobs' starts come together, and so do the ends of jobs with
+    /// little to do.
+    async fn on_events(&mut self, first: TaskEvent, told: &mut mpsc::UnboundedReceiver<TaskEvent>) {
         if self.ctx.abandoning() {
             return;
         }
-        match event {
-            TaskEvent::Begun => {
-                if self.ctx.answers == FullPersonaAnswers::Dispatched {
-                    self.dispatched().await;
+        let mut answers = Vec::new();
+        let mut event = Some(first);
+        while let Some(next) = event.take().or_else(|| told.try_recv().ok()) {
+            let answer = match next {
+                TaskEvent::Begun if self.ctx.answers == FullPersonaAnswers::Dispatched => {
+                    self.dispatched().await
                 }
-            }
-            TaskEvent::JobStarted { kind, .. } => self.sub_task_started(kind).await,
-            TaskEvent::JobEnded(job) => self.sub_task_ended(&job).await,
+                TaskEvent::Begun => None,
+                TaskEvent::JobStarted { kind, .. } => self.sub_task_started(kind),
+                TaskEvent::JobEnded(job) => self.sub_task_ended(&job),
+            };
+            answers.extend(answer);
         }
+        self.answer_batch(answers).await;
     }
 
     /// RETRY stored, and the message published again with its countdown.

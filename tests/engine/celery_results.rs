@@ -159,3 +159,69 @@ async fn forget(task_id: &str) {
         .await
         .unwrap();
 }
+
+/// States stored together (a task's sub-tasks starting or ending at once) go in one pipeline of
+/// the result script: each lands in order, a SUCCESS stays, and a Redis that lost its scripts
+/// (`SCRIPT FLUSH`, a restart) is given the script again, nothing lost. On a Redis of its own,
+/// as the flush would reach every test's scripts.
+#[tokio::test]
+async fn states_stored_together_land_in_order_even_after_a_script_flush() {
+    let redis = crate::worker_kit::OwnRedis::start().await;
+    let backend = ResultBackend::connect(&redis.url(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let meta = ResultMeta::default();
+    assert!(backend
+        .store(&ids[0], &TaskState::Success(json!(1)), &meta)
+        .await
+        .unwrap());
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let started = TaskState::Started {
+        pid: 1,
+        hostname: "w@h".into(),
+    };
+    let late = TaskState::Failure {
+        exc_type: "RuntimeError".into(),
+        exc_message: "late".into(),
+        exc_module: "builtins".into(),
+        traceback: None,
+    };
+    let states = vec![
+        (ids[0].clone(), late, meta.clone()),
+        (ids[1].clone(), started.clone(), meta.clone()),
+        (ids[1].clone(), TaskState::Success(json!(3)), meta.clone()),
+        (ids[2].clone(), started, meta.clone()),
+    ];
+    assert_eq!(
+        backend.store_all(&states).await.unwrap(),
+        [false, true, true, true]
+    );
+    let mut read = Vec::new();
+    for id in &ids {
+        let raw: String = redis::cmd("GET")
+            .arg(format!("celery-task-meta-{id}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        read.push((value["status"].clone(), value["result"].clone()));
+    }
+    assert_eq!(
+        read,
+        [
+            (json!("SUCCESS"), json!(1)),
+            (json!("SUCCESS"), json!(3)),
+            (json!("STARTED"), json!({ "pid": 1, "hostname": "w@h" })),
+        ]
+    );
+}

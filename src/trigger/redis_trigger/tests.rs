@@ -551,6 +551,37 @@ async fn the_full_persona_task_answers_its_sub_task_ids_once_the_run_is_accepted
     .await;
 }
 
+/// A run's start and its jobs' starts, told together, are answered in one write to the result
+/// backend (one round trip), in the order told.
+#[actix::test]
+async fn states_told_together_are_stored_in_one_write() {
+    testkit::pause();
+    let harness = start(1, Duration::from_secs(30), probe(accepting));
+    harness
+        .broker
+        .push(QUEUE, full_persona("top", json!({}), Value::Null));
+    until(
+        "every sub-task answered and the message acknowledged",
+        || {
+            crate::Kind::ALL.iter().all(|k| {
+                harness
+                    .broker
+                    .results_of(&sub("top", *k))
+                    .last()
+                    .is_some_and(TaskState::is_ready)
+            }) && harness.broker.in_flight(WORKER).is_empty()
+        },
+    )
+    .await;
+    let works = sub("top", crate::Kind::Works);
+    let writes = harness.broker.result_writes();
+    let told = writes.iter().find(|w| w.contains(&works)).unwrap();
+    assert_eq!(told, &["top".to_string(), works], "{writes:?}");
+    // STARTED first, alone (the run is asked for as it is stored), then the starts together,
+    // then the ends of the three sub-tasks (the run's outcome) together.
+    assert_eq!(writes.len(), 3, "{writes:?}");
+}
+
 #[actix::test]
 async fn with_completed_answers_the_full_persona_task_waits_for_the_run() {
     testkit::pause();

@@ -1,7 +1,7 @@
 //! A task's answers: the states it and its sub-tasks are given in the result backend, with
 //! their events, and its `link`/`link_error` callbacks once it ends.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,10 +15,9 @@ use crate::Kind;
 
 impl Task<'_> {
     /// The seed's `ingest_full_persona` answered: its sub-task ids, the sub-tasks received.
-    pub(super) async fn dispatched(&mut self) {
-        let Some((persona_id, job_ids)) = self.full_persona() else {
-            return;
-        };
+    /// Answers the task's SUCCESS, for [`Task::answer_batch`].
+    pub(super) async fn dispatched(&mut self) -> Option<(String, TaskState)> {
+        let (persona_id, job_ids) = self.full_persona()?;
         if let Some(events) = &self.ctx.events {
             for (kind, job_id) in job_ids {
                 let name = self.ctx.names.of_kind(*kind);
@@ -28,8 +27,7 @@ impl Task<'_> {
                     .await;
             }
         }
-        let children = self.children();
-        self.answer_top(TaskState::Success(children)).await;
+        Some((self.msg.id.clone(), TaskState::Success(self.children())))
     }
 
     /// `{"profile": id, "works": id, "quotes": id}`.
@@ -45,22 +43,18 @@ impl Task<'_> {
         )
     }
 
-    pub(super) async fn sub_task_started(&mut self, kind: Kind) {
-        if self.full_persona().is_none() {
-            return;
-        }
+    /// A sub-task's STARTED, for [`Task::answer_batch`].
+    pub(super) fn sub_task_started(&mut self, kind: Kind) -> Option<(String, TaskState)> {
+        self.full_persona()?;
         let id = subtask_id(&self.msg.id, kind);
         self.sub_started.insert(id.clone(), Instant::now());
-        let state = self.started_state();
-        self.answer(&id, state).await;
+        Some((id, self.started_state()))
     }
 
     /// A sub-task's state as its job ends: its vector count, or a failure (RETRY while the task
-    /// will run it again, REVOKED when a revoke ended it).
-    pub(super) async fn sub_task_ended(&mut self, job: &JobEnded) {
-        if self.full_persona().is_none() {
-            return;
-        }
+    /// will run it again, REVOKED when a revoke ended it); for [`Task::answer_batch`].
+    pub(super) fn sub_task_ended(&mut self, job: &JobEnded) -> Option<(String, TaskState)> {
+        self.full_persona()?;
         let kind = job.outcome.kind;
         let state = match &job.outcome.result {
             Ok(stats) => TaskState::Success(json!(stats.vectors)),
@@ -73,7 +67,7 @@ impl Task<'_> {
         if state.is_ready() {
             self.answered.insert(kind);
         }
-        self.answer(&subtask_id(&self.msg.id, kind), state).await;
+        Some((subtask_id(&self.msg.id, kind), state))
     }
 
     /// Gives every sub-task not yet answered for good the same `state`.
@@ -99,6 +93,7 @@ impl Task<'_> {
             return;
         }
         let run_error = || outcome.error.clone().unwrap_or_else(|| "not run".into());
+        let mut answers = Vec::new();
         if let Some((_, job_ids)) = self.full_persona() {
             for kind in job_ids.keys() {
                 if !self.answered.insert(*kind) {
@@ -111,7 +106,7 @@ impl Task<'_> {
                     },
                     None => exception("RuntimeError", run_error()),
                 };
-                self.answer(&subtask_id(&self.msg.id, *kind), state).await;
+                answers.push((subtask_id(&self.msg.id, *kind), state));
             }
         }
         let state = match (self.call, outcome.jobs.first()) {
@@ -125,21 +120,35 @@ impl Task<'_> {
             },
             _ => exception("RuntimeError", run_error()),
         };
-        self.answer_top(state).await;
+        answers.push((self.msg.id.clone(), state));
+        self.answer_batch(answers).await;
     }
 
     /// The task's own final state (once), its metric, and its `link` or `link_error` callbacks.
     pub(super) async fn answer_top(&mut self, state: TaskState) {
+        self.answer_batch(vec![(self.msg.id.clone(), state)]).await;
+    }
+
+    /// Stores states of the task and of its sub-tasks in order, in one round trip (see
+    /// [`Task::answer_all`]). The task's own final state is given once, with its metric, and
+    /// its `link` or `link_error` callbacks are sent once it is stored.
+    pub(super) async fn answer_batch(&mut self, mut answers: Vec<(String, TaskState)>) {
+        let top_final = |(id, state): &(String, TaskState)| *id == self.msg.id && state.is_ready();
         if self.top_answered {
-            return;
+            answers.retain(|answer| !top_final(answer));
         }
+        let Some(top) = answers.iter().position(top_final) else {
+            self.answer_all(answers).await;
+            return;
+        };
         self.top_answered = true;
+        let state = &answers[top].1;
         let ended = state.status();
         crate::metrics::METRICS
             .tasks
             .with_label_values(&[ended])
             .inc();
-        let callbacks = match &state {
+        let callbacks: Vec<_> = match state {
             TaskState::Success(value) => self
                 .msg
                 .callbacks
@@ -154,8 +163,7 @@ impl Task<'_> {
                 .collect(),
             _ => Vec::new(),
         };
-        let msg_id = self.msg.id.clone();
-        if !self.answer(&msg_id, state).await {
+        if !self.answer_all(answers).await[top] {
             // Answered before (a redelivered task): so were its callbacks.
             return;
         }
@@ -177,8 +185,57 @@ impl Task<'_> {
     /// Stores a state of the task or of one of its sub-tasks, and sends its event; false when a
     /// SUCCESS was there already and stays.
     pub(super) async fn answer(&self, task_id: &str, state: TaskState) -> bool {
-        let top = task_id == self.msg.id;
-        let meta = if top {
+        self.answer_all(vec![(task_id.to_owned(), state)]).await[0]
+    }
+
+    /// Stores states of the task and of its sub-tasks in order, in one round trip, then sends
+    /// their events; answers, in order, whether each was stored (false where a SUCCESS was
+    /// there already and stays). The task's own state is not stored when its message says
+    /// `ignore_result`.
+    pub(super) async fn answer_all(&self, answers: Vec<(String, TaskState)>) -> Vec<bool> {
+        let ignored = |task_id: &str| task_id == self.msg.id && self.msg.ignore_result;
+        let to_store: Vec<(String, TaskState, ResultMeta)> = answers
+            .iter()
+            .filter(|(task_id, _)| !ignored(task_id))
+            .map(|(task_id, state)| (task_id.clone(), state.clone(), self.meta(task_id, state)))
+            .collect();
+        let mut stored = Vec::new();
+        if !to_store.is_empty() {
+            let results = &self.ctx.results;
+            let kept = std::sync::Mutex::new(Vec::new());
+            write_until_done("recording a task result", || async {
+                let written = results.store_all(&to_store).await?;
+                *kept.lock().expect("not poisoned") = written;
+                Ok(())
+            })
+            .await;
+            stored = kept.into_inner().expect("not poisoned");
+        }
+        let mut stored = stored.into_iter();
+        let stored: Vec<bool> = answers
+            .iter()
+            .map(|(task_id, _)| ignored(task_id) || stored.next().unwrap_or(false))
+            .collect();
+        if let Some(events) = &self.ctx.events {
+            // A state that did not change (a SUCCESS stays) makes no event.
+            for ((task_id, state), _) in answers.iter().zip(&stored).filter(|(_, kept)| **kept) {
+                let runtime = if *task_id == self.msg.id {
+                    self.started.elapsed()
+                } else {
+                    self.sub_started
+                        .get(task_id)
+                        .map_or(Duration::ZERO, Instant::elapsed)
+                };
+                let (event_type, fields) = event_of(state, runtime);
+                events.task(event_type, task_id, fields).await;
+            }
+        }
+        stored
+    }
+
+    /// The result metadata Celery writes with a state of the task or of one of its sub-tasks.
+    fn meta(&self, task_id: &str, state: &TaskState) -> ResultMeta {
+        if task_id == self.msg.id {
             ResultMeta {
                 parent_id: self.msg.parent_id.clone(),
                 children: state.is_ready().then(|| match self.full_persona() {
@@ -194,37 +251,7 @@ impl Task<'_> {
                 parent_id: Some(self.msg.id.clone()),
                 children: state.is_ready().then(Vec::new),
             }
-        };
-        let stored = if top && self.msg.ignore_result {
-            true
-        } else {
-            let results = &self.ctx.results;
-            let stored = AtomicBool::new(false);
-            write_until_done("recording a task result", || async {
-                let kept = results.store(task_id, &state, &meta).await?;
-                stored.store(kept, Ordering::SeqCst);
-                Ok(())
-            })
-            .await;
-            stored.into_inner()
-        };
-        // A state that did not change (a SUCCESS stays) makes no event.
-        if !stored {
-            return false;
         }
-        let Some(events) = &self.ctx.events else {
-            return true;
-        };
-        let runtime = if top {
-            self.started.elapsed()
-        } else {
-            self.sub_started
-                .get(task_id)
-                .map_or(Duration::ZERO, Instant::elapsed)
-        };
-        let (event_type, fields) = event_of(&state, runtime);
-        events.task(event_type, task_id, fields).await;
-        true
     }
 
     pub(super) fn started_state(&self) -> TaskState {

@@ -1,21 +1,18 @@
 //! The embedded vector store: every collection in one local SQLite file (records with their
 //! documents, metadata as JSON and embeddings as little-endian f32 blobs), queried by
 //! brute-force cosine similarity. Zero setup, durable, and readable by any SQLite tool.
-//! One connection: its writes come from the one StoreWriter anyway.
+//! One connection (rusqlite, on the caller's thread): its writes come from the one StoreWriter
+//! anyway.
 //!
 //! Over 400 lines: the whole `VectorStore` trait for one backend, each method a statement or
-//! two, with a transaction only where there are several (its tests are in `embedded/tests.rs`).
+//! two, every write in a transaction (its tests are in `embedded/tests.rs`).
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow,
-    SqliteSynchronous,
-};
-use sea_orm::sqlx::{self, Arguments, ConnectOptions, Connection, Row};
-use tokio::sync::Mutex;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
 use super::{CollectionInfo, CollectionSpec, QueryHit, StoreError, VectorStore};
 use crate::record::Metadata;
@@ -30,42 +27,19 @@ const IDS_PER_DELETE: usize = 500;
 /// The embedded store has no server limit; this keeps one transaction's memory modest.
 const MAX_BATCH: usize = 4096;
 
-/// The store's one connection, held rather than pooled: a pool pings a SQLite connection each
-/// time it takes it back, one more trip to the driver's thread per statement, and with one
-/// connection the next statement waits for that ping (under `trigger_overhead`, 14 trips a
-/// message where 7 statements need 7).
+/// The store's one connection, used on the caller's thread (rusqlite, not an async driver).
+/// Its calls come from the StoreWriter's thread of its own, and each is a few statements of
+/// microseconds: an async driver hands every statement to a thread of its own and back, two
+/// thread switches a statement, which under `trigger_overhead` cost more than the statements.
+/// A call that finds the connection taken (a query while a large upsert runs) waits for it on
+/// Tokio's blocking pool, never on an async thread.
 pub struct EmbeddedStore {
-    conn: Mutex<SqliteConnection>,
+    conn: Arc<Mutex<Connection>>,
     path: String,
 }
 
-fn backend(context: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+fn backend(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::Failed(format!("embedded store: {context}: {e}"))
-}
-
-/// A statement's SQL and its parameters, in order.
-struct Statement {
-    sql: String,
-    args: SqliteArguments<'static>,
-}
-
-impl Statement {
-    fn new(sql: impl Into<String>) -> Self {
-        Self {
-            sql: sql.into(),
-            args: SqliteArguments::default(),
-        }
-    }
-
-    fn bind<T>(mut self, value: T) -> Self
-    where
-        T: sqlx::Encode<'static, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + 'static,
-    {
-        self.args
-            .add(value)
-            .expect("text, integers and blobs encode for SQLite");
-        self
-    }
 }
 
 impl EmbeddedStore {
@@ -75,72 +49,62 @@ impl EmbeddedStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Failed(format!("embedded store {shown}: {e}")))?;
         }
-        let mut conn = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
             // Checkpoint every 40 MB of WAL rather than every 4 MB: fewer rewrites of the
             // same pages during a bulk ingestion.
-            .pragma("wal_autocheckpoint", "10000")
-            .disable_statement_logging()
-            .connect()
-            .await
-            .map_err(backend(&shown))?;
-        for ddl in [
-            "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, dimension INTEGER NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-            "CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE, id TEXT NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (collection, id))",
-        ] {
-            sqlx::query(ddl)
-                .execute(&mut conn)
-                .await
-                .map_err(backend(&shown))?;
-        }
+            conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, embedding_model TEXT NOT NULL, dimension INTEGER NOT NULL, created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP);
+                 CREATE TABLE IF NOT EXISTS records (collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE, id TEXT NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (collection, id));",
+            )?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Failed(format!("embedded store {shown}: {e}")))?
+        .map_err(backend(&shown))?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path: shown,
         })
     }
 
-    async fn fetch_all(&self, statement: Statement) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        sqlx::query_with(&statement.sql, statement.args)
-            .fetch_all(&mut *conn)
-            .await
+    /// Runs `work` on the connection: on this thread when it is free, else on the blocking
+    /// pool once it is.
+    async fn with<T, F>(&self, work: F) -> rusqlite::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if let Ok(mut conn) = self.conn.try_lock() {
+            return work(&mut conn);
+        }
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            work(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    async fn fetch_optional(&self, statement: Statement) -> Result<Option<SqliteRow>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        sqlx::query_with(&statement.sql, statement.args)
-            .fetch_optional(&mut *conn)
-            .await
-    }
-
-    /// Runs `statements` in order, in a transaction when there are `several`, alone otherwise:
-    /// one statement is atomic as it is, and BEGIN and COMMIT are two trips more to the
-    /// driver's thread, which a run of one small file pays in full.
+    /// Runs `statements` (SQL and parameters) in order, in a transaction when there are several.
     async fn write(
         &self,
-        several: bool,
-        statements: impl Iterator<Item = Statement> + Send,
-    ) -> Result<(), sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        if !several {
-            for statement in statements {
-                sqlx::query_with(&statement.sql, statement.args)
-                    .execute(&mut *conn)
-                    .await?;
+        statements: Vec<(String, Vec<rusqlite::types::Value>)>,
+    ) -> rusqlite::Result<()> {
+        self.with(move |conn| {
+            let txn = conn.transaction()?;
+            for (sql, values) in &statements {
+                txn.prepare_cached(sql)?.execute(params_from_iter(values))?;
             }
-            return Ok(());
-        }
-        let mut txn = conn.begin().await?;
-        for statement in statements {
-            sqlx::query_with(&statement.sql, statement.args)
-                .execute(&mut *txn)
-                .await?;
-        }
-        txn.commit().await
+            txn.commit()
+        })
+        .await
     }
 }
 
@@ -181,59 +145,48 @@ impl VectorStore for EmbeddedStore {
     async fn ensure_collection(&self, spec: &CollectionSpec) -> Result<CollectionInfo, StoreError> {
         crate::naming::check_collection_name(&spec.name)
             .map_err(|why| StoreError::Failed(format!("collection name {:?}: {why}", spec.name)))?;
-        // Read first: a collection is made once and looked for on every run, and the INSERT,
-        // even when it inserts nothing, is a write transaction of its own.
-        if let Some(info) = self.collection(&spec.name).await? {
-            return spec.accepts(info);
-        }
-        self.write(
-            false,
-            std::iter::once(
-                Statement::new(
+        let wanted = spec.clone();
+        let info = self
+            .with(move |conn| {
+                // Read first: a collection is made once and looked for on every run, and the
+                // INSERT, even when it inserts nothing, is a write transaction of its own.
+                if let Some(info) = read_collection(conn, &wanted.name)? {
+                    return Ok(Some(info));
+                }
+                conn.prepare_cached(
                     "INSERT INTO collections (name, embedding_model, dimension) VALUES (?, ?, ?) \
                      ON CONFLICT(name) DO NOTHING",
-                )
-                .bind(spec.name.clone())
-                .bind(spec.embedding_model.clone())
-                .bind(spec.dimension as i64),
-            ),
-        )
-        .await
-        .map_err(backend("creating a collection"))?;
-        let info = self
-            .collection(&spec.name)
-            .await?
+                )?
+                .execute(params![
+                    wanted.name,
+                    wanted.embedding_model,
+                    wanted.dimension as i64
+                ])?;
+                read_collection(conn, &wanted.name)
+            })
+            .await
+            .map_err(backend("creating a collection"))?
             .ok_or_else(|| StoreError::NoCollection(spec.name.clone()))?;
         spec.accepts(info)
     }
 
     async fn collection(&self, name: &str) -> Result<Option<CollectionInfo>, StoreError> {
-        let row = self
-            .fetch_optional(
-                Statement::new(
-                    "SELECT name, embedding_model, dimension FROM collections WHERE name = ?",
-                )
-                .bind(name.to_owned()),
-            )
+        let name = name.to_owned();
+        self.with(move |conn| read_collection(conn, &name))
             .await
-            .map_err(backend("reading a collection"))?;
-        row.as_ref()
-            .map(collection_info)
-            .transpose()
             .map_err(backend("reading a collection"))
     }
 
     async fn collections(&self) -> Result<Vec<CollectionInfo>, StoreError> {
-        let rows = self
-            .fetch_all(Statement::new(
+        self.with(|conn| {
+            conn.prepare_cached(
                 "SELECT name, embedding_model, dimension FROM collections ORDER BY name",
-            ))
-            .await
-            .map_err(backend("listing collections"))?;
-        rows.iter()
-            .map(collection_info)
-            .collect::<Result<_, _>>()
-            .map_err(backend("listing collections"))
+            )?
+            .query_map([], collection_info)?
+            .collect()
+        })
+        .await
+        .map_err(backend("listing collections"))
     }
 
     async fn delete_collection(&self, name: &str) -> Result<(), StoreError> {
@@ -242,8 +195,9 @@ impl VectorStore for EmbeddedStore {
             "DELETE FROM collections WHERE name = ?",
         ]
         .into_iter()
-        .map(|sql| Statement::new(sql).bind(name.to_owned()));
-        self.write(true, statements)
+        .map(|sql| (sql.to_owned(), vec![name.to_owned().into()]))
+        .collect();
+        self.write(statements)
             .await
             .map_err(backend("delete collection"))
     }
@@ -265,27 +219,31 @@ impl VectorStore for EmbeddedStore {
                 collection.dimension
             )));
         }
-        let statements = records.chunks(ROWS_PER_STATEMENT).map(|rows| {
-            let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
-            let mut statement = Statement::new(format!(
-                "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
-                 ON CONFLICT(collection, id) DO UPDATE SET document = excluded.document, \
-                 metadata = excluded.metadata, embedding = excluded.embedding"
-            ));
-            for r in rows {
-                let metadata = serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
-                statement = statement
-                    .bind(collection.name.clone())
-                    .bind(r.id.clone())
-                    .bind(r.document.clone())
-                    .bind(metadata)
-                    .bind(to_blob(&r.embedding));
-            }
-            statement
-        });
-        self.write(records.len() > ROWS_PER_STATEMENT, statements)
-            .await
-            .map_err(backend("upsert"))
+        let statements = records
+            .chunks(ROWS_PER_STATEMENT)
+            .map(|rows| {
+                let placeholders = vec!["(?, ?, ?, ?, ?)"; rows.len()].join(", ");
+                let sql = format!(
+                    "INSERT INTO records (collection, id, document, metadata, embedding) VALUES {placeholders} \
+                     ON CONFLICT(collection, id) DO UPDATE SET document = excluded.document, \
+                     metadata = excluded.metadata, embedding = excluded.embedding"
+                );
+                let mut values = Vec::with_capacity(rows.len() * 5);
+                for r in rows {
+                    let metadata =
+                        serde_json::to_string(&r.metadata).expect("metadata is plain JSON");
+                    values.extend([
+                        collection.name.clone().into(),
+                        r.id.clone().into(),
+                        r.document.clone().into(),
+                        metadata.into(),
+                        to_blob(&r.embedding).into(),
+                    ]);
+                }
+                (sql, values)
+            })
+            .collect();
+        self.write(statements).await.map_err(backend("upsert"))
     }
 
     async fn ids(
@@ -294,20 +252,16 @@ impl VectorStore for EmbeddedStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .fetch_all(
-                Statement::new(
-                    "SELECT id FROM records WHERE collection = ? ORDER BY id LIMIT ? OFFSET ?",
-                )
-                .bind(collection.name.clone())
-                .bind(limit as i64)
-                .bind(offset as i64),
-            )
-            .await
-            .map_err(backend("listing ids"))?;
-        rows.iter()
-            .map(|row| row.try_get("id").map_err(backend("listing ids")))
+        let name = collection.name.clone();
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "SELECT id FROM records WHERE collection = ? ORDER BY id LIMIT ? OFFSET ?",
+            )?
+            .query_map(params![name, limit as i64, offset as i64], |row| row.get(0))?
             .collect()
+        })
+        .await
+        .map_err(backend("listing ids"))
     }
 
     async fn get(
@@ -315,36 +269,35 @@ impl VectorStore for EmbeddedStore {
         collection: &CollectionInfo,
         ids: &[String],
     ) -> Result<Vec<Record>, StoreError> {
-        let mut found = Vec::with_capacity(ids.len());
-        for group in ids.chunks(500) {
-            let placeholders = vec!["?"; group.len()].join(", ");
-            let mut statement = Statement::new(format!(
-                "SELECT id, document, metadata, embedding FROM records \
-                 WHERE collection = ? AND id IN ({placeholders})"
-            ))
-            .bind(collection.name.clone());
-            for id in group {
-                statement = statement.bind(id.clone());
-            }
-            let rows = self
-                .fetch_all(statement)
-                .await
-                .map_err(backend("reading records"))?;
-            for row in rows {
-                let read = || -> Result<Record, sqlx::Error> {
-                    let metadata: String = row.try_get("metadata")?;
-                    let blob: Vec<u8> = row.try_get("embedding")?;
+        let name = collection.name.clone();
+        let ids = ids.to_vec();
+        self.with(move |conn| {
+            let mut found = Vec::with_capacity(ids.len());
+            for group in ids.chunks(500) {
+                let placeholders = vec!["?"; group.len()].join(", ");
+                let mut statement = conn.prepare(&format!(
+                    "SELECT id, document, metadata, embedding FROM records \
+                     WHERE collection = ? AND id IN ({placeholders})"
+                ))?;
+                let values = std::iter::once(&name).chain(group);
+                let rows = statement.query_map(params_from_iter(values), |row| {
+                    let metadata: String = row.get("metadata")?;
+                    let blob: Vec<u8> = row.get("embedding")?;
                     Ok(Record {
-                        id: row.try_get("id")?,
-                        document: row.try_get("document")?,
+                        id: row.get("id")?,
+                        document: row.get("document")?,
                         metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
                         embedding: from_blob(&blob),
                     })
-                };
-                found.push(read().map_err(backend("reading records"))?);
+                })?;
+                for record in rows {
+                    found.push(record?);
+                }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
+        .map_err(backend("reading records"))
     }
 
     async fn records(
@@ -353,30 +306,25 @@ impl VectorStore for EmbeddedStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let rows = self
-            .fetch_all(
-                Statement::new(
-                    "SELECT id, document, metadata FROM records WHERE collection = ? ORDER BY id \
-                     LIMIT ? OFFSET ?",
-                )
-                .bind(collection.name.clone())
-                .bind(limit as i64)
-                .bind(offset as i64),
-            )
-            .await
-            .map_err(backend("reading records"))?;
-        rows.iter()
-            .map(|row| {
-                let metadata: String = row.try_get("metadata")?;
+        let name = collection.name.clone();
+        self.with(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, document, metadata FROM records WHERE collection = ? ORDER BY id \
+                 LIMIT ? OFFSET ?",
+            )?
+            .query_map(params![name, limit as i64, offset as i64], |row| {
+                let metadata: String = row.get("metadata")?;
                 Ok(Record {
-                    id: row.try_get("id")?,
-                    document: row.try_get("document")?,
+                    id: row.get("id")?,
+                    document: row.get("document")?,
                     metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
                     embedding: Vec::new(),
                 })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(backend("reading records"))
+            })?
+            .collect()
+        })
+        .await
+        .map_err(backend("reading records"))
     }
 
     async fn delete(
@@ -384,32 +332,31 @@ impl VectorStore for EmbeddedStore {
         collection: &CollectionInfo,
         ids: Vec<String>,
     ) -> Result<(), StoreError> {
-        let statements = ids.chunks(IDS_PER_DELETE).map(|group| {
-            let placeholders = vec!["?"; group.len()].join(", ");
-            let mut statement = Statement::new(format!(
-                "DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"
-            ))
-            .bind(collection.name.clone());
-            for id in group {
-                statement = statement.bind(id.clone());
-            }
-            statement
-        });
-        self.write(ids.len() > IDS_PER_DELETE, statements)
-            .await
-            .map_err(backend("delete"))
+        let statements = ids
+            .chunks(IDS_PER_DELETE)
+            .map(|group| {
+                let placeholders = vec!["?"; group.len()].join(", ");
+                let mut values: Vec<rusqlite::types::Value> = vec![collection.name.clone().into()];
+                values.extend(group.iter().map(|id| id.clone().into()));
+                (
+                    format!("DELETE FROM records WHERE collection = ? AND id IN ({placeholders})"),
+                    values,
+                )
+            })
+            .collect();
+        self.write(statements).await.map_err(backend("delete"))
     }
 
     async fn count(&self, collection: &CollectionInfo) -> Result<u64, StoreError> {
-        let row = self
-            .fetch_optional(
-                Statement::new("SELECT COUNT(*) AS n FROM records WHERE collection = ?")
-                    .bind(collection.name.clone()),
-            )
+        let name = collection.name.clone();
+        let n: i64 = self
+            .with(move |conn| {
+                conn.prepare_cached("SELECT COUNT(*) FROM records WHERE collection = ?")?
+                    .query_row([name], |row| row.get(0))
+            })
             .await
-            .map_err(backend("count"))?
-            .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
-        Ok(row.try_get::<i64, _>("n").map_err(backend("count"))? as u64)
+            .map_err(backend("count"))?;
+        Ok(n as u64)
     }
 
     async fn query(
@@ -418,54 +365,64 @@ impl VectorStore for EmbeddedStore {
         embedding: &[f32],
         k: usize,
     ) -> Result<Vec<QueryHit>, StoreError> {
-        let rows = self
-            .fetch_all(
-                Statement::new("SELECT id, embedding FROM records WHERE collection = ?")
-                    .bind(collection.name.clone()),
-            )
+        let name = collection.name.clone();
+        let embedding = embedding.to_vec();
+        let hits = self
+            .with(move |conn| {
+                let mut scored = conn
+                    .prepare_cached("SELECT id, embedding FROM records WHERE collection = ?")?
+                    .query_map([&name], |row| {
+                        let blob: Vec<u8> = row.get(1)?;
+                        Ok((
+                            cosine(&embedding, &from_blob(&blob)),
+                            row.get::<_, String>(0)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+                scored.truncate(k);
+                let mut read = conn.prepare_cached(
+                    "SELECT document, metadata FROM records WHERE collection = ? AND id = ?",
+                )?;
+                let mut hits = Vec::with_capacity(scored.len());
+                for (score, id) in scored {
+                    let hit = read
+                        .query_row(params![name, id], |row| {
+                            let metadata: String = row.get(1)?;
+                            Ok(QueryHit {
+                                id: id.clone(),
+                                score,
+                                document: row.get(0)?,
+                                metadata: serde_json::from_str::<Metadata>(&metadata)
+                                    .unwrap_or_default(),
+                            })
+                        })
+                        .optional()?;
+                    hits.extend(hit);
+                }
+                Ok(hits)
+            })
             .await
             .map_err(backend("query"))?;
-        let mut scored = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id").map_err(backend("query"))?;
-            let blob: Vec<u8> = row.try_get("embedding").map_err(backend("query"))?;
-            scored.push((cosine(embedding, &from_blob(&blob)), id));
-        }
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        scored.truncate(k);
-        let mut hits = Vec::with_capacity(scored.len());
-        for (score, id) in scored {
-            let row = self
-                .fetch_optional(
-                    Statement::new(
-                        "SELECT document, metadata FROM records WHERE collection = ? AND id = ?",
-                    )
-                    .bind(collection.name.clone())
-                    .bind(id.clone()),
-                )
-                .await
-                .map_err(backend("query"))?
-                .ok_or_else(|| StoreError::NoCollection(collection.name.clone()))?;
-            let metadata: String = row.try_get("metadata").map_err(backend("query"))?;
-            hits.push(QueryHit {
-                id,
-                score,
-                document: row.try_get("document").map_err(backend("query"))?,
-                metadata: serde_json::from_str::<Metadata>(&metadata).unwrap_or_default(),
-            });
-        }
         Ok(hits)
     }
 }
 
+/// A collection by name, if the store holds it.
+fn read_collection(conn: &Connection, name: &str) -> rusqlite::Result<Option<CollectionInfo>> {
+    conn.prepare_cached("SELECT name, embedding_model, dimension FROM collections WHERE name = ?")?
+        .query_row([name], collection_info)
+        .optional()
+}
+
 /// A `collections` row.
-fn collection_info(row: &SqliteRow) -> Result<CollectionInfo, sqlx::Error> {
-    let name: String = row.try_get("name")?;
+fn collection_info(row: &Row<'_>) -> rusqlite::Result<CollectionInfo> {
+    let name: String = row.get("name")?;
     Ok(CollectionInfo {
         id: name.clone(),
         name,
-        embedding_model: row.try_get("embedding_model")?,
-        dimension: row.try_get::<i64, _>("dimension")? as usize,
+        embedding_model: row.get("embedding_model")?,
+        dimension: row.get::<_, i64>("dimension")? as usize,
     })
 }
 

@@ -67,6 +67,10 @@ impl HashingEmbedder {
     }
 }
 
+/// Texts of at most this many bytes in all are hashed on the caller's thread: about 0.1 ms of
+/// work at the embedder's ~190 MB/s, less than two thread switches to the blocking pool and back.
+const INLINE_BYTES: usize = 16 * 1024;
+
 #[async_trait]
 impl EmbeddingProvider for HashingEmbedder {
     fn model(&self) -> &str {
@@ -79,7 +83,11 @@ impl EmbeddingProvider for HashingEmbedder {
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let embedder = Self::new(self.dimension);
-        // Hashing is CPU work: keep it off the actor threads.
+        // Hashing is CPU work: kept off the actor threads, unless there is so little of it
+        // (microseconds) that the hand-off to the blocking pool and back would cost more.
+        if texts.iter().map(String::len).sum::<usize>() <= INLINE_BYTES {
+            return Ok(texts.iter().map(|t| embedder.embed_one(t)).collect());
+        }
         tokio::task::spawn_blocking(move || texts.iter().map(|t| embedder.embed_one(t)).collect())
             .await
             .map_err(|e| EmbedError::permanent(format!("local embedder failed: {e}")))

@@ -110,7 +110,7 @@ impl ChunkSink for ChannelSink {
     }
 }
 
-/// Starts reading `job`'s files on a blocking thread into `tx`, compared with its `basis` unless
+/// Starts reading `job`'s files on a blocking thread (none for a job with no files) into `tx`, compared with its `basis` unless
 /// the job is forced: a forced job reads and embeds everything, and the basis only says what to
 /// delete.
 pub(super) fn spawn_reader(
@@ -129,6 +129,12 @@ pub(super) fn spawn_reader(
     };
     sink.held = held;
     let fingerprint = job.fingerprint.clone();
+    if plan.files.is_empty() {
+        // Nothing to read, nothing sent: not worth a hand-off to the blocking pool and back (two
+        // thread switches, a kind a persona lacks costing more than one it has).
+        let report = read_all(source, plan, skip_from, fingerprint, sink);
+        return tokio::spawn(std::future::ready(report));
+    }
     tokio::task::spawn_blocking(move || read_all(source, plan, skip_from, fingerprint, sink))
 }
 

@@ -89,10 +89,17 @@ impl EmbeddedStore {
             work(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // The runtime stopped before the call ran: nothing was done.
+            Err(_) => Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+                Some("the runtime stopped before the statement ran".into()),
+            )),
+        })
     }
 
-    /// Runs `statements` (SQL and parameters) in order, in a transaction when there are several.
+    /// Runs `statements` (SQL and parameters) in order, in one transaction.
     async fn write(
         &self,
         statements: Vec<(String, Vec<rusqlite::types::Value>)>,

@@ -76,8 +76,10 @@ impl ResultStore for ResultBackend {
         &self,
         states: &[(String, TaskState, ResultMeta)],
     ) -> Result<Vec<bool>, BrokerError> {
-        if let [(task_id, state, meta)] = states {
-            return Ok(vec![self.store(task_id, state, meta).await?]);
+        match states {
+            [] => return Ok(Vec::new()),
+            [(task_id, state, meta)] => return Ok(vec![self.store(task_id, state, meta).await?]),
+            _ => {}
         }
         let now = chrono::Utc::now();
         let invocations: Vec<_> = states

@@ -110,9 +110,9 @@ impl ChunkSink for ChannelSink {
     }
 }
 
-/// Starts reading `job`'s files on a blocking thread (none for a job with no files) into `tx`, compared with its `basis` unless
-/// the job is forced: a forced job reads and embeds everything, and the basis only says what to
-/// delete.
+/// Starts reading `job`'s files into `tx` on a blocking thread (on this one for a job with no
+/// files), compared with its `basis` unless the job is forced: a forced job reads and embeds
+/// everything, and the basis only says what to delete.
 pub(super) fn spawn_reader(
     job: &IngestJob,
     basis: &Basis,

@@ -131,7 +131,7 @@ pub(super) async fn read_start(
             manifest::load(db, persona, &every_kind)
                 .await
                 .map_err(TransitionError::from)
-        },)?;
+        })?;
     // Decided as its write will decide, without building the statements.
     let completed_before = jobs::claim(persona, run, &existing)?.completed_before;
     let kinds: Vec<Kind> = jobs::still_to_run(run, &completed_before)

@@ -70,16 +70,17 @@ impl Task<'_> {
         Some((subtask_id(&self.msg.id, kind), state))
     }
 
-    /// Gives every sub-task not yet answered for good the same `state`.
+    /// Gives every sub-task not yet answered for good the same `state`, in one round trip.
     pub(super) async fn answer_unanswered(&mut self, state: &TaskState) {
-        if let Some((_, job_ids)) = self.full_persona() {
-            for kind in job_ids.keys() {
-                if self.answered.insert(*kind) {
-                    self.answer(&subtask_id(&self.msg.id, *kind), state.clone())
-                        .await;
-                }
-            }
-        }
+        let Some((_, job_ids)) = self.full_persona() else {
+            return;
+        };
+        let answers = job_ids
+            .keys()
+            .filter(|kind| self.answered.insert(**kind))
+            .map(|kind| (subtask_id(&self.msg.id, *kind), state.clone()))
+            .collect();
+        self.answer_all(answers).await;
     }
 
     /// The task's final answer, and its sub-tasks' where their jobs did not end for good.

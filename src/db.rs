@@ -11,6 +11,13 @@ use crate::config::DatabaseSettings;
 use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::urls::redact;
 
+pub(crate) use self::inline::not_run;
+pub use self::inline::{InlineSqlite, InlineTxn};
+pub use self::writer::{JobsWriter, WriterTxn};
+
+mod inline;
+mod writer;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database {url}: {source}")]

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
+
+use crate::db::JobsWriter;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
@@ -48,7 +50,7 @@ pub struct RecorderCounters {
 }
 
 pub struct StatusRecorder {
-    db: DatabaseConnection,
+    db: JobsWriter,
     events: broadcast::Sender<JobEvent>,
     /// Updates waiting for the next batch, in arrival order, each with whom to answer.
     queue: VecDeque<(StatusUpdate, Reply)>,
@@ -86,7 +88,12 @@ const MAX_BATCH: usize = 256;
 pub const DATABASE_RIDE_OUT: Duration = Duration::from_secs(60);
 
 impl StatusRecorder {
+    /// Writes to `db`, in place when it is a SQLite file (see [`JobsWriter::for_db`]).
     pub fn new(db: DatabaseConnection, events: broadcast::Sender<JobEvent>) -> Self {
+        Self::writing_to(JobsWriter::for_db(&db), events)
+    }
+
+    pub fn writing_to(db: JobsWriter, events: broadcast::Sender<JobEvent>) -> Self {
         Self {
             db,
             events,

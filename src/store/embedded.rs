@@ -89,14 +89,7 @@ impl EmbeddedStore {
             work(&mut conn.lock().unwrap_or_else(PoisonError::into_inner))
         })
         .await
-        .unwrap_or_else(|e| match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            // The runtime stopped before the call ran: nothing was done.
-            Err(_) => Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
-                Some("the runtime stopped before the statement ran".into()),
-            )),
-        })
+        .unwrap_or_else(crate::db::not_run)
     }
 
     /// Runs `statements` (SQL and parameters) in order, in one transaction.

@@ -17,7 +17,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::ConnectionTrait;
+
+use crate::db::JobsWriter;
 use uuid::Uuid;
 
 use super::open_runs::Doomed;
@@ -48,7 +50,7 @@ pub(super) struct ProgressWritten {
 /// `answered[i]` is the run `updates[i]` was answered early for: if its write fails, that run
 /// is doomed, as is the run of any start that fails.
 pub(super) async fn apply_batch(
-    db: &DatabaseConnection,
+    db: &JobsWriter,
     updates: Vec<StatusUpdate>,
     answered: Vec<Option<PersonaId>>,
     progress: Vec<(Uuid, u8)>,
@@ -118,7 +120,7 @@ pub(super) async fn apply_batch(
 /// each of its jobs has once it is written. A refusal, or any error, is left for its write to
 /// find and answer.
 pub(super) async fn read_start(
-    db: &DatabaseConnection,
+    db: &JobsWriter,
     persona: &PersonaId,
     run: &[jobs::JobRef],
 ) -> Result<(Recorded, Vec<(Uuid, JobStatus)>), TransitionError> {
@@ -207,7 +209,7 @@ fn failed_event(job_id: Uuid, error: &str) -> Option<JobEvent> {
 }
 
 /// Progress alone, row by row; what the database could not take yet is answered back.
-async fn write_progress(db: &DatabaseConnection, progress: Vec<(Uuid, u8)>) -> ProgressWritten {
+async fn write_progress(db: &JobsWriter, progress: Vec<(Uuid, u8)>) -> ProgressWritten {
     let mut done = ProgressWritten::default();
     let mut pending = progress.into_iter();
     while let Some((job_id, value)) = pending.next() {
@@ -227,11 +229,7 @@ async fn write_progress(db: &DatabaseConnection, progress: Vec<(Uuid, u8)>) -> P
 }
 
 /// Applies an update alone, riding out an unavailable database (see [`backoff`]).
-async fn apply_riding_out(
-    db: &DatabaseConnection,
-    update: StatusUpdate,
-    ride_out: Duration,
-) -> Applied {
+async fn apply_riding_out(db: &JobsWriter, update: StatusUpdate, ride_out: Duration) -> Applied {
     retry(&backoff(ride_out), "database", unavailable, tell, || {
         apply_alone(db, update.clone())
     })
@@ -240,7 +238,7 @@ async fn apply_riding_out(
 }
 
 /// One update, in a transaction of its own when it writes more than one statement.
-async fn apply_alone(db: &DatabaseConnection, update: StatusUpdate) -> Applied {
+async fn apply_alone(db: &JobsWriter, update: StatusUpdate) -> Applied {
     let several = match &update {
         StatusUpdate::BeginRun { .. } => true,
         StatusUpdate::JobCompleted { manifest, .. } | StatusUpdate::JobFailed { manifest, .. } => {

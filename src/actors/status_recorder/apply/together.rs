@@ -5,7 +5,9 @@
 
 use std::collections::HashSet;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::ConnectionTrait;
+
+use crate::db::JobsWriter;
 use uuid::Uuid;
 
 use super::{completed_event, failed_event, started_event, Applied, ProgressWritten};
@@ -18,7 +20,7 @@ use crate::{Kind, PersonaId};
 /// The batch in one transaction, in parts (see [`independent`]), its progress last. Any error,
 /// a refusal among them (see [`write_together`]), rolls it all back.
 pub(super) async fn together(
-    db: &DatabaseConnection,
+    db: &JobsWriter,
     updates: &[StatusUpdate],
     progress: &[(Uuid, u8)],
 ) -> Result<(Vec<Applied>, ProgressWritten), TransitionError> {

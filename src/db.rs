@@ -13,7 +13,7 @@ use crate::urls::redact;
 
 pub(crate) use self::inline::not_run;
 pub use self::inline::{InlineSqlite, InlineTxn};
-pub use self::writer::{JobsWriter, WriterTxn};
+pub use self::writer::{JobsWriter, RunsWrites, WriterTxn};
 
 mod inline;
 mod writer;

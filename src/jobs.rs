@@ -314,4 +314,4 @@ pub use begin::{begin_run, begin_run_writes, claim, job_rows, still_to_run, Begu
 pub use create::create_pending;
 pub use error::TransitionError;
 pub use queries::*;
-pub use writes::Writes;
+pub use writes::{RunsWrites, Writes};

@@ -36,6 +36,9 @@ mod values;
 /// long as the pool's connections wait (`db::connect_only`).
 const BUSY_WAIT: Duration = Duration::from_secs(30);
 
+/// Prepared statements kept for reuse.
+const STATEMENTS_CACHED: usize = 256;
+
 /// A connection to a SQLite file that runs statements on the caller's thread. Clones share it.
 #[derive(Clone)]
 pub struct InlineSqlite {
@@ -125,6 +128,9 @@ impl InlineSqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(Duration::ZERO)?;
+        // The recorder's statements are a few dozen shapes (a transition each, the reads with
+        // their lists of ids); rusqlite keeps 16 by default.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         Ok(Self {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -188,6 +194,19 @@ macro_rules! connection {
 
 connection!(InlineSqlite, false);
 connection!(InlineTxn, true);
+
+/// One statement at a time: each is a call here, and parsed once (the statement cache).
+impl super::RunsWrites for InlineSqlite {
+    fn joins_writes(&self) -> bool {
+        false
+    }
+}
+
+impl super::RunsWrites for InlineTxn {
+    fn joins_writes(&self) -> bool {
+        false
+    }
+}
 
 /// A transaction on an [`InlineSqlite`]: rolled back when dropped uncommitted.
 pub struct InlineTxn {

@@ -12,6 +12,18 @@ use sea_orm::{
 
 use super::inline::{InlineSqlite, InlineTxn};
 
+/// A connection that runs [`crate::jobs::Writes`], saying whether they go joined as one string.
+pub trait RunsWrites: ConnectionTrait {
+    /// Whether each statement alone is a hand-off to a driver's thread that one string saves:
+    /// sqlx's SQLite.
+    fn joins_writes(&self) -> bool {
+        self.get_database_backend() == DbBackend::Sqlite
+    }
+}
+
+impl RunsWrites for DatabaseConnection {}
+impl RunsWrites for DatabaseTransaction {}
+
 /// Where the StatusRecorder writes.
 #[derive(Clone)]
 pub enum JobsWriter {
@@ -125,3 +137,15 @@ macro_rules! delegate {
 
 delegate!(JobsWriter);
 delegate!(WriterTxn);
+
+impl RunsWrites for JobsWriter {
+    fn joins_writes(&self) -> bool {
+        matches!(self, Self::Pool(db) if db.joins_writes())
+    }
+}
+
+impl RunsWrites for WriterTxn {
+    fn joins_writes(&self) -> bool {
+        matches!(self, Self::Pool(txn) if txn.joins_writes())
+    }
+}

@@ -9,7 +9,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
 use uuid::Uuid;
 
 use super::create::{new_job, new_persona};
-use super::{JobRef, TransitionError, Writes};
+use super::{JobRef, RunsWrites, TransitionError, Writes};
 use crate::{JobStatus, PersonaId, PersonaStatus};
 
 /// Creates the persona (as a draft) and the job rows that do not exist yet, and moves the
@@ -21,7 +21,7 @@ use crate::{JobStatus, PersonaId, PersonaStatus};
 /// One read (the jobs, in one query) and then its writes ([`begin_run_writes`]), run together.
 /// Run it in a transaction: the StatusRecorder does. Like every transition here, a refused one
 /// writes nothing, so that it can share its transaction with others.
-pub async fn begin_run<C: ConnectionTrait>(
+pub async fn begin_run<C: RunsWrites>(
     db: &C,
     persona_id: &PersonaId,
     jobs: &[JobRef],

@@ -5,9 +5,14 @@
 //! every status of every run through one connection, was the daemon's bottleneck.
 //!
 //! PostgreSQL takes one statement at a time with values (its extended protocol), so there they
-//! run one after another: same result, one round trip each, as before.
+//! run one after another: same result, one round trip each, as before. So do they on a SQLite
+//! file written in place ([`crate::db::InlineSqlite`]), where a statement is a call and each
+//! one alone is parsed once and cached; joined, the string was parsed again every time (a
+//! quarter of the daemon's main thread in `trigger_overhead`).
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Values};
+use sea_orm::{DbBackend, DbErr, Statement, Values};
+
+pub use crate::db::RunsWrites;
 
 /// Statements to run together, in order; `run` answers the rows they changed in all.
 #[derive(Debug, Default)]
@@ -37,11 +42,11 @@ impl Writes {
     /// together); answers the rows they changed, summed. The statements must be INSERT, UPDATE
     /// or DELETE: SQLite counts changes per data-changing statement, and any other kind would
     /// be counted with the previous one's.
-    pub async fn run<C: ConnectionTrait>(self, db: &C) -> Result<u64, DbErr> {
+    pub async fn run<C: RunsWrites>(self, db: &C) -> Result<u64, DbErr> {
         if self.statements.is_empty() {
             return Ok(0);
         }
-        if db.get_database_backend() != DbBackend::Sqlite || self.statements.len() == 1 {
+        if !db.joins_writes() || self.statements.len() == 1 {
             let mut changed = 0;
             for statement in self.statements {
                 changed += db.execute(statement).await?.rows_affected();
@@ -67,7 +72,9 @@ impl Writes {
 mod tests {
     use entities::persona;
     use sea_orm::sea_query::Expr;
-    use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
+    use sea_orm::{
+        ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryTrait,
+    };
 
     use super::*;
     use crate::{PersonaId, PersonaStatus};
@@ -80,6 +87,45 @@ mod tests {
             .build(backend)
     }
 
+    async fn three_personas(db: &DatabaseConnection) {
+        let now = chrono::Utc::now();
+        for id in ["a", "b", "c"] {
+            let persona = PersonaId::parse(id).unwrap();
+            crate::jobs::create::new_persona(&persona, PersonaStatus::Draft, now)
+                .insert(db)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Three updates of [`three_personas`] run as one by `writer` (two change a row), then
+    /// `done` (a commit), then the rows read through `db`.
+    async fn three_updates<C: RunsWrites>(
+        db: &DatabaseConnection,
+        writer: C,
+        done: impl AsyncFnOnce(C),
+    ) {
+        let backend = writer.get_database_backend();
+        let mut writes = Writes::new();
+        writes.push(set_status(backend, "a", PersonaStatus::Active));
+        writes.push(set_status(backend, "nobody", PersonaStatus::Active));
+        writes.push(set_status(backend, "c", PersonaStatus::Failed));
+        assert_eq!(writes.run(&writer).await.unwrap(), 2);
+        done(writer).await;
+
+        let status = |id: &'static str| async move {
+            persona::Entity::find_by_id(id)
+                .one(db)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        assert_eq!(status("a").await, PersonaStatus::Active);
+        assert_eq!(status("b").await, PersonaStatus::Draft);
+        assert_eq!(status("c").await, PersonaStatus::Failed);
+    }
+
     #[tokio::test]
     async fn statements_run_as_one_count_every_row_they_change_and_bind_their_own_values() {
         let settings = crate::config::DatabaseSettings {
@@ -87,34 +133,25 @@ mod tests {
             max_connections: 1,
         };
         let db = crate::db::connect(&settings).await.unwrap();
-        let now = chrono::Utc::now();
-        for id in ["a", "b", "c"] {
-            let persona = PersonaId::parse(id).unwrap();
-            crate::jobs::create::new_persona(&persona, PersonaStatus::Draft, now)
-                .insert(&db)
-                .await
-                .unwrap();
-        }
-        let backend = db.get_database_backend();
-        let mut writes = Writes::new();
-        writes.push(set_status(backend, "a", PersonaStatus::Active));
-        writes.push(set_status(backend, "nobody", PersonaStatus::Active));
-        writes.push(set_status(backend, "c", PersonaStatus::Failed));
-        assert_eq!(writes.run(&db).await.unwrap(), 2);
+        assert!(db.joins_writes());
+        three_personas(&db).await;
+        three_updates(&db, db.clone(), async |_| {}).await;
+    }
 
-        let status = |id: &'static str| {
-            let db = db.clone();
-            async move {
-                persona::Entity::find_by_id(id)
-                    .one(&db)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .status
-            }
+    #[tokio::test]
+    async fn statements_written_in_place_run_one_by_one_in_the_writers_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::config::DatabaseSettings {
+            url: format!("sqlite://{}/jobs.db?mode=rwc", dir.path().display()),
+            max_connections: 1,
         };
-        assert_eq!(status("a").await, PersonaStatus::Active);
-        assert_eq!(status("b").await, PersonaStatus::Draft);
-        assert_eq!(status("c").await, PersonaStatus::Failed);
+        let db = crate::db::connect(&settings).await.unwrap();
+        let writer = crate::db::JobsWriter::for_db(&db);
+        assert!(matches!(writer, crate::db::JobsWriter::Inline(_)));
+        assert!(!writer.joins_writes());
+        three_personas(&db).await;
+        let txn = writer.begin().await.unwrap();
+        assert!(!txn.joins_writes());
+        three_updates(&db, txn, async |txn| txn.commit().await.unwrap()).await;
     }
 }

@@ -14,7 +14,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use super::{FileEntry, KindManifest};
-use crate::jobs::Writes;
+use crate::jobs::{RunsWrites, Writes};
 use crate::{Kind, PersonaId};
 
 /// Rows a statement inserts at most: 11 values each, well within SQLite's 32,766 parameters.
@@ -214,7 +214,7 @@ pub enum ManifestChange {
 }
 
 impl ManifestChange {
-    pub async fn apply<C: ConnectionTrait>(&self, db: &C) -> Result<(), DbErr> {
+    pub async fn apply<C: RunsWrites>(&self, db: &C) -> Result<(), DbErr> {
         let mut writes = Writes::new();
         self.writes(db.get_database_backend(), &mut writes);
         writes.run(db).await?;

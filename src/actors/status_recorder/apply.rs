@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use sea_orm::ConnectionTrait;
+use crate::jobs::RunsWrites;
 
 use crate::db::JobsWriter;
 use uuid::Uuid;
@@ -257,7 +257,7 @@ async fn apply_alone(db: &JobsWriter, update: StatusUpdate) -> Applied {
 
 /// Applies one update on `db`, which is a transaction wherever the update writes more than one
 /// statement.
-async fn apply<C: ConnectionTrait>(db: &C, update: StatusUpdate) -> Applied {
+async fn apply<C: RunsWrites>(db: &C, update: StatusUpdate) -> Applied {
     Ok((
         match update {
             StatusUpdate::BeginRun { persona, jobs } => {

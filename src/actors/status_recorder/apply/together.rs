@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{completed_event, failed_event, started_event, Applied, ProgressWritten};
 use crate::actors::status_recorder::open_runs::touched;
 use crate::actors::status_recorder::{Recorded, StatusUpdate};
-use crate::jobs::{self, TransitionError, Writes};
+use crate::jobs::{self, RunsWrites, TransitionError, Writes};
 use crate::manifest;
 use crate::{Kind, PersonaId};
 
@@ -76,7 +76,7 @@ fn independent(updates: &[StatusUpdate]) -> usize {
 /// string, then the manifest changes in another. A transition that changes fewer rows than it
 /// should was refused: the batch is rolled back (an error) and applied one update at a time,
 /// which finds which and why.
-async fn write_together<C: ConnectionTrait>(
+async fn write_together<C: RunsWrites>(
     txn: &C,
     updates: &[StatusUpdate],
 ) -> Result<Vec<Applied>, TransitionError> {

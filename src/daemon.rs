@@ -49,7 +49,16 @@ pub struct Daemon {
     pub stopped_remotely: watch::Receiver<bool>,
     stop_listening: watch::Sender<bool>,
     /// Where the trigger, the pidbox and the HTTP server run (see [`start`]).
-    front_thread: Arbiter,
+    _front_thread: FrontThread,
+}
+
+/// The front's thread, stopped when the daemon is dropped, stopped first or not.
+struct FrontThread(Arbiter);
+
+impl Drop for FrontThread {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops (see the module).
@@ -102,17 +111,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         provider: engine.provider.clone(),
         supervisor: engine.supervisor.clone(),
     };
-    let front_thread = Arbiter::new();
+    let front_thread = FrontThread(Arbiter::new());
     let (started, front) = tokio::sync::oneshot::channel();
-    front_thread.spawn(async move {
+    front_thread.0.spawn(async move {
         let _ = started.send(start_front(settings, handles).await);
     });
     let front = match front.await {
         Ok(Ok(front)) => front,
-        Ok(Err(e)) => {
-            front_thread.stop();
-            return Err(e);
-        }
+        Ok(Err(e)) => return Err(e),
         Err(_) => anyhow::bail!("the trigger's thread stopped while starting"),
     };
     Ok(Daemon {
@@ -123,7 +129,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
         http: front.http,
         stopped_remotely: front.stopped_remotely,
         stop_listening: front.stop_listening,
-        front_thread,
+        _front_thread: front_thread,
     })
 }
 
@@ -352,7 +358,6 @@ impl Daemon {
             http.stop(true).await;
         }
         self.engine.shutdown().await;
-        self.front_thread.stop();
         DaemonReport {
             worker_id: self.worker_id,
             trigger,

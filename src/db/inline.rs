@@ -73,10 +73,8 @@ impl Inner {
                 let inner = self.clone();
                 tokio::task::spawn_blocking(move || {
                     let conn = inner.conn();
-                    conn.busy_timeout(BUSY_WAIT)?;
-                    let result = work(&conn);
-                    conn.busy_timeout(Duration::ZERO)?;
-                    result
+                    let waiting = Waiting::on(&conn)?;
+                    work(waiting.0)
                 })
                 .await
                 .unwrap_or_else(not_run)
@@ -241,6 +239,25 @@ impl Drop for InlineTxn {
                     tracing::warn!("{}: rolling back: {e}", self.inner.path.display());
                 }
             }
+        }
+    }
+}
+
+/// The connection waiting for a locked file ([`BUSY_WAIT`]) while this lives: back to not
+/// waiting when dropped, even by a panic, lest a later statement wait on the caller's thread.
+struct Waiting<'a>(&'a Connection);
+
+impl<'a> Waiting<'a> {
+    fn on(conn: &'a Connection) -> rusqlite::Result<Self> {
+        conn.busy_timeout(BUSY_WAIT)?;
+        Ok(Self(conn))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.busy_timeout(Duration::ZERO) {
+            tracing::warn!("SQLite busy timeout not reset: {e}");
         }
     }
 }

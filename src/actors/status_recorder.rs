@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use sea_orm::DatabaseConnection;
-
-use crate::db::JobsWriter;
 use serde::Serialize;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
@@ -22,6 +20,7 @@ use self::apply::{apply_batch, read_start, Applied};
 use self::open_runs::{Doomed, OpenRuns, Reply, Start};
 pub use self::update::{JobEvent, Recorded, StatusUpdate};
 use super::Observe;
+use crate::db::JobsWriter;
 use crate::jobs::TransitionError;
 use crate::{JobStatus, PersonaId};
 
@@ -92,12 +91,8 @@ pub const DATABASE_RIDE_OUT: Duration = Duration::from_secs(60);
 impl StatusRecorder {
     /// Writes to `db`, in place when it is a SQLite file (see [`JobsWriter::for_db`]).
     pub fn new(db: DatabaseConnection, events: broadcast::Sender<JobEvent>) -> Self {
-        Self::writing_to(JobsWriter::for_db(&db), events)
-    }
-
-    pub fn writing_to(db: JobsWriter, events: broadcast::Sender<JobEvent>) -> Self {
         Self {
-            db,
+            db: JobsWriter::for_db(&db),
             events,
             queue: VecDeque::new(),
             applying: false,

@@ -50,11 +50,6 @@ impl JobsWriter {
         }
     }
 
-    /// Writes through the pool whatever `db` is (tests comparing the two).
-    pub fn pooled(db: &DatabaseConnection) -> Self {
-        Self::Pool(db.clone())
-    }
-
     pub async fn begin(&self) -> Result<WriterTxn, DbErr> {
         Ok(match self {
             Self::Pool(db) => WriterTxn::Pool(db.begin().await?),

@@ -17,14 +17,12 @@
 
 use std::time::Duration;
 
-use crate::jobs::RunsWrites;
-
-use crate::db::JobsWriter;
 use uuid::Uuid;
 
 use super::open_runs::Doomed;
 use super::{JobEvent, Recorded, StatusUpdate};
-use crate::jobs::{self, TransitionError};
+use crate::db::JobsWriter;
+use crate::jobs::{self, RunsWrites, TransitionError};
 use crate::manifest;
 use crate::retry::{retry, Backoff, Budget, Verdict};
 use crate::{JobStatus, Kind, PersonaId};

@@ -108,22 +108,13 @@ fn a_manifest_row(persona: &str, settled: bool) -> manifest_entry::Model {
 async fn rows_read_in_place_equal_the_rows_sqlx_reads() {
     let f = files().await;
     let persona = a_persona("twain");
-    persona
-        .clone()
-        .into_active_model()
-        .insert(&f.pool)
-        .await
-        .unwrap();
+    f.pool.insert_persona(persona.clone()).await;
     let jobs = [
         a_job("twain", Kind::Works, true),
         a_job("twain", Kind::Quotes, false),
     ];
     for job in &jobs {
-        job.clone()
-            .into_active_model()
-            .insert(&f.pool)
-            .await
-            .unwrap();
+        f.pool.insert_job(job.clone()).await;
     }
     manifest_entry::Entity::insert(a_manifest_row("twain", false).into_active_model())
         .exec(&f.pool)
@@ -198,18 +189,8 @@ async fn rows_written_in_place_are_stored_as_sqlx_stores_them() {
     for full in [true, false] {
         let by_sqlx = a_job("by-sqlx", Kind::Works, full);
         let in_place = a_job("in-place", Kind::Works, full);
-        by_sqlx
-            .clone()
-            .into_active_model()
-            .insert(&f.pool)
-            .await
-            .unwrap();
-        in_place
-            .clone()
-            .into_active_model()
-            .insert(&f.inline)
-            .await
-            .unwrap();
+        f.pool.insert_job(by_sqlx.clone()).await;
+        f.inline.insert_job(in_place.clone()).await;
         let job = |job: &ingestion_job::Model| {
             let id = format!("id = x'{}'", hex(job.id.as_bytes()));
             stored(&f.pool, "ingestion_jobs", "persona_id", id)
@@ -229,12 +210,17 @@ fn hex(bytes: &[u8]) -> String {
 #[async_trait::async_trait]
 trait Writer: Sync {
     async fn insert_persona(&self, persona: persona::Model);
+    async fn insert_job(&self, job: ingestion_job::Model);
 }
 
 #[async_trait::async_trait]
 impl<C: ConnectionTrait> Writer for C {
     async fn insert_persona(&self, persona: persona::Model) {
         persona.into_active_model().insert(self).await.unwrap();
+    }
+
+    async fn insert_job(&self, job: ingestion_job::Model) {
+        job.into_active_model().insert(self).await.unwrap();
     }
 }
 

@@ -1,18 +1,17 @@
 //! A batch of status updates written together: one transaction, the reads of the runs it
 //! starts in two queries, its transitions as one string of statements and its manifest changes
-//! as another (see [`Writes`]); the parent module applies the batch one update at a time when
-//! this fails.
+//! as another where the connection joins writes (see [`Writes`]); the parent module applies
+//! the batch one update at a time when this fails.
 
 use std::collections::HashSet;
 
 use sea_orm::ConnectionTrait;
-
-use crate::db::JobsWriter;
 use uuid::Uuid;
 
 use super::{completed_event, failed_event, started_event, Applied, ProgressWritten};
 use crate::actors::status_recorder::open_runs::touched;
 use crate::actors::status_recorder::{Recorded, StatusUpdate};
+use crate::db::JobsWriter;
 use crate::jobs::{self, RunsWrites, TransitionError, Writes};
 use crate::manifest;
 use crate::{Kind, PersonaId};
